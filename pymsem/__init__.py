@@ -1,0 +1,42 @@
+"""pymsem: Bayesian multilevel structural equation modeling on PyMC.
+
+Build a model with :class:`MSEM` (levels, latent variables, paths, random
+slopes, derived quantities), fit it with NUTS and read paper-style tables.
+"""
+
+from pymsem import datasets
+from pymsem.priors import Prior
+from pymsem.simulate import simulate
+from pymsem.specification import (
+    MSEM,
+    Covariance,
+    Derived,
+    Latent,
+    Level,
+    MSEMDataError,
+    MSEMSpecificationError,
+    Path,
+    RandomSlope,
+)
+
+within = Level.WITHIN
+between = Level.BETWEEN
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MSEM",
+    "Covariance",
+    "Derived",
+    "Latent",
+    "Level",
+    "MSEMDataError",
+    "MSEMSpecificationError",
+    "Path",
+    "Prior",
+    "RandomSlope",
+    "between",
+    "datasets",
+    "simulate",
+    "within",
+]

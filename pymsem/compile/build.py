@@ -1,0 +1,149 @@
+"""Compile a lowered structure into a ``pm.Model``: priors, matrices, likelihood."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pymsem.compile.likelihood import Formulation, get_formulation
+from pymsem.compile.matrices import level_matrices, pytensor_ops
+from pymsem.compile.scales import Scales, initial_values
+from pymsem.compile.structure import KIND_TITLES, ModelStructure, ParamGroup
+from pymsem.priors import Prior, ResolvedPrior, default_prior
+from pymsem.specification.data import ClusteredData
+from pymsem.specification.errors import MSEMSpecificationError, closest
+
+__all__ = ["CompiledModel", "build_pymc_model", "prior_table", "resolve_priors"]
+
+
+def _override_keys(group: ParamGroup, i: int) -> list[str]:
+    """Keys that can set this element's prior, most specific first."""
+    keys = []
+    if group.labels[i]:
+        keys.append(group.labels[i])
+    keys += [f"{group.name}[{group.elements[i]}]", group.name, group.kind]
+    return keys
+
+
+def valid_prior_keys(structure: ModelStructure) -> set[str]:
+    keys: set[str] = set()
+    for g in structure.groups.values():
+        for i in range(len(g)):
+            keys.update(_override_keys(g, i))
+    from pymsem.compile.structure import KINDS
+
+    return keys | set(KINDS)
+
+
+def resolve_priors(
+    structure: ModelStructure, scales: Scales, overrides: dict[str, Prior]
+) -> dict[str, list[ResolvedPrior]]:
+    """The prior of every free parameter, by group, user overrides over data-scaled defaults."""
+    valid = valid_prior_keys(structure)
+    for key in overrides:
+        if key not in valid:
+            raise MSEMSpecificationError(
+                f"set_prior: {key!r} names no parameter of this model. Use a label, a PyMC variable "
+                f"name such as 'path_w', an element such as 'path_w[INT <- REL]', or a kind."
+                + closest(key, valid)
+            )
+    out: dict[str, list[ResolvedPrior]] = {}
+    for g in structure.groups.values():
+        res = []
+        for i, el in enumerate(g.elements):
+            key = next((k for k in _override_keys(g, i) if k in overrides), None)
+            if key is not None:
+                res.append(ResolvedPrior(overrides[key], f"user: {key}"))
+            else:
+                scale, center = scales.element_scale(g.kind, g.level, el)
+                prior, rule = default_prior(g.kind, scale, center)
+                res.append(ResolvedPrior(prior, f"default: {rule}"))
+        out[g.name] = res
+    return out
+
+
+def prior_table(structure: ModelStructure, priors: dict[str, list[ResolvedPrior]]) -> pd.DataFrame:
+    """The priors as a DataFrame: level, kind, parameter, label, variable, prior, source."""
+    rows = []
+    for g in structure.groups.values():
+        for i, el in enumerate(g.elements):
+            rp = priors[g.name][i]
+            rows.append(
+                {
+                    "level": str(g.level),
+                    "kind": KIND_TITLES[g.kind],
+                    "parameter": el,
+                    "label": g.labels[i] or "",
+                    "variable": f"{g.name}[{el}]",
+                    "prior": repr(rp.prior),
+                    "source": rp.source,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _create_group(g: ParamGroup, priors: list[ResolvedPrior]) -> Any:
+    """One PyMC variable per group; elements whose prior family differs get their own variable."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    parts: dict[tuple, list[int]] = {}
+    for i, rp in enumerate(priors):
+        parts.setdefault((rp.prior.distribution, tuple(rp.prior.params)), []).append(i)
+    if len(parts) == 1:
+        ((dist, keys),) = parts
+        kwargs = {k: np.asarray([priors[i].prior.params[k] for i in range(len(g))]) for k in keys}
+        return getattr(pm, dist)(g.name, **kwargs, dims=g.dim)
+    vec = pt.zeros(len(g))
+    model = pm.modelcontext(None)
+    for (dist, keys), idx in parts.items():
+        name = f"{g.name}_{dist.lower()}"
+        dim = f"{name}_dim"
+        model.add_coord(dim, [g.elements[i] for i in idx])
+        kwargs = {k: np.asarray([priors[i].prior.params[k] for i in idx]) for k in keys}
+        rv = getattr(pm, dist)(name, **kwargs, dims=dim)
+        vec = pt.set_subtensor(vec[np.asarray(idx)], rv)
+    return pm.Deterministic(g.name, vec, dims=g.dim)
+
+
+@dataclass
+class CompiledModel:
+    """A built ``pm.Model`` with what sampling and post-processing need."""
+
+    pymc_model: Any
+    structure: ModelStructure
+    data: ClusteredData
+    formulation: Formulation
+    priors: dict[str, list[ResolvedPrior]]
+    initial_values: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def build_pymc_model(
+    structure: ModelStructure,
+    data: ClusteredData,
+    overrides: dict[str, Prior] | None = None,
+    formulation: str = "auto",
+) -> CompiledModel:
+    """Compile the structure and data into a ``pm.Model``.
+
+    Parameters are vectors named after their kind and level (``path_w``,
+    ``loading_b``, ``lv_sd_w``, ...), with dimensions whose coordinates are
+    the parameters (``"INT <- REL"``, ``"ACH2 by ACH"``).
+    """
+    import pymc as pm
+
+    scales = Scales(structure, data)
+    priors = resolve_priors(structure, scales, overrides or {})
+    form = get_formulation(formulation, structure)
+    coords = {g.dim: list(g.elements) for g in structure.groups.values()}
+    coords["cluster"] = [str(c) for c in data.cluster_ids]
+    with pm.Model(coords=coords) as model:
+        params = {name: _create_group(g, priors[name]) for name, g in structure.groups.items()}
+        ops = pytensor_ops()
+        within = level_matrices(structure.within, params, ops)
+        between = level_matrices(structure.between, params, ops)
+        form.add(structure, data, within, between, params)
+    return CompiledModel(model, structure, data, form, priors, initial_values(structure, scales))

@@ -1,0 +1,357 @@
+"""Lowering: the specification becomes level matrices with free and fixed entries.
+
+Each level is a LISREL-type model.  Within clusters the level-1 observed
+variables are ``y_w = Lambda_w eta_w + eps_w`` with ``eta_w = B_w eta_w + zeta_w``;
+between clusters the cluster means (and level-2 columns) are
+``mu = nu + Lambda_b eta_b + eps_b`` with ``eta_b = B_b eta_b + zeta_b``.
+An observed variable that enters a regression or covariance at a level becomes
+a *single-indicator latent* there (loading 1, residual variance 0), which is
+how latent mean centering works: its between part is the latent cluster mean,
+its within part the deviation from it.  Between-level latent variables have
+mean zero, so between-level predictors are grand-mean centered and the
+intercepts ``nu`` are the grand means.
+
+Free parameters are grouped by kind and level into :class:`ParamGroup`
+vectors (``loading_w``, ``path_b``, ...), each becoming one PyMC variable with
+a dimension named after its elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pymsem.specification.errors import MSEMSpecificationError, closest
+from pymsem.specification.objects import Covariance, Latent, Level, Path
+
+__all__ = ["KINDS", "LevelStructure", "ModelStructure", "ParamGroup", "ParamRef", "lower"]
+
+#: Parameter kinds, in the order tables list them.
+KINDS = ("path", "loading", "intercept", "lv_sd", "lv_cor", "resid_sd", "resid_cor")
+
+#: Human-readable names of the kinds, used in prior tables and summaries.
+KIND_TITLES = {
+    "path": "regression slope",
+    "loading": "factor loading",
+    "intercept": "intercept (grand mean)",
+    "lv_sd": "latent (residual) SD",
+    "lv_cor": "latent (residual) correlation",
+    "resid_sd": "indicator residual SD",
+    "resid_cor": "indicator residual correlation",
+}
+
+
+@dataclass
+class ParamGroup:
+    """A vector of free parameters of one kind at one level (one PyMC variable)."""
+
+    kind: str
+    level: Level
+    elements: list[str] = field(default_factory=list)
+    labels: list[str | None] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The PyMC variable (and dimension) name, e.g. ``"loading_w"``."""
+        return f"{self.kind}_{self.level.short}"
+
+    @property
+    def dim(self) -> str:
+        """The PyMC dimension of the group, e.g. ``"path_w_param"``."""
+        return f"{self.name}_param"
+
+    def add(self, element: str, label: str | None = None) -> int:
+        self.elements.append(element)
+        self.labels.append(label)
+        return len(self.elements) - 1
+
+    def __len__(self) -> int:
+        return len(self.elements)
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """Where a single free parameter lives: group name and position."""
+
+    group: str
+    index: int
+    element: str
+    kind: str
+    level: Level
+    label: str | None
+
+
+@dataclass
+class LevelStructure:
+    """Fixed values and free-parameter positions of one level's matrices.
+
+    Index arrays hold, for each free entry, its row (and column) and its
+    position in the level's parameter group of the matching kind.
+    """
+
+    level: Level
+    observed: list[str]
+    latent: list[str]
+    single_indicator: list[str]
+    lambda_fixed: np.ndarray
+    lambda_free: np.ndarray  # (k, 3): row, col, group index
+    beta_free: np.ndarray  # (k, 3): row (outcome), col (predictor), group index
+    lv_sd_fixed: np.ndarray
+    lv_sd_free: np.ndarray  # (k, 2): latent, group index
+    lv_cor: np.ndarray  # (k, 3): i, j, group index
+    resid_sd_fixed: np.ndarray
+    resid_sd_free: np.ndarray  # (k, 2): observed, group index
+    resid_cor: np.ndarray  # (k, 3): i, j, group index
+    intercept_free: np.ndarray  # (k, 2): observed, group index (between only)
+    order: list[int]  # latents in topological order (predictors first)
+    depth: int  # longest regression chain, for (I - B)^-1 = sum_k B^k
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.observed)
+
+    @property
+    def n_lat(self) -> int:
+        return len(self.latent)
+
+    def exogenous(self) -> list[str]:
+        """Latent variables that are no regression's outcome."""
+        outcomes = set(self.beta_free[:, 0].tolist()) if len(self.beta_free) else set()
+        return [v for i, v in enumerate(self.latent) if i not in outcomes]
+
+
+@dataclass
+class ModelStructure:
+    """The lowered model: both levels, the parameter groups and the label map."""
+
+    within: LevelStructure
+    between: LevelStructure
+    groups: dict[str, ParamGroup]
+    labels: dict[str, ParamRef]
+    level1: list[str]  # observed level-1 columns (within observed order)
+    level2: list[str]  # observed level-2 columns (after level1 in between order)
+    factors: dict[str, Latent]
+
+    def level(self, level: Level) -> LevelStructure:
+        return self.within if level is Level.WITHIN else self.between
+
+    def refs(self) -> list[ParamRef]:
+        """Every free parameter, in group order."""
+        out = []
+        for g in self.groups.values():
+            for i, (el, lab) in enumerate(zip(g.elements, g.labels)):
+                out.append(ParamRef(g.name, i, el, g.kind, g.level, lab))
+        return out
+
+    @property
+    def n_free(self) -> int:
+        return sum(len(g) for g in self.groups.values())
+
+
+def _topological_order(latent: list[str], edges: list[tuple[int, int]], level: Level) -> tuple[list[int], int]:
+    """Order latents so predictors come before outcomes; raise naming a cycle if there is one."""
+    n = len(latent)
+    preds: dict[int, set[int]] = {i: set() for i in range(n)}
+    for out, pred in edges:
+        preds[out].add(pred)
+    order: list[int] = []
+    depth = [0] * n
+    state = [0] * n  # 0 new, 1 on stack, 2 done
+
+    def visit(i: int, stack: list[int]) -> None:
+        if state[i] == 2:
+            return
+        if state[i] == 1:
+            cyc = stack[stack.index(i):] + [i]
+            chain = " <- ".join(latent[j] for j in cyc)
+            raise MSEMSpecificationError(
+                f"The {level} regressions contain a cycle: {chain}. Recursive (acyclic) models "
+                f"only: remove one of these paths."
+            )
+        state[i] = 1
+        stack.append(i)
+        for p in sorted(preds[i]):
+            visit(p, stack)
+            depth[i] = max(depth[i], depth[p] + 1)
+        stack.pop()
+        state[i] = 2
+        order.append(i)
+
+    for i in range(n):
+        visit(i, [])
+    return order, max(depth, default=0)
+
+
+def _idx(rows: list[tuple[int, ...]], width: int) -> np.ndarray:
+    return np.asarray(rows, dtype=np.int64).reshape(-1, width)
+
+
+def lower(
+    latents: list[Latent],
+    paths: list[Path],
+    covariances: list[Covariance],
+    level1: list[str],
+    level2: list[str],
+    auto_exogenous_covariances: bool = True,
+) -> ModelStructure:
+    """Lower validated specification objects to a :class:`ModelStructure`.
+
+    Parameters
+    ----------
+    latents, paths, covariances
+        The specification.
+    level1, level2
+        The observed columns the model uses that vary within clusters, and
+        those that are constant within clusters, each in data order.
+    auto_exogenous_covariances
+        Free the covariances among exogenous latent variables of a level
+        (lavaan's default); otherwise only the covariances the user names.
+    """
+    factors = {f.name: f for f in latents}
+    groups: dict[str, ParamGroup] = {}
+
+    def group(kind: str, level: Level) -> ParamGroup:
+        g = ParamGroup(kind, level)
+        return groups.setdefault(g.name, g)
+
+    levels = {}
+    for level in (Level.WITHIN, Level.BETWEEN):
+        lv_paths = [p for p in paths if p.level is level]
+        lv_covs = [c for c in covariances if c.level is level]
+        observed = list(level1) + (list(level2) if level is Level.BETWEEN else [])
+        level_factors = [f for f in latents if level in f.levels]
+        indicator_of = {ind: f.name for f in level_factors for ind in f.indicators}
+        # Observed variables named in regressions or latent covariances become
+        # single-indicator latents; indicator-pair covariances stay residual.
+        structural: list[str] = []
+        for p in lv_paths:
+            for v in (p.outcome, *p.predictors):
+                if v not in factors and v not in structural:
+                    structural.append(v)
+        for c in lv_covs:
+            if not (c.a in indicator_of and c.b in indicator_of):
+                for v in (c.a, c.b):
+                    if v not in factors and v not in structural:
+                        structural.append(v)
+        for v in structural:
+            if v in indicator_of:
+                raise MSEMSpecificationError(
+                    f"{v!r} is an indicator of factor {indicator_of[v]!r} and also a variable in a "
+                    f"{level} regression or covariance. Regress the factor instead, or drop {v!r} "
+                    f"from the factor's indicators."
+                )
+            if v not in observed:
+                raise MSEMSpecificationError(
+                    f"{v!r} appears in a {level} regression or covariance but is neither a latent "
+                    f"variable at the {level} level nor an observed column available there."
+                    + closest(v, observed + [f.name for f in level_factors])
+                )
+        latent = [f.name for f in level_factors] + structural
+        lat_ix = {v: i for i, v in enumerate(latent)}
+        obs_ix = {v: i for i, v in enumerate(observed)}
+        lam = np.zeros((len(observed), len(latent)))
+        lam_free, beta_free, lv_sd_free, lv_cor, rsd_free, rcor, icpt = [], [], [], [], [], [], []
+        resid_fixed = np.full(len(observed), np.nan)
+        lv_fixed = np.full(len(latent), np.nan)
+
+        for f in level_factors:
+            fixed = f.fixed_loadings()
+            for ind in f.indicators:
+                if ind in fixed:
+                    lam[obs_ix[ind], lat_ix[f.name]] = fixed[ind]
+                else:
+                    k = group("loading", level).add(f"{ind} by {f.name}")
+                    lam_free.append((obs_ix[ind], lat_ix[f.name], k))
+            if not fixed:
+                lv_fixed[lat_ix[f.name]] = 1.0
+            if level is Level.BETWEEN and f.between_residuals == 0:
+                for ind in f.indicators:
+                    resid_fixed[obs_ix[ind]] = 0.0
+        for v in structural:
+            lam[obs_ix[v], lat_ix[v]] = 1.0
+            resid_fixed[obs_ix[v]] = 0.0
+
+        edges = []
+        for p in lv_paths:
+            for pred, lab, rnd in zip(p.predictors, p.labels, p.random):
+                if rnd is not None:
+                    raise NotImplementedError(
+                        "Random slopes are specified but not yet compiled by this version of pymsem."
+                    )
+                k = group("path", level).add(f"{p.outcome} <- {pred}", lab)
+                beta_free.append((lat_ix[p.outcome], lat_ix[pred], k))
+                edges.append((lat_ix[p.outcome], lat_ix[pred]))
+        order, depth = _topological_order(latent, edges, level)
+
+        for i, v in enumerate(latent):
+            if np.isnan(lv_fixed[i]):
+                lv_sd_free.append((i, group("lv_sd", level).add(v)))
+        cov_pairs: dict[tuple[int, int], str | None] = {}
+        for c in lv_covs:
+            if c.a in indicator_of and c.b in indicator_of:
+                i, j = sorted((obs_ix[c.a], obs_ix[c.b]))
+                if i == j:
+                    raise MSEMSpecificationError(f"Covariance {c.a} ~~ {c.b}: a variance, not a covariance.")
+                rcor.append((i, j, group("resid_cor", level).add(f"{observed[i]} ~~ {observed[j]}", c.label)))
+            else:
+                i, j = sorted((lat_ix[c.a], lat_ix[c.b]))
+                if i == j:
+                    raise MSEMSpecificationError(f"Covariance {c.a} ~~ {c.b}: a variance, not a covariance.")
+                cov_pairs[(i, j)] = c.label
+        if auto_exogenous_covariances:
+            outcomes = {e[0] for e in edges}
+            exo = [i for i in range(len(latent)) if i not in outcomes]
+            for a_ in range(len(exo)):
+                for b_ in range(a_ + 1, len(exo)):
+                    cov_pairs.setdefault((exo[a_], exo[b_]), None)
+        for (i, j), lab in sorted(cov_pairs.items()):
+            lv_cor.append((i, j, group("lv_cor", level).add(f"{latent[i]} ~~ {latent[j]}", lab)))
+
+        for i, v in enumerate(observed):
+            if np.isnan(resid_fixed[i]):
+                rsd_free.append((i, group("resid_sd", level).add(v)))
+        if level is Level.BETWEEN:
+            for i, v in enumerate(observed):
+                icpt.append((i, group("intercept", level).add(v)))
+
+        levels[level] = LevelStructure(
+            level=level,
+            observed=observed,
+            latent=latent,
+            single_indicator=structural,
+            lambda_fixed=lam,
+            lambda_free=_idx(lam_free, 3),
+            beta_free=_idx(beta_free, 3),
+            lv_sd_fixed=np.nan_to_num(lv_fixed, nan=0.0),
+            lv_sd_free=_idx(lv_sd_free, 2),
+            lv_cor=_idx(lv_cor, 3),
+            resid_sd_fixed=np.nan_to_num(resid_fixed, nan=0.0),
+            resid_sd_free=_idx(rsd_free, 2),
+            resid_cor=_idx(rcor, 3),
+            intercept_free=_idx(icpt, 2),
+            order=order,
+            depth=depth,
+        )
+
+    labels: dict[str, ParamRef] = {}
+    ordered = {k: groups[k] for k in sorted(groups, key=lambda n: (KINDS.index(groups[n].kind), n[-1] == "b"))}
+    structure = ModelStructure(
+        within=levels[Level.WITHIN],
+        between=levels[Level.BETWEEN],
+        groups=ordered,
+        labels=labels,
+        level1=list(level1),
+        level2=list(level2),
+        factors=factors,
+    )
+    for ref in structure.refs():
+        if ref.label is not None:
+            if ref.label in labels:
+                other = labels[ref.label]
+                raise MSEMSpecificationError(
+                    f"Label {ref.label!r} is used twice: for {other.element} ({other.level}) and for "
+                    f"{ref.element} ({ref.level}). Labels name one parameter each; rename one."
+                )
+            labels[ref.label] = ref
+    return structure

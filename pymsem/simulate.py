@@ -1,0 +1,127 @@
+"""Simulate two-level data from a specification and known parameter values.
+
+Used for power analysis, for recovery tests, and to make the bundled data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pymsem.compile.matrices import level_matrices
+from pymsem.compile.structure import ModelStructure, lower
+from pymsem.specification.errors import MSEMSpecificationError, closest
+from pymsem.specification.model import MSEM
+
+__all__ = ["parameter_vectors", "simulate", "spec_structure"]
+
+
+def spec_structure(model: MSEM) -> ModelStructure:
+    """Lower a specification without looking at data: columns listed in ``level2=`` are level-2."""
+    model._validate_spec_names_only()
+    names = {f.name for f in model.latents}
+    used: list[str] = []
+    for f in model.latents:
+        used += [i for i in f.indicators if i not in used]
+    for p in model.paths:
+        used += [v for v in (p.outcome, *p.predictors) if v not in names and v not in used]
+    for c in model.covariances:
+        used += [v for v in (c.a, c.b) if v not in names and v not in used]
+    level2 = [c for c in used if c in model.declared_level2]
+    level1 = [c for c in used if c not in model.declared_level2]
+    return lower(model.latents, model.paths, model.covariances, level1, level2, model.auto_exogenous_covariances)
+
+
+def parameter_vectors(structure: ModelStructure, values: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Parameter vectors by group from values keyed by label, ``"group[element]"`` or group name.
+
+    A group name sets every element of the group (e.g. ``{"loading_w": 1.0}``);
+    more specific keys win.
+    """
+    known: set[str] = set()
+    out: dict[str, np.ndarray] = {}
+    missing = []
+    for g in structure.groups.values():
+        vec = np.full(len(g), np.nan)
+        for i, (el, lab) in enumerate(zip(g.elements, g.labels)):
+            keys = ([lab] if lab else []) + [f"{g.name}[{el}]", g.name]
+            known.update(keys)
+            key = next((k for k in keys if k in values), None)
+            if key is None:
+                missing.append(f"{g.name}[{el}]" + (f" (label {lab})" if lab else ""))
+            else:
+                vec[i] = float(values[key])
+        out[g.name] = vec
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise MSEMSpecificationError(
+            f"Parameter value for {unknown[0]!r}: no such parameter." + closest(unknown[0], known)
+        )
+    if missing:
+        raise MSEMSpecificationError(
+            f"No value given for {len(missing)} parameter(s): {', '.join(missing[:8])}"
+            f"{' ...' if len(missing) > 8 else ''}. Give them by label, 'group[element]' or group name."
+        )
+    return out
+
+
+def simulate(
+    model: MSEM,
+    values: Mapping[str, float],
+    n_clusters: int,
+    cluster_size: int | Sequence[int],
+    seed: int | None = None,
+) -> pd.DataFrame:
+    """Draw a data set from the model with the given parameter values.
+
+    Parameters
+    ----------
+    model
+        The specification (an :class:`~pymsem.MSEM`; its data are not used,
+        columns listed in its ``level2=`` are simulated as level-2).
+    values
+        Parameter values by label (``"a_w"``), element (``"path_w[INT <- REL]"``)
+        or group (``"loading_w"``: all of them). SDs are given for variance
+        parameters (``lv_sd_*``, ``resid_sd_*``) and correlations for ``*_cor``.
+    n_clusters
+        Number of clusters.
+    cluster_size
+        Students per cluster: one number, or one per cluster (unbalanced).
+    seed
+        Random seed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per student: the cluster column, an ``id`` column and the observed variables.
+    """
+    st = spec_structure(model)
+    vec = parameter_vectors(st, values)
+    rng = np.random.default_rng(seed)
+    sizes = np.broadcast_to(np.asarray(cluster_size, dtype=int), (n_clusters,)).copy()
+    if (sizes < 1).any():
+        raise ValueError("cluster_size must be at least 1.")
+    W = level_matrices(st.within, vec)
+    Bm = level_matrices(st.between, vec)
+    for name, M in (("within", W), ("between", Bm)):
+        if np.linalg.eigvalsh(M.Psi).min() < -1e-10:
+            raise MSEMSpecificationError(f"The {name} latent covariance matrix is not positive semi-definite.")
+
+    def draw(M, n: int) -> np.ndarray:
+        zeta = rng.multivariate_normal(np.zeros(len(M.Psi)), M.Psi, size=n, method="eigh")
+        eta = zeta @ M.A.T
+        eps = rng.multivariate_normal(np.zeros(len(M.Theta)), M.Theta, size=n, method="eigh")
+        return eta @ M.Lambda.T + eps
+
+    z = Bm.nu + draw(Bm, n_clusters)
+    cl = np.repeat(np.arange(n_clusters), sizes)
+    p1 = len(st.level1)
+    y = z[cl, :p1] + draw(W, len(cl))
+    df = pd.DataFrame(y, columns=st.level1)
+    for j, c in enumerate(st.level2):
+        df[c] = z[cl, p1 + j]
+    df[model.cluster] = cl + 1
+    df["id"] = np.arange(1, len(cl) + 1)
+    return df

@@ -1,0 +1,458 @@
+"""The user-facing builder: ``MSEM(data, cluster=...)`` with a fluent API.
+
+The builder only records and validates the specification; it builds no
+PyMC object until :meth:`MSEM.build` or :meth:`MSEM.fit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pymsem.specification.data import ClusteredData, prepare_data
+from pymsem.specification.errors import MSEMDataError, MSEMSpecificationError, closest
+from pymsem.specification.objects import Covariance, Derived, Latent, Level, Path, RandomSlope, as_level
+
+if TYPE_CHECKING:
+    from pymsem.compile.build import CompiledModel
+    from pymsem.compile.structure import ModelStructure
+    from pymsem.priors import Prior
+    from pymsem.results.fit import MSEMFit
+
+__all__ = ["MSEM"]
+
+
+def _as_tuple(x: str | Iterable[Any] | None) -> tuple:
+    if x is None:
+        return ()
+    if isinstance(x, (str, RandomSlope)):
+        return (x,)
+    return tuple(x)
+
+
+class MSEM:
+    """A two-level structural equation model, built step by step.
+
+    Parameters
+    ----------
+    data
+        One row per level-1 unit (student), with a cluster id column.
+    cluster
+        Name of the cluster id column (e.g. ``"schid"``).
+    level2
+        Columns that are level-2 (cluster) variables. Columns constant within
+        every cluster are recognized as level-2 without being listed; listing a
+        column here checks that it is indeed constant within clusters.
+
+    Examples
+    --------
+    >>> import pymsem as ms
+    >>> data = ms.datasets.load_school()
+    >>> model = ms.MSEM(data, cluster="schid")
+    >>> for f in ("ACH", "INT", "REL"):
+    ...     _ = model.latent(f, [f"{f}{i}" for i in range(1, 5)])
+    >>> _ = model.path("INT", on="REL", level="within", label="a_w")
+    """
+
+    def __init__(self, data: pd.DataFrame | None, cluster: str, level2: Sequence[str] = ()) -> None:
+        if data is None:  # a specification only, e.g. for ms.simulate
+            data = pd.DataFrame(columns=[cluster])
+        if not isinstance(data, pd.DataFrame):
+            raise MSEMDataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
+        if cluster not in data.columns:
+            raise MSEMDataError(
+                f"Cluster column {cluster!r} is not in the data." + closest(cluster, list(map(str, data.columns)))
+            )
+        self.data = data
+        self.cluster = cluster
+        self.declared_level2 = tuple(level2)
+        self.latents: list[Latent] = []
+        self.paths: list[Path] = []
+        self.covariances: list[Covariance] = []
+        self.derived_quantities: list[Derived] = []
+        self.prior_overrides: dict[str, Prior] = {}
+        self.auto_exogenous_covariances = True
+        self._cache: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- builders
+    def _changed(self) -> MSEM:
+        self._cache.clear()
+        return self
+
+    def latent(
+        self,
+        name: str,
+        indicators: Sequence[str],
+        levels: Sequence[Level | str] | Level | str = ("within", "between"),
+        *,
+        fix: dict[str, float] | None = None,
+        free: Sequence[str] = (),
+        between_residuals: Any = "free",
+    ) -> MSEM:
+        """Add a latent factor measured by ``indicators`` (lavaan ``name =~ indicators``).
+
+        Parameters
+        ----------
+        name
+            Factor name, used at every level listed in ``levels``.
+        indicators
+            Observed columns loading on the factor.
+        levels
+            ``"within"``, ``"between"`` or both (default).
+        fix
+            Loadings to fix, ``{indicator: value}``; by default the first
+            indicator's loading is fixed to 1.
+        free
+            Indicators whose loading is freed (e.g. the marker; then the factor
+            variance is fixed to 1).
+        between_residuals
+            ``"free"`` or ``0`` (Blimp's ``| 0``): between-level residual
+            variances of the indicators.
+        """
+        if between_residuals not in ("free", 0):
+            raise MSEMSpecificationError(
+                f"Latent {name!r}: between_residuals must be 'free' or 0, got {between_residuals!r}."
+            )
+        lv = tuple(as_level(v) for v in _as_tuple(levels))
+        if any(f.name == name for f in self.latents):
+            raise MSEMSpecificationError(f"Latent variable {name!r} is defined twice; give it one definition.")
+        self.latents.append(
+            Latent(
+                name=name,
+                indicators=tuple(indicators),
+                levels=lv,
+                fix=tuple((fix or {}).items()),
+                free=tuple(free),
+                between_residuals=between_residuals,
+            )
+        )
+        return self._changed()
+
+    def path(
+        self,
+        outcome: str,
+        on: str | Sequence[str],
+        level: Level | str,
+        label: str | Sequence[str | None] | None = None,
+        random: RandomSlope | Sequence[RandomSlope | None] | None = None,
+    ) -> MSEM:
+        """Add the regression ``outcome ~ on`` at ``level`` (Blimp ``outcome ~ on``).
+
+        Parameters
+        ----------
+        outcome
+            Dependent variable (latent factor or observed column).
+        on
+            Predictor or predictors.
+        level
+            ``"within"`` or ``"between"``.
+        label
+            A label per predictor (e.g. ``"a_w"``), for tables and derived quantities.
+        random
+            A :class:`RandomSlope` per predictor (within level only).
+        """
+        preds = _as_tuple(on)
+        labels = _as_tuple(label) or (None,) * len(preds)
+        rnd = _as_tuple(random) or (None,) * len(preds)
+        if len(rnd) != len(preds):
+            raise MSEMSpecificationError(
+                f"Path {outcome} ~ {' + '.join(preds)}: give one random slope (or None) per predictor."
+            )
+        self.paths.append(Path(outcome, preds, as_level(level), tuple(labels), tuple(rnd)))
+        return self._changed()
+
+    def covariance(self, a: str, b: str, level: Level | str, label: str | None = None) -> MSEM:
+        """Add the (residual) covariance ``a ~~ b`` at ``level``, estimated as a correlation."""
+        self.covariances.append(Covariance(a, b, as_level(level), label))
+        return self._changed()
+
+    def derived(self, name: str, expression: str) -> MSEM:
+        """Add a quantity computed from the posterior draws (Blimp's ``PARAMETERS``)."""
+        self.derived_quantities.append(Derived(name, expression))
+        return self
+
+    def set_prior(self, key: str, prior: Prior) -> MSEM:
+        """Override the prior of a label, a PyMC variable (``"path_w"``), an element or a kind.
+
+        The key is checked against the model when it is built; see
+        :meth:`priors` for the keys and the resulting table.
+        """
+        from pymsem.priors import Prior as _Prior
+
+        if not isinstance(prior, _Prior):
+            raise TypeError(f"set_prior({key!r}, ...): pass a pymsem.Prior, got {type(prior).__name__}.")
+        self.prior_overrides[key] = prior
+        return self._changed()
+
+    # ------------------------------------------------------------- validation
+    def used_columns(self) -> list[str]:
+        """Observed columns the model uses, in data order."""
+        names = {f.name for f in self.latents}
+        used: set[str] = set()
+        for f in self.latents:
+            used.update(f.indicators)
+        for p in self.paths:
+            used.update(v for v in (p.outcome, *p.predictors) if v not in names)
+        for c in self.covariances:
+            used.update(v for v in (c.a, c.b) if v not in names)
+        cols = [str(c) for c in self.data.columns]
+        unknown = sorted(used - set(cols))
+        if unknown:
+            v = unknown[0]
+            raise MSEMSpecificationError(
+                f"{v!r} is used in the model but is neither a column of the data nor a latent variable."
+                + closest(v, cols + sorted(names))
+            )
+        return [c for c in cols if c in used]
+
+    def _validate_spec_names_only(self) -> None:
+        """Checks that need no data: every non-latent name is taken to be a column."""
+        names = {f.name for f in self.latents}
+        cols = {i for f in self.latents for i in f.indicators}
+        cols |= {v for p in self.paths for v in (p.outcome, *p.predictors) if v not in names}
+        cols |= {v for c in self.covariances for v in (c.a, c.b) if v not in names}
+        self._validate_spec(cols - names)
+
+    def _validate_spec(self, cols: set[str] | None = None) -> None:
+        if not self.latents and not self.paths:
+            raise MSEMSpecificationError("The model is empty: add latent variables (latent) or paths (path).")
+        if cols is None:
+            cols = set(map(str, self.data.columns))
+        for f in self.latents:
+            if f.name in cols:
+                raise MSEMSpecificationError(
+                    f"Latent variable {f.name!r} has the name of a data column; rename the latent "
+                    f"(e.g. {f.name + '_f'!r})."
+                )
+            if f.name == self.cluster:
+                raise MSEMSpecificationError(f"Latent variable {f.name!r} has the name of the cluster column.")
+            if len(set(f.indicators)) != len(f.indicators):
+                raise MSEMSpecificationError(f"Latent {f.name!r} lists an indicator twice.")
+            for ind in f.indicators:
+                if ind == self.cluster:
+                    raise MSEMSpecificationError(f"Latent {f.name!r}: the cluster column cannot be an indicator.")
+            for ind in list(dict(f.fix)) + list(f.free):
+                if ind not in f.indicators:
+                    raise MSEMSpecificationError(
+                        f"Latent {f.name!r}: {ind!r} in fix/free is not one of its indicators {list(f.indicators)}."
+                    )
+            structural = any(
+                f.name in (p.outcome, *p.predictors) for p in self.paths
+            ) or any(f.name in (c.a, c.b) for c in self.covariances) or len(self.latents) > 1
+            need = 2 if structural else 3
+            if len(f.indicators) < need:
+                raise MSEMSpecificationError(
+                    f"Latent {f.name!r} has {len(f.indicators)} indicator(s) but needs at least {need} to be "
+                    f"identified{' (3 when it is unrelated to any other variable)' if need == 3 else ''}. "
+                    f"Add indicators, or use the observed variable itself in the paths."
+                )
+        names = {f.name for f in self.latents}
+        for p in self.paths:
+            if p.outcome in p.predictors:
+                raise MSEMSpecificationError(f"Path {p.outcome} ~ {p.outcome}: a variable cannot predict itself.")
+            if len(set(p.predictors)) != len(p.predictors):
+                raise MSEMSpecificationError(f"Path {p.outcome} ~ ...: a predictor is listed twice.")
+            for v in (p.outcome, *p.predictors):
+                if v in names:
+                    f = next(f for f in self.latents if f.name == v)
+                    if p.level not in f.levels:
+                        raise MSEMSpecificationError(
+                            f"Path {p.outcome} ~ {' + '.join(p.predictors)} at the {p.level} level uses "
+                            f"{v!r}, which has no {p.level} part. Add {p.level!s} to its levels: "
+                            f"latent({v!r}, ..., levels=('within', 'between'))."
+                        )
+                elif v not in cols:
+                    raise MSEMSpecificationError(
+                        f"Path {p.outcome} ~ {' + '.join(p.predictors)} ({p.level}): unknown variable {v!r}."
+                        + closest(v, sorted(cols | names))
+                    )
+        seen: dict[str, str] = {}
+        for p in self.paths:
+            for pred, lab in zip(p.predictors, p.labels):
+                self._claim_label(seen, lab, f"{p.outcome} <- {pred} ({p.level})")
+        for c in self.covariances:
+            self._claim_label(seen, c.label, f"{c.a} ~~ {c.b} ({c.level})")
+            for v in (c.a, c.b):
+                if v not in names and v not in cols:
+                    raise MSEMSpecificationError(
+                        f"Covariance {c.a} ~~ {c.b} ({c.level}): unknown variable {v!r}."
+                        + closest(v, sorted(cols | names))
+                    )
+
+    @staticmethod
+    def _claim_label(seen: dict[str, str], label: str | None, what: str) -> None:
+        if label is None:
+            return
+        if not isinstance(label, str) or not label.isidentifier():
+            raise MSEMSpecificationError(
+                f"Label {label!r} for {what} is not a valid name: use letters, digits and underscores."
+            )
+        if label in seen:
+            raise MSEMSpecificationError(
+                f"Label {label!r} is used twice: for {seen[label]} and for {what}. Each label names one "
+                f"parameter; rename one of them."
+            )
+        seen[label] = what
+
+    # --------------------------------------------------------------- lowering
+    def clustered_data(self) -> ClusteredData:
+        """The validated data (used columns sorted by cluster), cached until the model changes."""
+        if "data" not in self._cache:
+            self._validate_spec()
+            cols = self.used_columns()
+            for c in self.declared_level2:
+                if c not in self.data.columns:
+                    raise MSEMDataError(f"level2 column {c!r} is not in the data." + closest(c, list(self.data.columns)))
+            cd = prepare_data(self.data, self.cluster, list(dict.fromkeys(cols + list(self.declared_level2))))
+            for c in self.declared_level2:
+                if c not in cd.level2:
+                    x = cd.frame[c].to_numpy()
+                    varying = np.unique(cd.cluster_index[x != x[np.r_[0, np.cumsum(cd.sizes)[:-1]]][cd.cluster_index]])
+                    ids = [cd.cluster_ids[i] for i in varying[:5]]
+                    raise MSEMDataError(
+                        f"Column {c!r} is declared level-2 but varies within {len(varying)} cluster(s) "
+                        f"(e.g. {self.cluster} = {ids}). A level-2 variable must be constant within each "
+                        f"cluster: fix the data, or drop it from level2= to treat it as a level-1 variable "
+                        f"(split into a latent cluster mean and a within deviation)."
+                    )
+            self._cache["data"] = cd
+        return self._cache["data"]
+
+    def structure(self) -> ModelStructure:
+        """The lowered model (level matrices with free and fixed entries)."""
+        from pymsem.compile.structure import lower
+
+        if "structure" not in self._cache:
+            cd = self.clustered_data()
+            used = self.used_columns()
+            level2 = [c for c in used if c in cd.level2]
+            level1 = [c for c in used if c not in cd.level2]
+            for f in self.latents:
+                if Level.WITHIN in f.levels:
+                    l2 = [i for i in f.indicators if i in cd.level2]
+                    if l2:
+                        raise MSEMSpecificationError(
+                            f"Latent {f.name!r} has a within part, but its indicator(s) {l2} are level-2 "
+                            f"(constant within clusters). Use levels=('between',) for this factor."
+                        )
+            for p in self.paths:
+                if p.level is Level.WITHIN:
+                    for v in (p.outcome, *p.predictors):
+                        if v in cd.level2:
+                            raise MSEMSpecificationError(
+                                f"Path {p.outcome} ~ {' + '.join(p.predictors)}: {v!r} is a level-2 variable "
+                                f"(constant within clusters) and has no within part; use it at the "
+                                f"between level."
+                            )
+            self._cache["structure"] = lower(
+                self.latents, self.paths, self.covariances, level1, level2, self.auto_exogenous_covariances
+            )
+        return self._cache["structure"]
+
+    # ------------------------------------------------------------- inspection
+    def priors(self) -> pd.DataFrame:
+        """The prior of every free parameter, defaults and overrides, as a table."""
+        from pymsem.compile.build import prior_table, resolve_priors
+        from pymsem.compile.scales import Scales
+
+        st = self.structure()
+        return prior_table(st, resolve_priors(st, Scales(st, self.clustered_data()), self.prior_overrides))
+
+    def icc(self) -> pd.Series:
+        """Intraclass correlation of each level-1 variable the model uses (one-way ANOVA estimate)."""
+        cd = self.clustered_data()
+        out = {}
+        for c in self.structure().level1:
+            w, b = cd.variance_components(c)
+            out[c] = b / (b + w)
+        return pd.Series(out, name="ICC")
+
+    # ----------------------------------------------------------- compile & fit
+    def compile(self, formulation: str = "auto") -> CompiledModel:
+        """Build the PyMC model and keep what sampling needs (cached per formulation)."""
+        from pymsem.compile.build import build_pymc_model
+
+        key = f"compiled:{formulation}"
+        if key not in self._cache:
+            self._cache[key] = build_pymc_model(
+                self.structure(), self.clustered_data(), self.prior_overrides, formulation
+            )
+        return self._cache[key]
+
+    def build(self, formulation: str = "auto") -> Any:
+        """The ``pm.Model``: add terms or priors to it, then pass it to :meth:`fit` via ``model=``."""
+        return self.compile(formulation).pymc_model
+
+    def fit(
+        self,
+        draws: int = 1000,
+        tune: int = 1000,
+        chains: int = 4,
+        seed: int | None = None,
+        cores: int | None = None,
+        sampler: str = "nutpie",
+        formulation: str = "auto",
+        progress: bool = True,
+        target_accept: float = 0.8,
+        warn: bool = True,
+    ) -> MSEMFit:
+        """Sample the posterior with NUTS.
+
+        Parameters
+        ----------
+        draws, tune, chains
+            Kept draws, warm-up draws and chains.
+        seed
+            Random seed; the same seed (and sampler) gives the same draws.
+        cores
+            Chains run in parallel on this many cores (default: all).
+        sampler
+            ``"nutpie"`` (default, fast) or ``"pymc"`` (PyMC's NUTS).
+        formulation
+            ``"auto"`` (the collapsed likelihood where it applies), ``"marginal"``
+            or ``"augmented"`` (every latent variable sampled, non-centered).
+        progress
+            Show a progress bar.
+        target_accept
+            NUTS target acceptance rate.
+        warn
+            Warn about R-hat > 1.01, bulk ESS < 400, divergences and disagreeing chains.
+        """
+        from pymsem.results.fit import MSEMFit
+        from pymsem.sample import sample_compiled
+
+        compiled = self.compile(formulation)
+        run = sample_compiled(
+            compiled,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            seed=seed,
+            cores=cores,
+            sampler=sampler,
+            progress=progress,
+            target_accept=target_accept,
+        )
+        fit = MSEMFit(self, compiled, run)
+        if warn:
+            fit.check(warn=True)
+        return fit
+
+    def __repr__(self) -> str:
+        lines = [f"MSEM(cluster={self.cluster!r}, rows={len(self.data)})"]
+        for f in self.latents:
+            lines.append(f"  {f.name} by {', '.join(f.indicators)}  [{', '.join(map(str, f.levels))}]")
+        for p in self.paths:
+            preds = " + ".join(
+                f"{v}" + (f"@{lab}" if lab else "") + (f" (random {r.name})" if r else "")
+                for v, lab, r in zip(p.predictors, p.labels, p.random)
+            )
+            lines.append(f"  {p.outcome} ~ {preds}  [{p.level}]")
+        for c in self.covariances:
+            lines.append(f"  {c.a} ~~ {c.b}{'@' + c.label if c.label else ''}  [{c.level}]")
+        for d in self.derived_quantities:
+            lines.append(f"  {d.name} := {d.expression}")
+        return "\n".join(lines)
