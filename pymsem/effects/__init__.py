@@ -1,0 +1,1 @@
+"""Effects: quantities computed on posterior draws (estimates by level, standardized estimates, ICCs)."""

@@ -1,0 +1,250 @@
+"""The fitted model: posterior draws, summaries, paper-style tables and diagnostics."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from pymsem.effects.standardized import QuantityDraws, parameter_quantities
+
+if TYPE_CHECKING:
+    from pymsem.compile.build import CompiledModel
+    from pymsem.results.table import Table
+    from pymsem.sample import SamplingRun
+    from pymsem.specification.model import MSEM
+
+__all__ = ["MSEMFit", "SamplingWarning"]
+
+#: Bulk ESS below this gets a warning (Vehtari et al. 2021 recommend 100 per chain, 400 for 4 chains).
+MIN_ESS = 400
+MAX_RHAT = 1.01
+
+
+class SamplingWarning(UserWarning):
+    """R-hat, ESS, divergences or disagreeing chains suggest the draws are not trustworthy yet."""
+
+
+def _stats(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """R-hat, bulk ESS and tail ESS (arviz-stats) of an array shaped (n, chain, draw)."""
+    from arviz_stats.base import array_stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rhat = array_stats.rhat(draws, chain_axis=-2, draw_axis=-1)
+        bulk = array_stats.ess(draws, chain_axis=-2, draw_axis=-1, method="bulk")
+        tail = array_stats.ess(draws, chain_axis=-2, draw_axis=-1, method="tail", prob=(0.05, 0.95))
+    return np.asarray(rhat), np.asarray(bulk), np.asarray(tail)
+
+
+class MSEMFit:
+    """A fitted :class:`~pymsem.MSEM`: the posterior and what can be read off it.
+
+    Attributes
+    ----------
+    idata
+        The posterior as an ``xarray.DataTree`` (ArviZ 1.x), with groups
+        ``posterior`` and ``sample_stats``.
+    model
+        The specification that was fitted.
+    """
+
+    def __init__(self, model: MSEM, compiled: CompiledModel, run: SamplingRun) -> None:
+        self.model = model
+        self.compiled = compiled
+        self.run = run
+        self.idata = run.idata
+        self.structure = compiled.structure
+        self._quantities: list[QuantityDraws] | None = None
+
+    # ------------------------------------------------------------------ draws
+    @property
+    def posterior(self) -> Any:
+        """The posterior group as an ``xarray.Dataset``."""
+        return self.idata["posterior"].to_dataset()
+
+    def parameter_draws(self) -> dict[str, np.ndarray]:
+        """Free-parameter vectors by group name, shaped (chain, draw, n)."""
+        post = self.posterior
+        return {name: np.asarray(post[name].values, dtype=float) for name in self.structure.groups}
+
+    def draws(self, name: str) -> np.ndarray:
+        """Draws (chain, draw) of one parameter, by label (``"a_w"``) or ``"group[element]"``."""
+        st = self.structure
+        if name in st.labels:
+            ref = st.labels[name]
+            return self.parameter_draws()[ref.group][..., ref.index]
+        for g in st.groups.values():
+            for i, el in enumerate(g.elements):
+                if name == f"{g.name}[{el}]":
+                    return self.parameter_draws()[g.name][..., i]
+        from pymsem.specification.errors import closest
+
+        known = list(st.labels) + [f"{g.name}[{el}]" for g in st.groups.values() for el in g.elements]
+        raise KeyError(f"No parameter {name!r}." + closest(name, known))
+
+    def quantities(self) -> list[QuantityDraws]:
+        if self._quantities is None:
+            self._quantities = parameter_quantities(self.structure, self.parameter_draws())
+        return self._quantities
+
+    # ---------------------------------------------------------------- summary
+    def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Posterior summary of every parameter, by level.
+
+        Columns: ``block``, ``label``, ``median``, ``sd``, ``lower``, ``upper``
+        (equal-tailed ``ci_prob`` interval), ``rhat``, ``ess_bulk``, ``ess_tail``
+        (arviz-stats, rank-normalized) and ``std`` (median of the
+        level-specific standardized estimate). Variances are reported as
+        variances (``X ~~ X``), covariances as covariances (``std`` holds the
+        correlation). Indexed by ``level`` and ``parameter``.
+        """
+        if not 0 < ci_prob < 1:
+            raise ValueError(f"ci_prob must be between 0 and 1, got {ci_prob}.")
+        qs = self.quantities()
+        arr = np.stack([q.draws for q in qs])  # (n, chain, draw)
+        rhat, bulk, tail = _stats(arr)
+        flat = arr.reshape(len(qs), -1)
+        lo, med, hi = np.quantile(flat, [(1 - ci_prob) / 2, 0.5, (1 + ci_prob) / 2], axis=1)
+        std = [np.median(q.std) if q.std is not None else np.nan for q in qs]
+        df = pd.DataFrame(
+            {
+                "level": [q.level for q in qs],
+                "parameter": [q.parameter for q in qs],
+                "block": [q.block for q in qs],
+                "label": [q.label for q in qs],
+                "median": med,
+                "sd": flat.std(axis=1, ddof=1),
+                "lower": lo,
+                "upper": hi,
+                "rhat": rhat,
+                "ess_bulk": bulk,
+                "ess_tail": tail,
+                "std": std,
+            }
+        )
+        return df.set_index(["level", "parameter"])
+
+    def meta(self) -> dict[str, Any]:
+        """Facts about the data and the run, for table footers."""
+        cd = self.compiled.data
+        diag = self.diagnostics()
+        return {
+            "Students": cd.n_obs,
+            "Clusters": cd.n_clusters,
+            "Chains x draws": f"{self.run.chains} x {self.run.draws} (tune {self.run.tune})",
+            "Seed": self.run.seed,
+            "Sampler": f"{self.run.sampler} NUTS, {self.compiled.formulation.name} likelihood",
+            "Max R-hat": round(diag["max_rhat"], 4),
+            "Min bulk ESS": int(diag["min_ess_bulk"]),
+            "Divergences": diag["divergences"],
+            "Missing data": "none",
+        }
+
+    def table(
+        self,
+        ci_prob: float = 0.95,
+        blocks: list[str] | None = None,
+        title: str | None = None,
+        digits: int = 3,
+    ) -> Table:
+        """A paper-style table (Within Level / Between Level), printable and exportable.
+
+        Parameters
+        ----------
+        ci_prob
+            Credible-interval probability (equal-tailed), 0.95 by default.
+        blocks
+            Sections to show, e.g. ``["Regressions", "Loadings"]`` (default: all).
+        title
+            Table title.
+        digits
+            Decimals.
+        """
+        from pymsem.results.table import Table
+
+        s = self.summary(ci_prob).reset_index()
+        return Table(s, self.meta(), title=title or "Parameter estimates", ci_prob=ci_prob, blocks=blocks, digits=digits)
+
+    def icc(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Model-implied intraclass correlations of the level-1 variables."""
+        s = self.summary(ci_prob)
+        s = s[s["block"] == "Intraclass correlations"]
+        return s[["median", "sd", "lower", "upper"]].droplevel("level")
+
+    # ------------------------------------------------------------ diagnostics
+    def diagnostics(self) -> dict[str, Any]:
+        """R-hat, bulk ESS and divergences over the free parameters, and disagreeing chains."""
+        if "_diag" in self.__dict__:
+            return self.__dict__["_diag"]
+        names, arrays = [], []
+        for gname, a in self.parameter_draws().items():
+            g = self.structure.groups[gname]
+            for i, el in enumerate(g.elements):
+                names.append(g.labels[i] or f"{gname}[{el}]")
+                arrays.append(a[..., i])
+        arr = np.stack(arrays)
+        rhat, bulk, _ = _stats(arr)
+        stats = self.idata["sample_stats"].to_dataset()
+        div = int(np.asarray(stats["diverging"]).sum()) if "diverging" in stats else 0
+        lp_name = next((n for n in ("logp", "lp") if n in stats), None)
+        stuck: list[int] = []
+        if lp_name is not None and arr.shape[1] > 1:
+            lp = np.asarray(stats[lp_name]).mean(axis=1)
+            spread = np.asarray(stats[lp_name]).std(axis=1).mean()
+            # A chain whose average log density sits far below the best chain's is in a minor mode.
+            stuck = [int(c) for c in np.flatnonzero(lp < lp.max() - max(10.0, 4 * spread))]
+        worst = np.argsort(-np.nan_to_num(rhat, nan=np.inf))
+        diag = {
+            "max_rhat": float(np.nanmax(rhat)),
+            "min_ess_bulk": float(np.nanmin(bulk)),
+            "divergences": div,
+            "high_rhat": [(names[i], float(rhat[i])) for i in worst if rhat[i] > MAX_RHAT],
+            "low_ess": [(names[i], float(bulk[i])) for i in np.argsort(bulk) if bulk[i] < MIN_ESS],
+            "stuck_chains": stuck,
+            "chain_means": {names[i]: arr[i].mean(axis=1) for i in worst[:3]},
+        }
+        self.__dict__["_diag"] = diag
+        return diag
+
+    def check(self, warn: bool = True) -> list[str]:
+        """Convergence messages (empty when all is well); with ``warn``, also issue them as warnings."""
+        d = self.diagnostics()
+        msgs = []
+        if d["stuck_chains"]:
+            parts = ", ".join(
+                f"{n}: " + "/".join(f"{m:.2f}" for m in means) for n, means in d["chain_means"].items()
+            )
+            msgs.append(
+                f"Chain(s) {d['stuck_chains']} sit in a lower-probability mode than the others (per-chain "
+                f"means {parts}). Typically a factor's loadings flipped sign. Refit with another seed, more "
+                f"tuning, or check the marker indicators."
+            )
+        if d["high_rhat"]:
+            top = ", ".join(f"{n} ({r:.3f})" for n, r in d["high_rhat"][:6])
+            msgs.append(
+                f"R-hat > {MAX_RHAT} for {len(d['high_rhat'])} parameter(s): {top}. The chains disagree: "
+                f"run more draws and tuning (e.g. tune=2000, draws=2000) before trusting these."
+            )
+        if d["low_ess"]:
+            top = ", ".join(f"{n} ({e:.0f})" for n, e in d["low_ess"][:6])
+            msgs.append(f"Bulk ESS < {MIN_ESS} for {len(d['low_ess'])} parameter(s): {top}. Run more draws.")
+        if d["divergences"]:
+            msgs.append(
+                f"{d['divergences']} divergent transition(s) after tuning: the posterior may be biased. "
+                f"Raise target_accept (e.g. 0.95) or simplify the model."
+            )
+        if warn:
+            for m in msgs:
+                warnings.warn(m, SamplingWarning, stacklevel=3)
+        return msgs
+
+    def __repr__(self) -> str:
+        d = self.diagnostics()
+        return (
+            f"MSEMFit({self.run.chains} chains x {self.run.draws} draws, {self.run.sampler}, "
+            f"{self.compiled.formulation.name} likelihood; max R-hat {d['max_rhat']:.3f}, "
+            f"min bulk ESS {d['min_ess_bulk']:.0f}, {d['divergences']} divergences)"
+        )
