@@ -143,12 +143,8 @@ def _truth(seed: int) -> dict[str, Any]:
         "RSb_var_marginal": RSB_VAR + SESB_B**2 * SES_B_VAR,
         "rCov_marginal": cov_marg,
         "med_w_marginal": A_W * B_W + cov_marg,
-        "loadings_within": {
-            f"{f}{j} by {f}": LOADINGS_W[f][j - 1] for f in FACTORS for j in range(2, 5)
-        },
-        "loadings_between": {
-            f"{f}{j} by {f}": LOADINGS_B[f][j - 1] for f in FACTORS for j in range(2, 5)
-        },
+        "loadings_within": {f"{f}{j} by {f}": LOADINGS_W[f][j - 1] for f in FACTORS for j in range(2, 5)},
+        "loadings_between": {f"{f}{j} by {f}": LOADINGS_B[f][j - 1] for f in FACTORS for j in range(2, 5)},
         "intercepts": {f"{f}{j}": INTERCEPTS[f][j - 1] for f in FACTORS for j in range(1, 5)},
         "within_ses_paths": {"INT <- SES": INT_SES_W, "ACH <- SES": ACH_SES_W},
         "between_ses_paths": {"INT <- SES": INT_SES_B, "ACH <- SES": ACH_SES_B},
@@ -168,12 +164,12 @@ def _truth(seed: int) -> dict[str, Any]:
     }
 
 
-def make_school(seed: int = 2026) -> tuple[pd.DataFrame, dict[str, Any]]:
+def make_school(seed: int = 11) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Draw the ``school`` data set from the tutorial's Model 4 process.
 
     Parameters
     ----------
-    seed : int, default 2026
+    seed : int, default 11
         Seed for :func:`numpy.random.default_rng`. The bundled CSV uses the default.
 
     Returns
@@ -252,14 +248,14 @@ def make_school(seed: int = 2026) -> tuple[pd.DataFrame, dict[str, Any]]:
     return data[COLUMNS], truth
 
 
-def _write(directory: Path | None = None, seed: int = 2026) -> tuple[Path, Path]:
+def _write(directory: Path | None = None, seed: int = 11) -> tuple[Path, Path]:
     """Write ``school.csv`` and ``school_truth.json``.
 
     Parameters
     ----------
     directory : pathlib.Path, optional
         Target folder; defaults to the folder of this module.
-    seed : int, default 2026
+    seed : int, default 11
         Seed passed to :func:`make_school`.
 
     Returns

@@ -99,7 +99,7 @@ def prepare_data(data: pd.DataFrame, cluster: str, columns: list[str]) -> Cluste
         )
     ids = data[cluster]
     if ids.isna().any():
-        rows = list(np.flatnonzero(ids.isna().to_numpy())[:10])
+        rows = [int(i) for i in np.flatnonzero(ids.isna().to_numpy())[:10]]
         raise MSEMDataError(
             f"Cluster column {cluster!r} has {int(ids.isna().sum())} missing value(s) (rows {rows}"
             f"{' ...' if ids.isna().sum() > 10 else ''}). A row without a cluster cannot be placed: "

@@ -1,0 +1,1 @@
+"""Results: the fit object, tables, and exports."""

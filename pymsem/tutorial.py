@@ -1,0 +1,72 @@
+"""The tutorial's models (Kim, Lee, Kim & Keller, Bayesian MSEM with Blimp), written with pymsem.
+
+Each function returns an unfitted :class:`~pymsem.MSEM` on data with the
+tutorial's columns (ACH1-ACH4, INT1-INT4, REL1-REL4, SES and a cluster id).
+Labels follow the tutorial: ``a_w, b_w, c_w`` within schools and
+``a_b, b_b, c_b`` between schools.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pymsem.specification.errors import MSEMDataError
+from pymsem.specification.model import MSEM
+
+__all__ = ["FACTORS", "MODELS", "model1", "model2", "tutorial_model"]
+
+FACTORS = ("ACH", "INT", "REL")
+
+
+def _indicators(f: str) -> list[str]:
+    return [f"{f}{i}" for i in range(1, 5)]
+
+
+def _mediation_paths(model: MSEM) -> MSEM:
+    for level, s in (("within", "w"), ("between", "b")):
+        model.path("INT", on="REL", level=level, label=f"a_{s}")
+        model.path("ACH", on=["INT", "REL"], level=level, label=[f"b_{s}", f"c_{s}"])
+    return model
+
+
+def _check_columns(data: pd.DataFrame, cols: list[str]) -> None:
+    missing = [c for c in cols if c not in data.columns]
+    if missing:
+        raise MSEMDataError(
+            f"The tutorial models need columns {cols}; the data lack {missing}. Use a CSV with the "
+            f"tutorial's columns (ACH1-ACH4, INT1-INT4, REL1-REL4, SES and a cluster id)."
+        )
+
+
+def model1(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+    """Model 1: multilevel path model on scale scores, with latent mean centering.
+
+    As in the tutorial, ACH, INT and REL are the row means of their four
+    indicators; each is split into a latent school mean (between) and a
+    within-school deviation, and the 1-1-1 mediation model is fitted at both
+    levels.
+    """
+    _check_columns(data, [i for f in FACTORS for i in _indicators(f)])
+    d = data.copy()
+    for f in FACTORS:
+        d[f] = d[_indicators(f)].mean(axis=1)
+    return _mediation_paths(MSEM(d, cluster=cluster))
+
+
+def model2(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+    """Model 2: two-level SEM, three factors with four indicators each at both levels."""
+    _check_columns(data, [i for f in FACTORS for i in _indicators(f)])
+    model = MSEM(data, cluster=cluster)
+    for f in FACTORS:
+        model.latent(f, _indicators(f), levels=("within", "between"))
+    return _mediation_paths(model)
+
+
+MODELS = {1: model1, 2: model2}
+
+
+def tutorial_model(number: int, data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+    """The tutorial's Model ``number`` on ``data``."""
+    if number not in MODELS:
+        raise ValueError(f"Tutorial model {number} is not available; choose one of {sorted(MODELS)}.")
+    return MODELS[number](data, cluster)

@@ -1,0 +1,153 @@
+"""Bad input gets a clear error naming the column, variable or label (no sampling here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pymsem as ms
+from pymsem.specification.errors import MSEMDataError, MSEMSpecificationError
+
+
+@pytest.fixture
+def data() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame(rng.normal(size=(n, 6)), columns=["X1", "X2", "X3", "Y1", "Y2", "Y3"])
+    df["cl"] = np.repeat(np.arange(10), 6)
+    df["size"] = np.repeat(rng.normal(size=10), 6)
+    return df
+
+
+def two_factor(df: pd.DataFrame) -> ms.MSEM:
+    m = ms.MSEM(df, cluster="cl")
+    m.latent("X", ["X1", "X2", "X3"]).latent("Y", ["Y1", "Y2", "Y3"])
+    return m.path("Y", on="X", level="within", label="b")
+
+
+def test_valid_model_lowers(data: pd.DataFrame) -> None:
+    st = two_factor(data).structure()
+    assert st.within.latent == ["X", "Y"]
+    assert st.groups["loading_w"].elements == ["X2 by X", "X3 by X", "Y2 by Y", "Y3 by Y"]
+    assert st.labels["b"].group == "path_w"
+
+
+def test_variable_not_in_data(data: pd.DataFrame) -> None:
+    m = ms.MSEM(data, cluster="cl").latent("X", ["X1", "X2", "X4"])
+    with pytest.raises(MSEMSpecificationError, match=r"'X4'.*Did you mean"):
+        m.structure()
+
+
+def test_cluster_column_missing(data: pd.DataFrame) -> None:
+    with pytest.raises(MSEMDataError, match=r"Cluster column 'school'"):
+        ms.MSEM(data, cluster="school")
+
+
+def test_cluster_with_missing_values(data: pd.DataFrame) -> None:
+    data.loc[[3, 7], "cl"] = np.nan
+    with pytest.raises(MSEMDataError, match=r"'cl' has 2 missing value\(s\) \(rows \[3, 7\]\)"):
+        two_factor(data).structure()
+
+
+def test_non_numeric_indicator(data: pd.DataFrame) -> None:
+    data["X2"] = data["X2"].astype(str)
+    data.loc[0, "X2"] = "high"
+    with pytest.raises(MSEMDataError, match=r"'X2' is not numeric.*'high'"):
+        two_factor(data).structure()
+
+
+def test_too_few_indicators(data: pd.DataFrame) -> None:
+    m = ms.MSEM(data, cluster="cl").latent("X", ["X1"]).latent("Y", ["Y1", "Y2", "Y3"])
+    with pytest.raises(MSEMSpecificationError, match=r"Latent 'X' has 1 indicator"):
+        m.structure()
+    alone = ms.MSEM(data, cluster="cl").latent("X", ["X1", "X2"])
+    with pytest.raises(MSEMSpecificationError, match=r"needs at least 3"):
+        alone.structure()
+
+
+def test_label_used_twice(data: pd.DataFrame) -> None:
+    m = two_factor(data).path("Y", on="X", level="between", label="b")
+    with pytest.raises(MSEMSpecificationError, match=r"Label 'b' is used twice"):
+        m.structure()
+
+
+def test_path_to_unknown_variable(data: pd.DataFrame) -> None:
+    m = two_factor(data).path("Z", on="X", level="within")
+    with pytest.raises(MSEMSpecificationError, match=r"unknown variable 'Z'"):
+        m.structure()
+
+
+def test_level2_variable_varies_within(data: pd.DataFrame) -> None:
+    m = ms.MSEM(data, cluster="cl", level2=["X1"]).latent("Y", ["Y1", "Y2", "Y3"])
+    m.path("Y", on="X1", level="between")
+    with pytest.raises(MSEMDataError, match=r"'X1' is declared level-2 but varies within 10 cluster"):
+        m.structure()
+
+
+def test_level2_variable_at_within_level(data: pd.DataFrame) -> None:
+    m = two_factor(data).path("Y", on="size", level="within")
+    with pytest.raises(MSEMSpecificationError, match=r"'size' is a level-2 variable"):
+        m.structure()
+
+
+def test_level2_variable_at_between_level_is_fine(data: pd.DataFrame) -> None:
+    st = two_factor(data).path("Y", on="size", level="between").structure()
+    assert st.level2 == ["size"]
+    assert "size" in st.between.single_indicator
+    assert "size" not in st.within.observed
+
+
+def test_cycle(data: pd.DataFrame) -> None:
+    m = ms.MSEM(data, cluster="cl").latent("X", ["X1", "X2", "X3"]).latent("Y", ["Y1", "Y2", "Y3"])
+    m.path("Y", on="X", level="within").path("X", on="Y", level="within")
+    with pytest.raises(MSEMSpecificationError, match=r"within regressions contain a cycle: .*X.*Y"):
+        m.structure()
+
+
+def test_fewer_than_two_clusters(data: pd.DataFrame) -> None:
+    data["cl"] = 1
+    with pytest.raises(MSEMDataError, match=r"at least 2 clusters"):
+        two_factor(data).structure()
+
+
+def test_missing_values_refused_not_dropped(data: pd.DataFrame) -> None:
+    data.loc[5, "Y2"] = np.nan
+    with pytest.raises(MSEMDataError, match=r"'Y2' has 1 missing value.*never drops rows"):
+        two_factor(data).structure()
+
+
+def test_latent_named_like_column(data: pd.DataFrame) -> None:
+    m = ms.MSEM(data, cluster="cl").latent("X1", ["X2", "X3", "Y1"])
+    with pytest.raises(MSEMSpecificationError, match=r"'X1' has the name of a data column"):
+        m.structure()
+
+
+def test_factor_without_part_at_level(data: pd.DataFrame) -> None:
+    m = ms.MSEM(data, cluster="cl").latent("X", ["X1", "X2", "X3"], levels="within")
+    m.latent("Y", ["Y1", "Y2", "Y3"]).path("Y", on="X", level="between")
+    with pytest.raises(MSEMSpecificationError, match=r"'X', which has no between part"):
+        m.structure()
+
+
+def test_unknown_level(data: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match=r"Unknown level 'school'"):
+        two_factor(data).path("Y", on="X", level="school")
+
+
+def test_between_residuals_zero_and_free_marker(data: pd.DataFrame) -> None:
+    m = ms.MSEM(data, cluster="cl")
+    m.latent("X", ["X1", "X2", "X3"], between_residuals=0, free=["X1"])
+    st = m.structure()
+    assert "resid_sd_b" not in st.groups  # Blimp's | 0: no between residual variances
+    assert st.groups["loading_w"].elements == ["X1 by X", "X2 by X", "X3 by X"]
+    assert "lv_sd_w" not in st.groups  # factor variance fixed to 1 instead of the marker
+
+
+def test_observed_variables_are_split_into_within_and_between_parts(data: pd.DataFrame) -> None:
+    m = ms.MSEM(data, cluster="cl").path("Y1", on="X1", level="within").path("Y1", on="X1", level="between")
+    st = m.structure()
+    for ls in (st.within, st.between):
+        assert ls.single_indicator == ["Y1", "X1"]
+        assert np.all(ls.resid_sd_fixed == 0)
+    assert st.groups["intercept_b"].elements == ["X1", "Y1"]
