@@ -72,7 +72,10 @@ class Prior:
         return f'Prior("{self.distribution}"{", " if args else ""}{args})'
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Prior) and (self.distribution, self.params) == (other.distribution, other.params)
+        return isinstance(other, Prior) and (self.distribution, self.params) == (
+            other.distribution,
+            other.params,
+        )
 
     def __hash__(self) -> int:
         return hash((self.distribution, tuple(self.params.items())))

@@ -31,7 +31,9 @@ def spec_structure(model: MSEM) -> ModelStructure:
         used += [v for v in (c.a, c.b) if v not in names and v not in used]
     level2 = [c for c in used if c in model.declared_level2]
     level1 = [c for c in used if c not in model.declared_level2]
-    return lower(model.latents, model.paths, model.covariances, level1, level2, model.auto_exogenous_covariances)
+    return lower(
+        model.latents, model.paths, model.covariances, level1, level2, model.auto_exogenous_covariances
+    )
 
 
 def parameter_vectors(structure: ModelStructure, values: Mapping[str, float]) -> dict[str, np.ndarray]:
@@ -107,7 +109,9 @@ def simulate(
     Bm = level_matrices(st.between, vec)
     for name, M in (("within", W), ("between", Bm)):
         if np.linalg.eigvalsh(M.Psi).min() < -1e-10:
-            raise MSEMSpecificationError(f"The {name} latent covariance matrix is not positive semi-definite.")
+            raise MSEMSpecificationError(
+                f"The {name} latent covariance matrix is not positive semi-definite."
+            )
 
     def draw(M, n: int) -> np.ndarray:
         zeta = rng.multivariate_normal(np.zeros(len(M.Psi)), M.Psi, size=n, method="eigh")

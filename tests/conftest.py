@@ -46,7 +46,7 @@ def model1_spec(data: pd.DataFrame | None) -> ms.MSEM:
 
 @pytest.fixture(scope="session")
 def model2_data() -> pd.DataFrame:
-    return ms.simulate(model2_spec(None), MODEL2_TRUTH, n_clusters=80, cluster_size=15, seed=11)
+    return ms.simulate(model2_spec(None), MODEL2_TRUTH, n_clusters=100, cluster_size=20, seed=14)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pymsem.compile.matrices import LevelMatrices
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.data import ClusteredData
 
-__all__ = ["Formulation", "get_formulation", "FORMULATIONS"]
+__all__ = ["FORMULATIONS", "Formulation", "get_formulation"]
 
 
 class Formulation(Protocol):

@@ -16,13 +16,15 @@ import numpy as np
 
 from pymsem.compile.structure import LevelStructure
 
-__all__ = ["LevelMatrices", "level_matrices", "NUMPY", "PYTENSOR"]
+__all__ = ["NUMPY", "PYTENSOR", "LevelMatrices", "level_matrices"]
 
 
 class _NumpyOps:
     """Array operations on NumPy arrays with leading batch dimensions."""
 
-    def scatter(self, fixed: np.ndarray, index: tuple[np.ndarray, ...], vals: Any, src: np.ndarray) -> np.ndarray:
+    def scatter(
+        self, fixed: np.ndarray, index: tuple[np.ndarray, ...], vals: Any, src: np.ndarray
+    ) -> np.ndarray:
         vals = np.asarray(vals, dtype=float)
         batch = vals.shape[:-1]
         out = np.array(np.broadcast_to(fixed, batch + fixed.shape), dtype=float)
@@ -45,7 +47,7 @@ class _NumpyOps:
         return np.square(a)
 
     def get(self, vals: dict[str, Any], name: str, batch: tuple[int, ...]) -> Any:
-        return vals.get(name, np.zeros(batch + (0,)))
+        return vals.get(name, np.zeros((*batch, 0)))
 
 
 class _PytensorOps:

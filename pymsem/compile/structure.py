@@ -149,7 +149,9 @@ class ModelStructure:
         return sum(len(g) for g in self.groups.values())
 
 
-def _topological_order(latent: list[str], edges: list[tuple[int, int]], level: Level) -> tuple[list[int], int]:
+def _topological_order(
+    latent: list[str], edges: list[tuple[int, int]], level: Level
+) -> tuple[list[int], int]:
     """Order latents so predictors come before outcomes; raise naming a cycle if there is one."""
     n = len(latent)
     preds: dict[int, set[int]] = {i: set() for i in range(n)}
@@ -163,7 +165,7 @@ def _topological_order(latent: list[str], edges: list[tuple[int, int]], level: L
         if state[i] == 2:
             return
         if state[i] == 1:
-            cyc = stack[stack.index(i):] + [i]
+            cyc = [*stack[stack.index(i) :], i]
             chain = " <- ".join(latent[j] for j in cyc)
             raise MSEMSpecificationError(
                 f"The {level} regressions contain a cycle: {chain}. Recursive (acyclic) models "
@@ -335,7 +337,9 @@ def lower(
         )
 
     labels: dict[str, ParamRef] = {}
-    ordered = {k: groups[k] for k in sorted(groups, key=lambda n: (KINDS.index(groups[n].kind), n[-1] == "b"))}
+    ordered = {
+        k: groups[k] for k in sorted(groups, key=lambda n: (KINDS.index(groups[n].kind), n[-1] == "b"))
+    }
     structure = ModelStructure(
         within=levels[Level.WITHIN],
         between=levels[Level.BETWEEN],

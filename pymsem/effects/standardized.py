@@ -61,22 +61,39 @@ def parameter_quantities(structure: ModelStructure, vals: dict[str, np.ndarray])
         mats[ls.level] = M
         s, lvl = ls.level.short, str(ls.level)
         sd_eta, sd_obs = _sd(M.Sigma_eta), _sd(M.Sigma)
-        groups = structure.groups
 
-        def labels(kind: str) -> list[str]:
-            g = groups.get(f"{kind}_{s}")
+        def labels(kind: str, s: str = s) -> list[str]:
+            g = structure.groups.get(f"{kind}_{s}")
             return [lab or "" for lab in g.labels] if g else []
 
         for (r, c, k), lab in zip(ls.beta_free, labels("path")):
             b = vals[f"path_{s}"][..., k]
-            out.append(QuantityDraws(lvl, "Regressions", lab, f"{ls.latent[r]} <- {ls.latent[c]}", b,
-                                     b * sd_eta[..., c] / sd_eta[..., r]))
+            out.append(
+                QuantityDraws(
+                    lvl,
+                    "Regressions",
+                    lab,
+                    f"{ls.latent[r]} <- {ls.latent[c]}",
+                    b,
+                    b * sd_eta[..., c] / sd_eta[..., r],
+                )
+            )
         for (r, c, k), lab in zip(ls.lambda_free, labels("loading")):
             lam = vals[f"loading_{s}"][..., k]
-            out.append(QuantityDraws(lvl, "Loadings", lab, f"{ls.observed[r]} by {ls.latent[c]}", lam,
-                                     lam * sd_eta[..., c] / sd_obs[..., r]))
+            out.append(
+                QuantityDraws(
+                    lvl,
+                    "Loadings",
+                    lab,
+                    f"{ls.observed[r]} by {ls.latent[c]}",
+                    lam,
+                    lam * sd_eta[..., c] / sd_obs[..., r],
+                )
+            )
         for (r, k), lab in zip(ls.intercept_free, labels("intercept")):
-            out.append(QuantityDraws(lvl, "Intercepts", lab, ls.observed[r], vals[f"intercept_{s}"][..., k], None))
+            out.append(
+                QuantityDraws(lvl, "Intercepts", lab, ls.observed[r], vals[f"intercept_{s}"][..., k], None)
+            )
         for (i, k), lab in zip(ls.lv_sd_free, labels("lv_sd")):
             v = np.square(vals[f"lv_sd_{s}"][..., k])
             name = ls.latent[i]
@@ -90,14 +107,31 @@ def parameter_quantities(structure: ModelStructure, vals: dict[str, np.ndarray])
         for (i, k), lab in zip(ls.resid_sd_free, labels("resid_sd")):
             v = np.square(vals[f"resid_sd_{s}"][..., k])
             name = ls.observed[i]
-            out.append(QuantityDraws(lvl, "Indicator residual variances", lab, f"{name} ~~ {name}", v,
-                                     v / np.square(sd_obs[..., i])))
+            out.append(
+                QuantityDraws(
+                    lvl,
+                    "Indicator residual variances",
+                    lab,
+                    f"{name} ~~ {name}",
+                    v,
+                    v / np.square(sd_obs[..., i]),
+                )
+            )
         for (i, j, k), lab in zip(ls.resid_cor, labels("resid_cor")):
-            out.append(QuantityDraws(lvl, "Indicator residual covariances", lab,
-                                     f"{ls.observed[i]} ~~ {ls.observed[j]}", M.Theta[..., i, j],
-                                     vals[f"resid_cor_{s}"][..., k]))
+            out.append(
+                QuantityDraws(
+                    lvl,
+                    "Indicator residual covariances",
+                    lab,
+                    f"{ls.observed[i]} ~~ {ls.observed[j]}",
+                    M.Theta[..., i, j],
+                    vals[f"resid_cor_{s}"][..., k],
+                )
+            )
     W, B = mats[Level.WITHIN], mats[Level.BETWEEN]
     for j, name in enumerate(structure.level1):
         sw, sb = W.Sigma[..., j, j], B.Sigma[..., j, j]
-        out.append(QuantityDraws("between", "Intraclass correlations", "", f"ICC {name}", sb / (sb + sw), None))
+        out.append(
+            QuantityDraws("between", "Intraclass correlations", "", f"ICC {name}", sb / (sb + sw), None)
+        )
     return out

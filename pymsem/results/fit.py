@@ -166,7 +166,14 @@ class MSEMFit:
         from pymsem.results.table import Table
 
         s = self.summary(ci_prob).reset_index()
-        return Table(s, self.meta(), title=title or "Parameter estimates", ci_prob=ci_prob, blocks=blocks, digits=digits)
+        return Table(
+            s,
+            self.meta(),
+            title=title or "Parameter estimates",
+            ci_prob=ci_prob,
+            blocks=blocks,
+            digits=digits,
+        )
 
     def icc(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """Model-implied intraclass correlations of the level-1 variables."""

@@ -377,12 +377,28 @@ class Table:
         for level, by_level in self._data.groupby("level", sort=False):
             title = _LEVEL_TITLES.get(str(level), str(level).title())
             records.append(
-                {"kind": "level", "level": level, "block": "", "text": title, "label": "", **nan_cells, "excludes_zero": False}
+                {
+                    "kind": "level",
+                    "level": level,
+                    "block": "",
+                    "text": title,
+                    "label": "",
+                    **nan_cells,
+                    "excludes_zero": False,
+                }
             )
             for block, by_block in by_level.groupby("block", sort=False):
                 if block:
                     records.append(
-                        {"kind": "block", "level": level, "block": block, "text": block, "label": "", **nan_cells, "excludes_zero": False}
+                        {
+                            "kind": "block",
+                            "level": level,
+                            "block": block,
+                            "text": block,
+                            "label": "",
+                            **nan_cells,
+                            "excludes_zero": False,
+                        }
                     )
                 for r in by_block.itertuples(index=False):
                     records.append(
@@ -618,7 +634,9 @@ class Table:
         tab: list[str] = [r"\begin{tabular}{" + "l" * n_text + "r" * len(self._columns) + "}", r"\toprule"]
         if span is not None:
             first = n_text + span + 1  # 1-based column of Lower
-            cells = [""] * (first - 1) + [rf"\multicolumn{{2}}{{c}}{{{_latex_escape(_percent(self.ci_prob))} CI}}"]
+            cells = [""] * (first - 1) + [
+                rf"\multicolumn{{2}}{{c}}{{{_latex_escape(_percent(self.ci_prob))} CI}}"
+            ]
             cells += [""] * (ncol - first - 1)
             tab.append(" & ".join(cells) + r" \\")
             tab.append(rf"\cmidrule(lr){{{first}-{first + 1}}}")
@@ -641,7 +659,9 @@ class Table:
                     cells.append(rf"\textbf{{{x}}}" if j == est and ln.significant and x else x)
                 tab.append(" & ".join(cells) + r" \\")
         tab.append(r"\bottomrule")
-        tab.append(rf"\multicolumn{{{ncol}}}{{l}}{{\footnotesize\textit{{Note.}} {_latex_escape(self._note('bold:'))}}} \\")
+        tab.append(
+            rf"\multicolumn{{{ncol}}}{{l}}{{\footnotesize\textit{{Note.}} {_latex_escape(self._note('bold:'))}}} \\"
+        )
         items = self._meta_items()
         if items:
             tab.append(rf"\multicolumn{{{ncol}}}{{l}}{{\footnotesize {_latex_escape(' | '.join(items))}}} \\")

@@ -64,7 +64,8 @@ class MSEM:
             raise MSEMDataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
         if cluster not in data.columns:
             raise MSEMDataError(
-                f"Cluster column {cluster!r} is not in the data." + closest(cluster, list(map(str, data.columns)))
+                f"Cluster column {cluster!r} is not in the data."
+                + closest(cluster, list(map(str, data.columns)))
             )
         self.data = data
         self.cluster = cluster
@@ -118,7 +119,9 @@ class MSEM:
             )
         lv = tuple(as_level(v) for v in _as_tuple(levels))
         if any(f.name == name for f in self.latents):
-            raise MSEMSpecificationError(f"Latent variable {name!r} is defined twice; give it one definition.")
+            raise MSEMSpecificationError(
+                f"Latent variable {name!r} is defined twice; give it one definition."
+            )
         self.latents.append(
             Latent(
                 name=name,
@@ -228,20 +231,26 @@ class MSEM:
                     f"(e.g. {f.name + '_f'!r})."
                 )
             if f.name == self.cluster:
-                raise MSEMSpecificationError(f"Latent variable {f.name!r} has the name of the cluster column.")
+                raise MSEMSpecificationError(
+                    f"Latent variable {f.name!r} has the name of the cluster column."
+                )
             if len(set(f.indicators)) != len(f.indicators):
                 raise MSEMSpecificationError(f"Latent {f.name!r} lists an indicator twice.")
             for ind in f.indicators:
                 if ind == self.cluster:
-                    raise MSEMSpecificationError(f"Latent {f.name!r}: the cluster column cannot be an indicator.")
+                    raise MSEMSpecificationError(
+                        f"Latent {f.name!r}: the cluster column cannot be an indicator."
+                    )
             for ind in list(dict(f.fix)) + list(f.free):
                 if ind not in f.indicators:
                     raise MSEMSpecificationError(
                         f"Latent {f.name!r}: {ind!r} in fix/free is not one of its indicators {list(f.indicators)}."
                     )
-            structural = any(
-                f.name in (p.outcome, *p.predictors) for p in self.paths
-            ) or any(f.name in (c.a, c.b) for c in self.covariances) or len(self.latents) > 1
+            structural = (
+                any(f.name in (p.outcome, *p.predictors) for p in self.paths)
+                or any(f.name in (c.a, c.b) for c in self.covariances)
+                or len(self.latents) > 1
+            )
             need = 2 if structural else 3
             if len(f.indicators) < need:
                 raise MSEMSpecificationError(
@@ -252,7 +261,9 @@ class MSEM:
         names = {f.name for f in self.latents}
         for p in self.paths:
             if p.outcome in p.predictors:
-                raise MSEMSpecificationError(f"Path {p.outcome} ~ {p.outcome}: a variable cannot predict itself.")
+                raise MSEMSpecificationError(
+                    f"Path {p.outcome} ~ {p.outcome}: a variable cannot predict itself."
+                )
             if len(set(p.predictors)) != len(p.predictors):
                 raise MSEMSpecificationError(f"Path {p.outcome} ~ ...: a predictor is listed twice.")
             for v in (p.outcome, *p.predictors):
@@ -305,12 +316,16 @@ class MSEM:
             cols = self.used_columns()
             for c in self.declared_level2:
                 if c not in self.data.columns:
-                    raise MSEMDataError(f"level2 column {c!r} is not in the data." + closest(c, list(self.data.columns)))
+                    raise MSEMDataError(
+                        f"level2 column {c!r} is not in the data." + closest(c, list(self.data.columns))
+                    )
             cd = prepare_data(self.data, self.cluster, list(dict.fromkeys(cols + list(self.declared_level2))))
             for c in self.declared_level2:
                 if c not in cd.level2:
                     x = cd.frame[c].to_numpy()
-                    varying = np.unique(cd.cluster_index[x != x[np.r_[0, np.cumsum(cd.sizes)[:-1]]][cd.cluster_index]])
+                    varying = np.unique(
+                        cd.cluster_index[x != x[np.r_[0, np.cumsum(cd.sizes)[:-1]]][cd.cluster_index]]
+                    )
                     ids = [cd.cluster_ids[i] for i in varying[:5]]
                     raise MSEMDataError(
                         f"Column {c!r} is declared level-2 but varies within {len(varying)} cluster(s) "

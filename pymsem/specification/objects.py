@@ -9,7 +9,7 @@ covariances ``~~``, labels).  They hold no data and build no PyMC objects:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """A level of the two-level model.
 
     ``within`` holds the student-level (level-1) deviations from the cluster
@@ -61,9 +61,7 @@ def as_level(value: Level | str) -> Level:
         return value
     key = str(value).strip().lower()
     if key not in _LEVEL_ALIASES:
-        raise ValueError(
-            f"Unknown level {value!r}. Use 'within' (level 1) or 'between' (level 2)."
-        )
+        raise ValueError(f"Unknown level {value!r}. Use 'within' (level 1) or 'between' (level 2).")
     return _LEVEL_ALIASES[key]
 
 
