@@ -4,7 +4,7 @@ Build a model with :class:`MSEM` (levels, latent variables, paths, random
 slopes, derived quantities), fit it with NUTS and read paper-style tables.
 """
 
-from pymsem import datasets
+from pymsem import datasets, tutorial
 from pymsem.priors import Prior
 from pymsem.simulate import simulate
 from pymsem.specification import (
@@ -38,5 +38,6 @@ __all__ = [
     "between",
     "datasets",
     "simulate",
+    "tutorial",
     "within",
 ]

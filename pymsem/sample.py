@@ -96,6 +96,10 @@ def sample_compiled(
             seed=seed,
             progress_bar=progress,
             target_accept=target_accept,
+            # The grand means are strongly correlated a posteriori (they share the between-level
+            # factors); a low-rank mass matrix takes that correlation out. On Model 2 it lifted
+            # the intercepts' min bulk ESS and brought R-hat below 1.01 where diag did not.
+            adaptation="low_rank",
         )
         t2 = time.perf_counter()
     else:

@@ -225,6 +225,20 @@ def _add_coord(model: Any, name: str, values: list[str]) -> None:
         model.add_coord(name, values)
 
 
+def _innovations(name: str, dims: tuple[str, str], shape: tuple[int, int], seed: int) -> Any:
+    """Standard normal innovations, started at a fixed prior draw.
+
+    Starting all innovations at 0 would put every latent variable at its
+    mean, where the gradient of the structural paths vanishes exactly (and
+    nutpie refuses an initial gradient with a zero component); a fixed draw
+    from the prior is a typical starting point and keeps chains reproducible.
+    """
+    import pymc as pm
+
+    start = np.random.default_rng(seed).standard_normal(shape)
+    return pm.Normal(name, 0.0, 1.0, dims=dims, initval=start)
+
+
 @register
 class AugmentedLikelihood:
     """Every latent variable sampled explicitly (non-centered), no integral taken.
@@ -306,7 +320,7 @@ class AugmentedLikelihood:
         eta_b_raw = None
         if len(lay.b_unknown):
             _add_coord(model, "latent_b", [be.latent[j] for j in lay.b_unknown])
-            eta_b_raw = pm.Normal("eta_b_raw", 0.0, 1.0, dims=("cluster", "latent_b"))
+            eta_b_raw = _innovations("eta_b_raw", ("cluster", "latent_b"), (G, len(lay.b_unknown)), 1)
         eta_o = None
         if len(lay.b_known):
             eta_o = Z2[:, lay.b_known_obs - p1] - nu[lay.b_known_obs][None, :]
@@ -320,7 +334,7 @@ class AugmentedLikelihood:
         eps_b_raw = None
         if len(lay.b_resid_sampled):
             _add_coord(model, "resid_b", [be.observed[i] for i in lay.b_resid_sampled])
-            eps_b_raw = pm.Normal("eps_b_raw", 0.0, 1.0, dims=("cluster", "resid_b"))
+            eps_b_raw = _innovations("eps_b_raw", ("cluster", "resid_b"), (G, len(lay.b_resid_sampled)), 2)
         eps_obs = None
         if len(lay.b_resid_observed):
             r2 = lay.b_resid_observed
@@ -340,7 +354,7 @@ class AugmentedLikelihood:
         if len(lay.w_unknown):
             _add_coord(model, "obs", [str(i) for i in range(N)])
             _add_coord(model, "latent_w", [wi.latent[j] for j in lay.w_unknown])
-            eta_w_raw = pm.Normal("eta_w_raw", 0.0, 1.0, dims=("obs", "latent_w"))
+            eta_w_raw = _innovations("eta_w_raw", ("obs", "latent_w"), (N, len(lay.w_unknown)), 3)
         xi_o = dev[:, lay.w_known_obs] if len(lay.w_known) else None
         lp, xi_u = split_gaussian(within.Sigma_eta, lay.w_known, lay.w_unknown, xi_o, eta_w_raw)
         terms.append(lp)

@@ -70,7 +70,9 @@ def _level_inits(ls: LevelStructure, structure: ModelStructure, scales: Scales) 
     if f"loading_{s}" in g:
         out[f"loading_{s}"] = np.ones(len(g[f"loading_{s}"]))
     if f"path_{s}" in g:
-        out[f"path_{s}"] = np.zeros(len(g[f"path_{s}"]))
+        # Slightly off zero: nutpie scales its initial mass matrix by the initial gradient, and at
+        # exactly zero (or at the means, for intercepts) a gradient entry can vanish by symmetry.
+        out[f"path_{s}"] = np.full(len(g[f"path_{s}"]), 0.01)
     outcomes = set(ls.beta_free[:, 0].tolist()) if len(ls.beta_free) else set()
     if f"lv_sd_{s}" in g:
         vals = []
@@ -92,16 +94,17 @@ def _level_inits(ls: LevelStructure, structure: ModelStructure, scales: Scales) 
         if f"{kind}_{s}" in g:
             out[f"{kind}_{s}"] = np.zeros(len(g[f"{kind}_{s}"]))
     if f"intercept_{s}" in g:
-        out[f"intercept_{s}"] = np.asarray([scales.mean[v] for v in g[f"intercept_{s}"].elements])
+        els = g[f"intercept_{s}"].elements
+        out[f"intercept_{s}"] = np.asarray([scales.mean[v] + 0.01 * scales.total_sd[v] for v in els])
     return out
 
 
 def initial_values(structure: ModelStructure, scales: Scales) -> dict[str, np.ndarray]:
     """Starting values in the main mode of a marker-identified model.
 
-    Loadings start at 1 (positive, as the marker), paths at 0, factor
+    Loadings start at 1 (positive, as the marker), paths near 0, factor
     variances at half the marker's level-specific variance, residual
-    variances at the other half, intercepts at the observed means.  Chains
+    variances at the other half, intercepts near the observed means.  Chains
     started here stay clear of the sign-flipped local modes that random
     starts fall into.
     """

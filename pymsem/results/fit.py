@@ -21,6 +21,15 @@ __all__ = ["MSEMFit", "SamplingWarning"]
 #: Bulk ESS below this gets a warning (Vehtari et al. 2021 recommend 100 per chain, 400 for 4 chains).
 MIN_ESS = 400
 MAX_RHAT = 1.01
+#: Sections that ``fit.table()`` shows by default, as methods papers report them.
+PAPER_BLOCKS = (
+    "Regressions",
+    "Loadings",
+    "Covariances",
+    "Random slopes",
+    "Derived",
+    "Intraclass correlations",
+)
 
 
 class SamplingWarning(UserWarning):
@@ -146,7 +155,7 @@ class MSEMFit:
     def table(
         self,
         ci_prob: float = 0.95,
-        blocks: list[str] | None = None,
+        blocks: list[str] | str | None = None,
         title: str | None = None,
         digits: int = 3,
     ) -> Table:
@@ -157,7 +166,9 @@ class MSEMFit:
         ci_prob
             Credible-interval probability (equal-tailed), 0.95 by default.
         blocks
-            Sections to show, e.g. ``["Regressions", "Loadings"]`` (default: all).
+            Sections to show, e.g. ``["Regressions", "Loadings"]``; ``"all"`` adds intercepts and
+            (residual) variances. The default shows what papers report: regressions, loadings,
+            covariances, random slopes, derived quantities and intraclass correlations.
         title
             Table title.
         digits
@@ -166,6 +177,10 @@ class MSEMFit:
         from pymsem.results.table import Table
 
         s = self.summary(ci_prob).reset_index()
+        if blocks is None:
+            blocks = [b for b in s["block"].unique() if b in PAPER_BLOCKS]
+        elif blocks == "all":
+            blocks = None
         return Table(
             s,
             self.meta(),
