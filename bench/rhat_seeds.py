@@ -30,7 +30,9 @@ def main() -> None:
     compiled = model.compile()
     rows = []
     for seed in range(1, args.seeds + 1):
-        run = sample_compiled(compiled, draws=1000, tune=1000, chains=4, seed=seed, progress=False, sampler=args.sampler)
+        run = sample_compiled(
+            compiled, draws=1000, tune=1000, chains=4, seed=seed, progress=False, sampler=args.sampler
+        )
         fit = MSEMFit(model, compiled, run)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -53,12 +55,16 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     df.to_csv(out, index=False)
     ok = int((df["max_rhat"] < 1.01).sum())
-    print(f"\nModel {args.model}: R-hat < 1.01 on {ok} of {len(df)} seeds "
-          f"(total {time.perf_counter() - t0:.0f} s)\n")
+    print(
+        f"\nModel {args.model}: R-hat < 1.01 on {ok} of {len(df)} seeds "
+        f"(total {time.perf_counter() - t0:.0f} s)\n"
+    )
     print("| seed | max R-hat | min bulk ESS | divergences | sampling s |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['seed']} | {r['max_rhat']} | {r['min_ess_bulk']} | {r['divergences']} | {r['sampling_s']} |")
+        print(
+            f"| {r['seed']} | {r['max_rhat']} | {r['min_ess_bulk']} | {r['divergences']} | {r['sampling_s']} |"
+        )
 
 
 if __name__ == "__main__":

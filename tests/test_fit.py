@@ -87,7 +87,9 @@ def test_priors_table_and_overrides(model2_data: pd.DataFrame) -> None:
     assert {"level", "kind", "parameter", "label", "prior", "source"} <= set(p.columns)
     row = p[p["label"] == "a_w"].iloc[0]
     assert row["prior"].startswith('Prior("Normal"') and row["source"].startswith("default")
-    m.set_prior("a_w", ms.Prior("Normal", mu=0.3, sigma=0.1)).set_prior("loading", ms.Prior("Normal", mu=1, sigma=0.5))
+    m.set_prior("a_w", ms.Prior("Normal", mu=0.3, sigma=0.1)).set_prior(
+        "loading", ms.Prior("Normal", mu=1, sigma=0.5)
+    )
     p = m.priors()
     assert p[p["label"] == "a_w"].iloc[0]["prior"] == 'Prior("Normal", mu=0.3, sigma=0.1)'
     assert (p[p["kind"] == "factor loading"]["source"] == "user: loading").all()
@@ -114,7 +116,21 @@ def test_build_returns_an_open_pymc_model(model2_data: pd.DataFrame) -> None:
 
 def test_cli_tutorial_1_writes_summary(tmp_path, capsys) -> None:
     out = tmp_path / "m1.csv"
-    rc = main(["tutorial", "1", "--draws", "200", "--tune", "200", "--chains", "2", "--no-progress", "--out", str(out)])
+    rc = main(
+        [
+            "tutorial",
+            "1",
+            "--draws",
+            "200",
+            "--tune",
+            "200",
+            "--chains",
+            "2",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "Tutorial Model 1" in printed and "INT <- REL" in printed
