@@ -5,6 +5,7 @@ slopes, derived quantities), fit it with NUTS and read paper-style tables.
 """
 
 from pymsem import datasets, tutorial
+from pymsem.effects.derived import contextual, indirect, total
 from pymsem.priors import Prior
 from pymsem.simulate import simulate
 from pymsem.specification import (
@@ -36,8 +37,11 @@ __all__ = [
     "Prior",
     "RandomSlope",
     "between",
+    "contextual",
     "datasets",
+    "indirect",
     "simulate",
+    "total",
     "tutorial",
     "within",
 ]

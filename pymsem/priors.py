@@ -12,6 +12,8 @@ intercept (grand mean)     ``Normal(mean_x, 2.5 * sd_x)`` (total SD)
 latent (residual) SD       ``HalfNormal(2.5 * sd_x)``
 indicator residual SD      ``HalfNormal(2.5 * sd_x)``
 correlations               ``Uniform(-1, 1)``
+random slope SD            ``HalfNormal(sd_outcome / sd_predictor)`` (within)
+random slope correlations  ``LKJCorr(eta=2)`` (key ``"slope_cor"``)
 =========================  ==============================================
 
 These are weakly informative on any data scale: they exclude only effects
@@ -116,6 +118,8 @@ def default_prior(kind: str, scale: float, center: float = 0.0) -> tuple[Prior, 
         return Prior("Normal", mu=float(center), sigma=2.5 * scale), "mean, 2.5 x sd (total)"
     if kind in ("lv_sd", "resid_sd"):
         return Prior("HalfNormal", sigma=2.5 * scale), "2.5 x sd at this level"
+    if kind == "slope_sd":
+        return Prior("HalfNormal", sigma=scale), "sd(outcome)/sd(predictor), within"
     if kind in ("lv_cor", "resid_cor"):
         return Prior("Uniform", lower=-1.0, upper=1.0), "uniform correlation"
     raise KeyError(kind)

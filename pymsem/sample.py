@@ -45,6 +45,14 @@ def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> 
             elif kind == "loading":
                 val = val * np.exp(rng.uniform(-0.1, 0.1, val.shape))
         out[name] = val
+    # Non-centered standard-normal variables (cluster slopes, latent scores) start near, not at, 0:
+    # at exactly 0 the gradient with respect to their scales and correlations vanishes, and nutpie
+    # refuses an initial point with a zero gradient entry.
+    fixed = np.random.default_rng(20260101)
+    for rv in model.free_RVs:
+        if rv.name.endswith("_raw") and rv.name not in out:
+            shape = tuple(int(d) for d in model.initial_point()[model.rvs_to_values[rv].name].shape)
+            out[rv.name] = 0.1 * (rng or fixed).standard_normal(shape)
     return out
 
 

@@ -27,13 +27,28 @@ def spec_structure(model: MSEM) -> ModelStructure:
         used += [i for i in f.indicators if i not in used]
     for p in model.paths:
         used += [v for v in (p.outcome, *p.predictors) if v not in names and v not in used]
+    slopes = {r.name for p in model.paths for r in p.random if r is not None}
     for c in model.covariances:
-        used += [v for v in (c.a, c.b) if v not in names and v not in used]
+        used += [v for v in (c.a, c.b) if v not in names and v not in used and v not in slopes]
     level2 = [c for c in used if c in model.declared_level2]
     level1 = [c for c in used if c not in model.declared_level2]
     return lower(
         model.latents, model.paths, model.covariances, level1, level2, model.auto_exogenous_covariances
     )
+
+
+def slope_correlation(structure: ModelStructure, values: Mapping[str, float]) -> np.ndarray:
+    """Correlation matrix of the random slopes: by label (e.g. ``rCor``), ``"slope_cor"`` for all pairs, else 0."""
+    rs = structure.random_slopes
+    R = np.eye(len(rs))
+    for i, a in enumerate(rs):
+        for j, b in enumerate(rs):
+            if i != j:
+                lab = a.cor_labels.get(b.name)
+                R[i, j] = (
+                    values.get(lab, values.get("slope_cor", 0.0)) if lab else values.get("slope_cor", 0.0)
+                )
+    return R
 
 
 def parameter_vectors(structure: ModelStructure, values: Mapping[str, float]) -> dict[str, np.ndarray]:
@@ -56,6 +71,8 @@ def parameter_vectors(structure: ModelStructure, values: Mapping[str, float]) ->
             else:
                 vec[i] = float(values[key])
         out[g.name] = vec
+    known.add("slope_cor")
+    known.update(lab for r in structure.random_slopes for lab in r.cor_labels.values())
     unknown = [k for k in values if k not in known]
     if unknown:
         raise MSEMSpecificationError(
@@ -86,7 +103,8 @@ def simulate(
     values
         Parameter values by label (``"a_w"``), element (``"path_w[INT <- REL]"``)
         or group (``"loading_w"``: all of them). SDs are given for variance
-        parameters (``lv_sd_*``, ``resid_sd_*``) and correlations for ``*_cor``.
+        parameters (``lv_sd_*``, ``resid_sd_*``, ``slope_sd_b``) and correlations for ``*_cor``;
+        random-slope correlations by their label or ``"slope_cor"`` (default 0).
     n_clusters
         Number of clusters.
     cluster_size
@@ -122,7 +140,26 @@ def simulate(
     z = Bm.nu + draw(Bm, n_clusters)
     cl = np.repeat(np.arange(n_clusters), sizes)
     p1 = len(st.level1)
-    y = z[cl, :p1] + draw(W, len(cl))
+    if st.random_slopes:
+        sd = vec["slope_sd_b"]
+        T = sd[:, None] * slope_correlation(st, values) * sd[None, :]
+        u = rng.multivariate_normal(np.zeros(len(sd)), T, size=n_clusters, method="eigh")
+        y = np.empty((len(cl), p1))
+        ls = st.within
+        r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
+        start = np.r_[0, np.cumsum(sizes)]
+        for g in range(n_clusters):
+            vg = dict(vec)
+            vg["path_w"] = vec["path_w"].copy()
+            Wg = level_matrices(ls, vg)
+            Bg = Wg.B.copy()
+            Bg[r, c] += u[g, j]
+            Ag = np.linalg.inv(np.eye(ls.n_lat) - Bg)
+            zeta = rng.multivariate_normal(np.zeros(ls.n_lat), Wg.Psi, size=sizes[g], method="eigh")
+            eps = rng.multivariate_normal(np.zeros(ls.n_obs), Wg.Theta, size=sizes[g], method="eigh")
+            y[start[g] : start[g + 1]] = z[g, :p1] + (zeta @ Ag.T) @ Wg.Lambda.T + eps
+    else:
+        y = z[cl, :p1] + draw(W, len(cl))
     df = pd.DataFrame(y, columns=st.level1)
     for j, c in enumerate(st.level2):
         df[c] = z[cl, p1 + j]

@@ -13,7 +13,7 @@ import pandas as pd
 from pymsem.specification.errors import MSEMDataError
 from pymsem.specification.model import MSEM
 
-__all__ = ["FACTORS", "MODELS", "model1", "model2", "tutorial_model"]
+__all__ = ["FACTORS", "MODELS", "model1", "model2", "model3", "tutorial_model"]
 
 FACTORS = ("ACH", "INT", "REL")
 
@@ -62,7 +62,36 @@ def model2(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
     return _mediation_paths(model)
 
 
-MODELS = {1: model1, 2: model2}
+def model3(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+    """Model 3: Model 2 with random slopes on the within a and b paths, indirect and contextual effects.
+
+    Blimp: ``INT_w ~ REL_w@RSa``, ``ACH_w ~ INT_w@RSb REL_w``, ``RSa ~ 1@a_w``,
+    ``RSb ~ 1@b_w``, ``RSa ~~ RSb@rCor``, and the PARAMETERS block
+    ``rCov``, ``med_w = a_w*b_w + rCov``, ``med_b = a_b*b_b``, ``a_con``, ``b_con``, ``med_con``.
+    """
+    from pymsem.effects.derived import contextual, indirect
+    from pymsem.specification.objects import RandomSlope
+
+    _check_columns(data, [i for f in FACTORS for i in _indicators(f)])
+    model = MSEM(data, cluster=cluster)
+    for f in FACTORS:
+        model.latent(f, _indicators(f), levels=("within", "between"))
+    model.path("INT", on="REL", level="within", random=RandomSlope("RSa", mean_label="a_w"))
+    model.path("ACH", on=["INT", "REL"], level="within", label=[None, "c_w"],
+               random=[RandomSlope("RSb", mean_label="b_w"), None])  # fmt: skip
+    model.covariance("RSa", "RSb", level="between", label="rCor")
+    model.path("INT", on="REL", level="between", label="a_b")
+    model.path("ACH", on=["INT", "REL"], level="between", label=["b_b", "c_b"])
+    model.derived("rCov", "cov(RSa, RSb)")
+    model.derived("med_w", indirect("a_w", "b_w"))  # a_w * b_w + cov(RSa, RSb)
+    model.derived("med_b", indirect("a_b", "b_b"))
+    model.derived("a_con", contextual("a_b", "a_w"))
+    model.derived("b_con", contextual("b_b", "b_w"))
+    model.derived("med_con", contextual("med_b", "med_w"))
+    return model
+
+
+MODELS = {1: model1, 2: model2, 3: model3}
 
 
 def tutorial_model(number: int, data: pd.DataFrame, cluster: str = "schid") -> MSEM:

@@ -263,8 +263,16 @@ class AugmentedLikelihood:
 
     A variable is only created when it has at least one element.  The
     posterior of the free parameters is the same as with the ``"marginal"``
-    formulation; this one is slower but extends to models without a closed
-    form (e.g. random slopes, non-normal outcomes) and yields latent scores.
+    formulation.  This one is slower (thousands of free variables, and the
+    trace stores every student's innovations) and mixes worse where the
+    clusters are large and informative: there the grand means ``nu`` and the
+    average between innovation form a ridge that the non-centered
+    parametrization cannot remove (on Model 2 with 100 x 20 students the
+    intercepts reach a bulk ESS of about 60 per 2000 draws, against about 2000
+    marginally).  It is the starting point for models without a closed-form
+    marginal likelihood (non-normal outcomes) and gives the posterior of the
+    latent scores.  A diagonal mass matrix suits it: low-rank adaptation
+    costs O(free variables) per warm-up step.
     """
 
     name: ClassVar[str] = "augmented"
@@ -274,7 +282,7 @@ class AugmentedLikelihood:
         if not structure.level1:
             return "it needs at least one level-1 (within-varying) variable"
         if getattr(structure, "random_slopes", None):
-            return "random slopes are not implemented in the augmented formulation yet"
+            return "random slopes are not implemented in the augmented formulation yet (use 'marginal')"
         wi, be = structure.within, structure.between
         w_res = set(_nonzero_residuals(wi).tolist())
         for i, v in enumerate(wi.observed):

@@ -35,6 +35,8 @@ def valid_prior_keys(structure: ModelStructure) -> set[str]:
             keys.update(_override_keys(g, i))
     from pymsem.compile.structure import KINDS
 
+    if len(structure.random_slopes) > 1:
+        keys.add("slope_cor")
     return keys | set(KINDS)
 
 
@@ -62,6 +64,17 @@ def resolve_priors(
                 prior, rule = default_prior(g.kind, scale, center)
                 res.append(ResolvedPrior(prior, f"default: {rule}"))
         out[g.name] = res
+    if len(structure.random_slopes) > 1:
+        from pymsem.compile.slopes import DEFAULT_SLOPE_CORR_PRIOR
+
+        if "slope_cor" in overrides:
+            if overrides["slope_cor"].distribution != "LKJCorr":
+                raise MSEMSpecificationError(
+                    "The prior of the random slope correlations must be an LKJCorr prior."
+                )
+            out["slope_cor"] = [ResolvedPrior(overrides["slope_cor"], "user: slope_cor")]
+        else:
+            out["slope_cor"] = [ResolvedPrior(DEFAULT_SLOPE_CORR_PRIOR, "default: mild shrinkage to 0")]
     return out
 
 
@@ -82,6 +95,20 @@ def prior_table(structure: ModelStructure, priors: dict[str, list[ResolvedPrior]
                     "source": rp.source,
                 }
             )
+    if "slope_cor" in priors:
+        rp = priors["slope_cor"][0]
+        names = ", ".join(r.name for r in structure.random_slopes)
+        rows.append(
+            {
+                "level": "between",
+                "kind": "random slope correlations",
+                "parameter": f"cor({names})",
+                "label": "",
+                "variable": "slope_corr_chol",
+                "prior": repr(rp.prior),
+                "source": rp.source,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -140,6 +167,8 @@ def build_pymc_model(
     form = get_formulation(formulation, structure)
     coords = {g.dim: list(g.elements) for g in structure.groups.values()}
     coords["cluster"] = [str(c) for c in data.cluster_ids]
+    if "slope_cor" in priors:
+        form.slope_corr_prior = priors["slope_cor"][0].prior  # type: ignore[attr-defined]
     with pm.Model(coords=coords) as model:
         params = {name: _create_group(g, priors[name]) for name, g in structure.groups.items()}
         ops = pytensor_ops()

@@ -47,6 +47,9 @@ class SufficientStatistics:
     means: np.ndarray  # mean cluster vector per size (K, pb)
     roots: np.ndarray  # R_k with R_k R_k' = scatter of cluster vectors of size k (K, pb, pb)
     log_n_sum: float  # sum over clusters of log n_g
+    cluster_sizes: np.ndarray  # n_g (G,)
+    cluster_vectors: np.ndarray  # z_g (G, pb)
+    cluster_roots: np.ndarray | None  # R_g with R_g R_g' = within scatter of cluster g (G, p1, p1)
 
 
 def _root(S: np.ndarray) -> np.ndarray:
@@ -55,8 +58,10 @@ def _root(S: np.ndarray) -> np.ndarray:
     return Q * np.sqrt(np.clip(w, 0.0, None))
 
 
-def sufficient_statistics(structure: ModelStructure, data: ClusteredData) -> SufficientStatistics:
-    """Pooled within scatter and per-size cluster-vector moments."""
+def sufficient_statistics(
+    structure: ModelStructure, data: ClusteredData, per_cluster: bool = False
+) -> SufficientStatistics:
+    """Pooled within scatter and per-size cluster-vector moments (and per-cluster scatter roots)."""
     y1 = data.frame[structure.level1].to_numpy(float)
     idx, sizes = data.cluster_index, data.sizes
     G = data.n_clusters
@@ -87,7 +92,17 @@ def sufficient_statistics(structure: ModelStructure, data: ClusteredData) -> Suf
         means=m,
         roots=roots,
         log_n_sum=float(np.log(sizes).sum()),
+        cluster_sizes=sizes.astype(float),
+        cluster_vectors=z,
+        cluster_roots=_cluster_roots(dev, idx, G) if per_cluster else None,
     )
+
+
+def _cluster_roots(dev: np.ndarray, idx: np.ndarray, G: int) -> np.ndarray:
+    p = dev.shape[1]
+    S = np.zeros((G, p, p))
+    np.add.at(S, idx, dev[:, :, None] * dev[:, None, :])
+    return np.stack([_root(S[g]) for g in range(G)])
 
 
 def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: Any) -> Any:
@@ -115,9 +130,60 @@ def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: A
     return within + between
 
 
+def random_slope_logp(
+    stats: SufficientStatistics,
+    structure: ModelStructure,
+    within: LevelMatrices,
+    between: LevelMatrices,
+    u: Any,
+) -> Any:
+    """The collapsed log-likelihood given the clusters' slope deviations ``u`` (cluster, slope).
+
+    Each cluster has its own within covariance ``Sigma_W,g`` (its slopes enter
+    ``B_g``), so the within part uses each cluster's scatter matrix and the
+    between part ``N(z_g | nu, Sigma_B + E Sigma_W,g E' / n_g)``: one Cholesky of
+    each per cluster, batched.
+    """
+    import pytensor.tensor as pt
+
+    ls = structure.within
+    G, p1, pb = stats.n_clusters, stats.p1, stats.pb
+    m = ls.n_lat
+    r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
+    Bg = pt.zeros((G, m, m)) + within.B[None, :, :]
+    Bg = pt.inc_subtensor(Bg[:, r, c], u[:, j])
+    Ag = pt.eye(m)[None, :, :] + Bg
+    power = Bg
+    for _ in range(ls.depth - 1):
+        power = pt.matmul(power, Bg)
+        Ag = Ag + power
+    Seta = pt.matmul(pt.matmul(Ag, within.Psi[None, :, :]), Ag.transpose(0, 2, 1))
+    LSeta = pt.matmul(within.Lambda[None, :, :], Seta)
+    Wg = pt.matmul(LSeta, within.Lambda.T[None, :, :]) + within.Theta[None, :, :]
+    log2pi = np.log(2 * np.pi)
+    n = stats.cluster_sizes
+    LW = pt.linalg.cholesky(Wg, lower=True)
+    logdet_W = 2 * pt.sum(pt.log(pt.diagonal(LW, axis1=1, axis2=2)), axis=1)
+    tr = pt.sum(pt.square(pt.linalg.solve_triangular(LW, stats.cluster_roots, lower=True)), axis=(1, 2))
+    within_ll = -0.5 * (n - 1) * (p1 * log2pi + logdet_W) - 0.5 * tr - 0.5 * p1 * np.log(n)
+    pad = pt.zeros((G, pb, pb))
+    pad = pt.set_subtensor(pad[:, :p1, :p1], Wg)
+    V = between.Sigma[None, :, :] + pad / n[:, None, None]
+    LV = pt.linalg.cholesky(V, lower=True)
+    logdet_V = 2 * pt.sum(pt.log(pt.diagonal(LV, axis1=1, axis2=2)), axis=1)
+    d = (stats.cluster_vectors - between.nu[None, :])[:, :, None]
+    quad = pt.sum(pt.square(pt.linalg.solve_triangular(LV, d, lower=True)), axis=(1, 2))
+    between_ll = -0.5 * (pb * log2pi + logdet_V + quad)
+    return pt.sum(within_ll + between_ll)
+
+
 @register
 class MarginalLikelihood:
-    """Both levels' latent variables integrated out (no per-cluster parameters)."""
+    """Both levels' latent variables integrated out.
+
+    Without random slopes nothing per cluster is sampled; with random slopes
+    only the slopes' cluster deviations are.
+    """
 
     name: ClassVar[str] = "marginal"
 
@@ -136,5 +202,14 @@ class MarginalLikelihood:
     ) -> None:
         import pymc as pm
 
+        from pymsem.compile.slopes import add_random_slopes
+
+        if structure.random_slopes:
+            # The slopes stay explicit (non-centered); given them, every latent variable
+            # still integrates out exactly, cluster by cluster.
+            stats = sufficient_statistics(structure, data, per_cluster=True)
+            u = add_random_slopes(structure, params, getattr(self, "slope_corr_prior", None))
+            pm.Potential("loglik", random_slope_logp(stats, structure, within, between, u))
+            return
         stats = sufficient_statistics(structure, data)
         pm.Potential("loglik", marginal_logp(stats, within.Sigma, between.Sigma, between.nu))

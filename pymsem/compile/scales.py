@@ -60,6 +60,9 @@ class Scales:
             return self.latent(element, level), 0.0
         if kind == "resid_sd":
             return self.observed(element, level), 0.0
+        if kind == "slope_sd":
+            r = next(r for r in self.structure.random_slopes if r.name == element)
+            return self.latent(r.outcome, Level.WITHIN) / self.latent(r.predictor, Level.WITHIN), 0.0
         return 1.0, 0.0
 
 
@@ -93,6 +96,10 @@ def _level_inits(ls: LevelStructure, structure: ModelStructure, scales: Scales) 
     for kind in ("lv_cor", "resid_cor"):
         if f"{kind}_{s}" in g:
             out[f"{kind}_{s}"] = np.zeros(len(g[f"{kind}_{s}"]))
+    if f"slope_sd_{s}" in g:
+        out[f"slope_sd_{s}"] = np.asarray(
+            [0.3 * scales.element_scale("slope_sd", ls.level, e)[0] for e in g[f"slope_sd_{s}"].elements]
+        )
     if f"intercept_{s}" in g:
         els = g[f"intercept_{s}"].elements
         out[f"intercept_{s}"] = np.asarray([scales.mean[v] + 0.01 * scales.total_sd[v] for v in els])

@@ -28,7 +28,7 @@ from pymsem.specification.objects import Covariance, Latent, Level, Path
 __all__ = ["KINDS", "LevelStructure", "ModelStructure", "ParamGroup", "ParamRef", "lower"]
 
 #: Parameter kinds, in the order tables list them.
-KINDS = ("path", "loading", "intercept", "lv_sd", "lv_cor", "resid_sd", "resid_cor")
+KINDS = ("path", "loading", "intercept", "lv_sd", "lv_cor", "resid_sd", "resid_cor", "slope_sd")
 
 #: Human-readable names of the kinds, used in prior tables and summaries.
 KIND_TITLES = {
@@ -39,6 +39,7 @@ KIND_TITLES = {
     "lv_cor": "latent (residual) correlation",
     "resid_sd": "indicator residual SD",
     "resid_cor": "indicator residual correlation",
+    "slope_sd": "random slope SD",
 }
 
 
@@ -106,6 +107,8 @@ class LevelStructure:
     intercept_free: np.ndarray  # (k, 2): observed, group index (between only)
     order: list[int]  # latents in topological order (predictors first)
     depth: int  # longest regression chain, for (I - B)^-1 = sum_k B^k
+    beta_random: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), dtype=np.int64))
+    # (k, 3): row, col, random-slope index, for the within paths whose slope varies over clusters
 
     @property
     def n_obs(self) -> int:
@@ -121,6 +124,18 @@ class LevelStructure:
         return [v for i, v in enumerate(self.latent) if i not in outcomes]
 
 
+@dataclass(frozen=True)
+class RandomSlopeInfo:
+    """A random slope: its name, the within path it modifies and its mean's position in ``path_w``."""
+
+    name: str
+    outcome: str
+    predictor: str
+    mean_index: int
+    mean_label: str
+    cor_labels: dict[str, str] = field(default_factory=dict)  # other slope -> label of the correlation
+
+
 @dataclass
 class ModelStructure:
     """The lowered model: both levels, the parameter groups and the label map."""
@@ -132,6 +147,7 @@ class ModelStructure:
     level1: list[str]  # observed level-1 columns (within observed order)
     level2: list[str]  # observed level-2 columns (after level1 in between order)
     factors: dict[str, Latent]
+    random_slopes: list[RandomSlopeInfo] = field(default_factory=list)
 
     def level(self, level: Level) -> LevelStructure:
         return self.within if level is Level.WITHIN else self.between
@@ -212,6 +228,22 @@ def lower(
     """
     factors = {f.name: f for f in latents}
     groups: dict[str, ParamGroup] = {}
+    random_slopes: list[RandomSlopeInfo] = []
+    slope_names = {r.name for p in paths for r in p.random if r is not None}
+    # Slope covariances are estimated (LKJ); a covariance statement between two slopes only labels it.
+    slope_cor_labels: dict[frozenset[str], str | None] = {}
+    kept = []
+    for c in covariances:
+        if c.a in slope_names or c.b in slope_names:
+            if not (c.a in slope_names and c.b in slope_names) or c.level is not Level.BETWEEN:
+                raise MSEMSpecificationError(
+                    f"Covariance {c.a} ~~ {c.b} ({c.level}): random slopes covary with each other at the "
+                    f"between level; covariances of slopes with other variables are not supported yet."
+                )
+            slope_cor_labels[frozenset((c.a, c.b))] = c.label
+        else:
+            kept.append(c)
+    covariances = kept
 
     def group(kind: str, level: Level) -> ParamGroup:
         g = ParamGroup(kind, level)
@@ -275,15 +307,27 @@ def lower(
             resid_fixed[obs_ix[v]] = 0.0
 
         edges = []
+        beta_random = []
         for p in lv_paths:
             for pred, lab, rnd in zip(p.predictors, p.labels, p.random):
                 if rnd is not None:
-                    raise NotImplementedError(
-                        "Random slopes are specified but not yet compiled by this version of pymsem."
-                    )
+                    if level is not Level.WITHIN:
+                        raise MSEMSpecificationError(
+                            f"Random slope {rnd.name!r} on the between-level path {p.outcome} ~ {pred}: "
+                            f"slopes can vary over clusters only for within-level paths."
+                        )
+                    if lab is not None and lab != rnd.mean_name:
+                        raise MSEMSpecificationError(
+                            f"Path {p.outcome} ~ {pred} has label {lab!r} and random slope {rnd.name!r} "
+                            f"with mean label {rnd.mean_name!r}; give the label once (mean_label=)."
+                        )
+                    lab = rnd.mean_name
                 k = group("path", level).add(f"{p.outcome} <- {pred}", lab)
                 beta_free.append((lat_ix[p.outcome], lat_ix[pred], k))
                 edges.append((lat_ix[p.outcome], lat_ix[pred]))
+                if rnd is not None:
+                    beta_random.append((lat_ix[p.outcome], lat_ix[pred], len(random_slopes)))
+                    random_slopes.append(RandomSlopeInfo(rnd.name, p.outcome, pred, k, lab))
         order, depth = _topological_order(latent, edges, level)
 
         for i, v in enumerate(latent):
@@ -334,8 +378,18 @@ def lower(
             intercept_free=_idx(icpt, 2),
             order=order,
             depth=depth,
+            beta_random=_idx(beta_random, 3),
         )
 
+    if random_slopes:
+        g = group("slope_sd", Level.BETWEEN)
+        for r in random_slopes:
+            g.add(r.name)
+        for r in random_slopes:
+            for other in random_slopes:
+                lab = slope_cor_labels.get(frozenset((r.name, other.name)))
+                if other.name != r.name and lab:
+                    r.cor_labels[other.name] = lab
     labels: dict[str, ParamRef] = {}
     ordered = {
         k: groups[k] for k in sorted(groups, key=lambda n: (KINDS.index(groups[n].kind), n[-1] == "b"))
@@ -348,6 +402,7 @@ def lower(
         level1=list(level1),
         level2=list(level2),
         factors=factors,
+        random_slopes=random_slopes,
     )
     for ref in structure.refs():
         if ref.label is not None:

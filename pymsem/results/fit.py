@@ -48,6 +48,11 @@ def _stats(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.asarray(rhat), np.asarray(bulk), np.asarray(tail)
 
 
+def ctx_shape(ctx: Any) -> tuple[int, ...]:
+    """(chain, draw) shape of the draws in a derived-expression context."""
+    return next(iter(ctx.values.values())).shape
+
+
 class MSEMFit:
     """A fitted :class:`~pymsem.MSEM`: the posterior and what can be read off it.
 
@@ -72,12 +77,18 @@ class MSEMFit:
     @property
     def posterior(self) -> Any:
         """The posterior group as an ``xarray.Dataset``."""
-        return self.idata["posterior"].to_dataset()
+        if "_posterior" not in self.__dict__:
+            self.__dict__["_posterior"] = self.idata["posterior"].to_dataset()
+        return self.__dict__["_posterior"]
 
     def parameter_draws(self) -> dict[str, np.ndarray]:
         """Free-parameter vectors by group name, shaped (chain, draw, n)."""
-        post = self.posterior
-        return {name: np.asarray(post[name].values, dtype=float) for name in self.structure.groups}
+        if "_param_draws" not in self.__dict__:
+            post = self.posterior
+            self.__dict__["_param_draws"] = {
+                name: np.asarray(post[name].values, dtype=float) for name in self.structure.groups
+            }
+        return self.__dict__["_param_draws"]
 
     def draws(self, name: str) -> np.ndarray:
         """Draws (chain, draw) of one parameter, by label (``"a_w"``) or ``"group[element]"``."""
@@ -95,9 +106,66 @@ class MSEMFit:
         raise KeyError(f"No parameter {name!r}." + closest(name, known))
 
     def quantities(self) -> list[QuantityDraws]:
+        """Every reported quantity with its draws: parameters, random slopes, ICCs, derived."""
+        return self.base_quantities() + self.derived_quantities()
+
+    def base_quantities(self) -> list[QuantityDraws]:
+        """Parameters, random-slope moments and ICCs (cached: they do not change after sampling)."""
+        from pymsem.effects.random_slopes import random_slope_quantities
+
         if self._quantities is None:
-            self._quantities = parameter_quantities(self.structure, self.parameter_draws())
-        return self._quantities
+            qs = parameter_quantities(self.structure, self.parameter_draws())
+            qs += random_slope_quantities(self.structure, self.posterior)
+            self._quantities = qs
+        return list(self._quantities)
+
+    # ------------------------------------------------------------- derived
+    def derived_context(self) -> Any:
+        """Labelled draws and model-implied moments for derived expressions."""
+        from pymsem.effects.derived import DerivedContext
+        from pymsem.effects.moments import moments_function
+
+        values = {lab: self.draws(lab) for lab in self.structure.labels}
+        for q in self.base_quantities():
+            if q.label and q.label not in values:
+                values[q.label] = q.draws
+        slope_of_mean = {r.mean_label: r.name for r in self.structure.random_slopes}
+        return DerivedContext(values, moments_function(self), slope_of_mean)
+
+    def derived_quantities(self) -> list[QuantityDraws]:
+        """The model's derived quantities (``model.derived``) evaluated on the draws, in order."""
+        from pymsem.effects.derived import evaluate
+
+        if not self.model.derived_quantities:
+            return []
+        ctx = self.derived_context()
+        out = []
+        for d in self.model.derived_quantities:
+            draws = np.broadcast_to(evaluate(d.expression, ctx, d.name), ctx_shape(ctx)).copy()
+            ctx.values[d.name] = draws
+            out.append(QuantityDraws("derived", "Derived", d.name, d.expression, draws, None))
+        return out
+
+    def cluster_slopes(self) -> Any:
+        """Each cluster's random slopes, ``xarray.Dataset`` with dims (chain, draw, cluster)."""
+        from pymsem.effects.random_slopes import cluster_slopes
+
+        if not self.structure.random_slopes:
+            raise ValueError("The model has no random slopes.")
+        return cluster_slopes(
+            self.structure, self.posterior, [str(c) for c in self.compiled.data.cluster_ids]
+        )
+
+    def cluster_indirect(self, a: str, b: str) -> Any:
+        """Each cluster's indirect effect ``a_g * b_g`` for two random-slope mean labels, per draw."""
+        by_label = {r.mean_label: r.name for r in self.structure.random_slopes}
+        for lab in (a, b):
+            if lab not in by_label:
+                raise KeyError(f"{lab!r} is not the mean label of a random slope; known: {sorted(by_label)}.")
+        ds = self.cluster_slopes()
+        out = ds[by_label[a]] * ds[by_label[b]]
+        out.name = f"indirect({a}, {b})"
+        return out
 
     # ---------------------------------------------------------------- summary
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:

@@ -173,7 +173,27 @@ class MSEM:
         return self._changed()
 
     def derived(self, name: str, expression: str) -> MSEM:
-        """Add a quantity computed from the posterior draws (Blimp's ``PARAMETERS``)."""
+        """Add a quantity computed from the posterior draws (Blimp's ``PARAMETERS``).
+
+        Parameters
+        ----------
+        name
+            Label of the quantity, e.g. ``"med_w"``.
+        expression
+            Over labels and earlier derived names: ``+ - * / **``, ``sqrt exp log abs``,
+            ``var totalvar sd cov cor`` of random slopes or latent variables, and the helpers
+            ``indirect(a, b)``, ``contextual(b, w)``, ``total(ind, direct)`` (also available as
+            :func:`pymsem.indirect` etc.). Parsed with :mod:`ast`, never evaluated as Python.
+            Derived quantities are computed on the posterior draws, so adding one after
+            fitting needs no new sampling: ``fit.summary()`` picks it up.
+        """
+        from pymsem.effects.derived import parse
+
+        if not isinstance(name, str) or not name.isidentifier():
+            raise MSEMSpecificationError(f"Derived quantity name {name!r} must be a valid identifier.")
+        if any(d.name == name for d in self.derived_quantities):
+            raise MSEMSpecificationError(f"Derived quantity {name!r} is defined twice.")
+        parse(expression, name)
         self.derived_quantities.append(Derived(name, expression))
         return self
 
@@ -199,8 +219,9 @@ class MSEM:
             used.update(f.indicators)
         for p in self.paths:
             used.update(v for v in (p.outcome, *p.predictors) if v not in names)
+        slopes = {r.name for p in self.paths for r in p.random if r is not None}
         for c in self.covariances:
-            used.update(v for v in (c.a, c.b) if v not in names)
+            used.update(v for v in (c.a, c.b) if v not in names and v not in slopes)
         cols = [str(c) for c in self.data.columns]
         unknown = sorted(used - set(cols))
         if unknown:
@@ -216,7 +237,8 @@ class MSEM:
         names = {f.name for f in self.latents}
         cols = {i for f in self.latents for i in f.indicators}
         cols |= {v for p in self.paths for v in (p.outcome, *p.predictors) if v not in names}
-        cols |= {v for c in self.covariances for v in (c.a, c.b) if v not in names}
+        slopes = {r.name for p in self.paths for r in p.random if r is not None}
+        cols |= {v for c in self.covariances for v in (c.a, c.b) if v not in names and v not in slopes}
         self._validate_spec(cols - names)
 
     def _validate_spec(self, cols: set[str] | None = None) -> None:
@@ -281,13 +303,34 @@ class MSEM:
                         + closest(v, sorted(cols | names))
                     )
         seen: dict[str, str] = {}
+        slopes: dict[str, str] = {}
         for p in self.paths:
-            for pred, lab in zip(p.predictors, p.labels):
+            for pred, lab, rnd in zip(p.predictors, p.labels, p.random):
+                if rnd is not None:
+                    where = f"{p.outcome} <- {pred}"
+                    if not isinstance(rnd, RandomSlope):
+                        raise MSEMSpecificationError(f"Path {where}: random= takes ms.RandomSlope objects.")
+                    if rnd.name in cols or rnd.name in names or rnd.name == self.cluster:
+                        raise MSEMSpecificationError(
+                            f"Random slope {rnd.name!r} (on {where}) has the name of an existing "
+                            f"{'column' if rnd.name in cols else 'latent variable'}; give it another name."
+                        )
+                    if rnd.name in slopes:
+                        raise MSEMSpecificationError(
+                            f"Random slope name {rnd.name!r} is used for {slopes[rnd.name]} and for {where}."
+                        )
+                    if p.level is not Level.WITHIN:
+                        raise MSEMSpecificationError(
+                            f"Random slope {rnd.name!r} on the between-level path {where}: only within-level "
+                            f"slopes can vary over clusters."
+                        )
+                    slopes[rnd.name] = where
+                    lab = lab or rnd.mean_name
                 self._claim_label(seen, lab, f"{p.outcome} <- {pred} ({p.level})")
         for c in self.covariances:
             self._claim_label(seen, c.label, f"{c.a} ~~ {c.b} ({c.level})")
             for v in (c.a, c.b):
-                if v not in names and v not in cols:
+                if v not in names and v not in cols and v not in slopes:
                     raise MSEMSpecificationError(
                         f"Covariance {c.a} ~~ {c.b} ({c.level}): unknown variable {v!r}."
                         + closest(v, sorted(cols | names))

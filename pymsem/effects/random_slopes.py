@@ -1,0 +1,64 @@
+"""Random-slope quantities on posterior draws: means, variances, correlations, cluster slopes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pymsem.compile.slopes import slope_covariance, slope_deviations
+from pymsem.compile.structure import ModelStructure
+from pymsem.effects.standardized import QuantityDraws
+
+__all__ = ["cluster_slopes", "random_slope_quantities"]
+
+
+def random_slope_quantities(structure: ModelStructure, posterior: Any) -> list[QuantityDraws]:
+    """Table 3's rows: each slope's mean and variance, each pair's correlation and covariance."""
+    rs = structure.random_slopes
+    if not rs:
+        return []
+    paths = np.asarray(posterior["path_w"].values)
+    T = slope_covariance(structure, posterior)
+    out = []
+    for r in rs:
+        out.append(
+            QuantityDraws(
+                "between", "Random slopes", r.mean_label, f"{r.name} mean", paths[..., r.mean_index], None
+            )
+        )
+    for i, r in enumerate(rs):
+        out.append(QuantityDraws("between", "Random slopes", "", f"{r.name} variance", T[..., i, i], None))
+    for i, a in enumerate(rs):
+        for j in range(i + 1, len(rs)):
+            b = rs[j]
+            cor = T[..., i, j] / np.sqrt(T[..., i, i] * T[..., j, j])
+            out.append(
+                QuantityDraws(
+                    "between",
+                    "Random slopes",
+                    a.cor_labels.get(b.name, ""),
+                    f"{a.name}, {b.name} correlation",
+                    cor,
+                    None,
+                )
+            )
+            out.append(
+                QuantityDraws(
+                    "between", "Random slopes", "", f"{a.name}, {b.name} covariance", T[..., i, j], cor
+                )
+            )
+    return out
+
+
+def cluster_slopes(structure: ModelStructure, posterior: Any, cluster_ids: list[str]) -> Any:
+    """Each cluster's slopes (mean + deviation) as an ``xarray.Dataset`` over (chain, draw, cluster)."""
+    import xarray as xr
+
+    u = slope_deviations(structure, posterior)
+    paths = np.asarray(posterior["path_w"].values)
+    data = {
+        r.name: (("chain", "draw", "cluster"), paths[..., r.mean_index][..., None] + u[..., i])
+        for i, r in enumerate(structure.random_slopes)
+    }
+    return xr.Dataset(data, coords={"cluster": cluster_ids})
