@@ -92,7 +92,8 @@ def simulate(
     n_clusters: int,
     cluster_size: int | Sequence[int],
     seed: int | None = None,
-) -> pd.DataFrame:
+    return_slopes: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Draw a data set from the model with the given parameter values.
 
     Parameters
@@ -111,11 +112,15 @@ def simulate(
         Students per cluster: one number, or one per cluster (unbalanced).
     seed
         Random seed.
+    return_slopes
+        Also return each cluster's drawn random slopes (one row per cluster), to compare
+        estimates with the realized values of this sample.
 
     Returns
     -------
     pandas.DataFrame
-        One row per student: the cluster column, an ``id`` column and the observed variables.
+        One row per student: the cluster column, an ``id`` column and the observed variables
+        (and, with ``return_slopes``, the clusters' slopes).
     """
     st = spec_structure(model)
     vec = parameter_vectors(st, values)
@@ -165,4 +170,12 @@ def simulate(
         df[c] = z[cl, p1 + j]
     df[model.cluster] = cl + 1
     df["id"] = np.arange(1, len(cl) + 1)
+    if return_slopes:
+        slopes = pd.DataFrame(
+            {r.name: vec["path_w"][r.mean_index] + u[:, i] for i, r in enumerate(st.random_slopes)}
+            if st.random_slopes
+            else {},
+            index=pd.Index(np.arange(1, n_clusters + 1), name=model.cluster),
+        )
+        return df, slopes
     return df

@@ -50,6 +50,7 @@ class SufficientStatistics:
     cluster_sizes: np.ndarray  # n_g (G,)
     cluster_vectors: np.ndarray  # z_g (G, pb)
     cluster_roots: np.ndarray | None  # R_g with R_g R_g' = within scatter of cluster g (G, p1, p1)
+    cluster_scatter_diag: np.ndarray | None = None  # diag of each cluster's within scatter (G, p1)
 
 
 def _root(S: np.ndarray) -> np.ndarray:
@@ -95,6 +96,11 @@ def sufficient_statistics(
         cluster_sizes=sizes.astype(float),
         cluster_vectors=z,
         cluster_roots=_cluster_roots(dev, idx, G) if per_cluster else None,
+        cluster_scatter_diag=np.stack(
+            [np.bincount(idx, weights=dev[:, j] ** 2, minlength=G) for j in range(dev.shape[1])], 1
+        )
+        if per_cluster
+        else None,
     )
 
 
@@ -177,6 +183,99 @@ def random_slope_logp(
     return pt.sum(within_ll + between_ll)
 
 
+def woodbury_applies(structure: ModelStructure) -> bool:
+    """Whether both levels' covariances are 'positive diagonal plus low rank' for every cluster.
+
+    True when every within variable has a free residual variance (no single-indicator
+    latents at the within level), level-2 columns have free between residual variances,
+    and no residual covariances are specified. Then the per-cluster determinants and
+    solves need only factor-sized matrices.
+    """
+    w, b = structure.within, structure.between
+    p1 = len(structure.level1)
+    l2_free = set(b.resid_sd_free[:, 0].tolist()) >= set(range(p1, b.n_obs))
+    return (
+        len(w.resid_sd_free) == w.n_obs
+        and l2_free
+        and not len(w.resid_cor)
+        and not len(b.resid_cor)
+        and w.n_lat > 0
+        and b.n_lat > 0
+    )
+
+
+def _chol_logdet(L: Any) -> Any:
+    import pytensor.tensor as pt
+
+    return 2 * pt.sum(pt.log(pt.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
+
+
+def random_slope_logp_woodbury(
+    stats: SufficientStatistics,
+    structure: ModelStructure,
+    within: LevelMatrices,
+    between: LevelMatrices,
+    u: Any,
+) -> Any:
+    """:func:`random_slope_logp` through the Woodbury identity and the matrix determinant lemma.
+
+    ``Sigma_W,g = Theta_W + Lambda S_g Lambda'`` with ``S_g^-1 = (I-B_g)' Psi^-1 (I-B_g)``
+    (no inverse of ``I - B_g`` is needed, and ``|S_g| = |Psi|``), and
+    ``V_g = E_g + U K_g U'`` with ``E_g = Theta_B + Theta_W/n_g`` diagonal,
+    ``U = [Lambda_B, Lambda_W]`` and ``K_g = diag(S_B, S_g/n_g)``. Each cluster then
+    needs Cholesky factors of factor-sized (3x3 and 6x6 in Model 3) matrices only.
+    """
+    import pytensor.tensor as pt
+
+    ls, lb = structure.within, structure.between
+    G, p1, pb = stats.n_clusters, stats.p1, stats.pb
+    m, mb = ls.n_lat, lb.n_lat
+    n = stats.cluster_sizes
+    log2pi = np.log(2 * np.pi)
+    r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
+    IBg = pt.zeros((G, m, m)) + (pt.eye(m) - within.B)[None, :, :]
+    IBg = pt.inc_subtensor(IBg[:, r, c], -u[:, j])
+    Lpsi = pt.linalg.cholesky(within.Psi, lower=True)
+    Psi_inv = pt.linalg.cho_solve((Lpsi, True), pt.eye(m))
+    Sinv = pt.matmul(pt.matmul(IBg.transpose(0, 2, 1), Psi_inv[None, :, :]), IBg)
+    theta = pt.diagonal(within.Theta)
+    LamD = within.Lambda / theta[:, None]
+    C = Sinv + pt.dot(within.Lambda.T, LamD)[None, :, :]
+    LC = pt.linalg.cholesky(C, lower=True)
+    logdet_W = pt.sum(pt.log(theta)) + _chol_logdet(Lpsi) + _chol_logdet(LC)
+    P = pt.matmul(LamD.T[None, :, :], stats.cluster_roots)  # (G, m, p1)
+    tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - pt.sum(
+        pt.square(pt.linalg.solve_triangular(LC, P, lower=True)), axis=(1, 2)
+    )
+    within_ll = -0.5 * (n - 1) * (p1 * log2pi + logdet_W) - 0.5 * tr - 0.5 * p1 * np.log(n)
+
+    theta_b = pt.diagonal(between.Theta)
+    theta_pad = pt.zeros(pb)
+    theta_pad = pt.set_subtensor(theta_pad[:p1], theta)
+    E = theta_b[None, :] + theta_pad[None, :] / n[:, None]  # (G, pb)
+    lam_w_pad = pt.zeros((pb, m))
+    lam_w_pad = pt.set_subtensor(lam_w_pad[:p1], within.Lambda)
+    U = pt.concatenate([between.Lambda, lam_w_pad], axis=1)  # (pb, mb + m)
+    Lpsib = pt.linalg.cholesky(between.Psi, lower=True)
+    IBb = pt.eye(mb) - between.B
+    SBinv = pt.dot(pt.dot(IBb.T, pt.linalg.cho_solve((Lpsib, True), pt.eye(mb))), IBb)
+    Kinv = pt.zeros((G, mb + m, mb + m))
+    Kinv = pt.set_subtensor(Kinv[:, :mb, :mb], SBinv[None, :, :])
+    Kinv = pt.set_subtensor(Kinv[:, mb:, mb:], Sinv * n[:, None, None])
+    UE = U[None, :, :] / E[:, :, None]  # (G, pb, k)
+    cap = Kinv + pt.matmul(U.T[None, :, :], UE)
+    Lcap = pt.linalg.cholesky(cap, lower=True)
+    logdet_K = _chol_logdet(Lpsib) + _chol_logdet(Lpsi) - m * np.log(n)
+    logdet_V = pt.sum(pt.log(E), axis=1) + logdet_K + _chol_logdet(Lcap)
+    d = stats.cluster_vectors - between.nu[None, :]
+    w = pt.sum(UE * d[:, :, None], axis=1)[:, :, None]  # (G, k, 1)
+    quad = pt.sum(pt.square(d) / E, axis=1) - pt.sum(
+        pt.square(pt.linalg.solve_triangular(Lcap, w, lower=True)), axis=(1, 2)
+    )
+    between_ll = -0.5 * (pb * log2pi + logdet_V + quad)
+    return pt.sum(within_ll + between_ll)
+
+
 @register
 class MarginalLikelihood:
     """Both levels' latent variables integrated out.
@@ -209,7 +308,8 @@ class MarginalLikelihood:
             # still integrates out exactly, cluster by cluster.
             stats = sufficient_statistics(structure, data, per_cluster=True)
             u = add_random_slopes(structure, params, getattr(self, "slope_corr_prior", None))
-            pm.Potential("loglik", random_slope_logp(stats, structure, within, between, u))
+            fn = random_slope_logp_woodbury if woodbury_applies(structure) else random_slope_logp
+            pm.Potential("loglik", fn(stats, structure, within, between, u))
             return
         stats = sufficient_statistics(structure, data)
         pm.Potential("loglik", marginal_logp(stats, within.Sigma, between.Sigma, between.nu))
