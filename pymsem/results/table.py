@@ -331,8 +331,9 @@ class Table:
         for level, by_level in self._data.groupby("level", sort=False):
             lines.append(_Line("level", _LEVEL_TITLES.get(str(level), str(level).title())))
             for block, by_block in by_level.groupby("block", sort=False):
-                # Rows without a block sit directly under their level.
-                if block:
+                # Rows without a block, or whose block repeats the level's title, sit directly
+                # under their level.
+                if block and str(block) != _LEVEL_TITLES.get(str(level), str(level).title()):
                     lines.append(_Line("block", str(block)))
                 for r in by_block.itertuples(index=False):
                     cells = tuple(self._cell(c, getattr(r, c.source)) for c in self._columns)
@@ -388,7 +389,7 @@ class Table:
                 }
             )
             for block, by_block in by_level.groupby("block", sort=False):
-                if block:
+                if block and str(block) != _LEVEL_TITLES.get(str(level), str(level).title()):
                     records.append(
                         {
                             "kind": "block",
