@@ -25,9 +25,11 @@ def spec_structure(model: MSEM) -> ModelStructure:
     used: list[str] = []
     for f in model.latents:
         used += [i for i in f.indicators if i not in used]
-    for p in model.paths:
-        used += [v for v in (p.outcome, *p.predictors) if v not in names and v not in used]
     slopes = {r.name for p in model.paths for r in p.random if r is not None}
+    for p in model.paths:
+        used += [
+            v for v in (p.outcome, *p.predictors) if v not in names and v not in used and v not in slopes
+        ]
     for c in model.covariances:
         used += [v for v in (c.a, c.b) if v not in names and v not in used and v not in slopes]
     level2 = [c for c in used if c in model.declared_level2]
@@ -136,19 +138,23 @@ def simulate(
                 f"The {name} latent covariance matrix is not positive semi-definite."
             )
 
-    def draw(M, n: int) -> np.ndarray:
+    def draw(M, n: int) -> tuple[np.ndarray, np.ndarray]:
         zeta = rng.multivariate_normal(np.zeros(len(M.Psi)), M.Psi, size=n, method="eigh")
         eta = zeta @ M.A.T
         eps = rng.multivariate_normal(np.zeros(len(M.Theta)), M.Theta, size=n, method="eigh")
-        return eta @ M.Lambda.T + eps
+        return eta @ M.Lambda.T + eps, eta
 
-    z = Bm.nu + draw(Bm, n_clusters)
+    zb, eta_b = draw(Bm, n_clusters)
+    z = Bm.nu + zb
     cl = np.repeat(np.arange(n_clusters), sizes)
     p1 = len(st.level1)
     if st.random_slopes:
         sd = vec["slope_sd_b"]
         T = sd[:, None] * slope_correlation(st, values) * sd[None, :]
         u = rng.multivariate_normal(np.zeros(len(sd)), T, size=n_clusters, method="eigh")
+        for i, r_ in enumerate(st.random_slopes):  # cross-level moderation: slope on between variables
+            for lat, k in r_.moderators:
+                u[:, i] += vec["path_b"][k] * eta_b[:, lat]
         y = np.empty((len(cl), p1))
         ls = st.within
         r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
@@ -164,7 +170,7 @@ def simulate(
             eps = rng.multivariate_normal(np.zeros(ls.n_obs), Wg.Theta, size=sizes[g], method="eigh")
             y[start[g] : start[g + 1]] = z[g, :p1] + (zeta @ Ag.T) @ Wg.Lambda.T + eps
     else:
-        y = z[cl, :p1] + draw(W, len(cl))
+        y = z[cl, :p1] + draw(W, len(cl))[0]
     df = pd.DataFrame(y, columns=st.level1)
     for j, c in enumerate(st.level2):
         df[c] = z[cl, p1 + j]

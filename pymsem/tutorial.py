@@ -13,7 +13,7 @@ import pandas as pd
 from pymsem.specification.errors import MSEMDataError
 from pymsem.specification.model import MSEM
 
-__all__ = ["FACTORS", "MODELS", "model1", "model2", "model3", "tutorial_model"]
+__all__ = ["FACTORS", "MODELS", "model1", "model2", "model3", "model4", "tutorial_model"]
 
 FACTORS = ("ACH", "INT", "REL")
 
@@ -91,7 +91,39 @@ def model3(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
     return model
 
 
-MODELS = {1: model1, 2: model2, 3: model3}
+def model4(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+    """Model 4: Model 3 with SES as a covariate at both levels and a cross-level moderator of the slopes.
+
+    Blimp: ``SES ~ 1@SES_b`` (latent mean centering), ``ACH_w ~ INT_w@RSb REL_w SES_w``,
+    ``INT_w ~ REL_w@RSa SES_w``, ``REL_w ~~ SES``, between ``ACH_b ~ INT_b@b_b REL_b SES_bc``,
+    ``INT_b ~ REL_b@a_b SES_bc``, ``REL_b ~~ SES_b``, ``RSb ~ 1@b_w SES_bc@SESb_b``,
+    ``RSa ~ 1@a_w SES_bc@SESb_a``, and ``mome_p1`` / ``mome_m1``: the within indirect effect at
+    school SES one (model-implied) SD above and below its mean.
+    """
+    from pymsem.specification.objects import RandomSlope
+
+    _check_columns(data, [i for f in FACTORS for i in _indicators(f)] + ["SES"])
+    model = MSEM(data, cluster=cluster)
+    for f in FACTORS:
+        model.latent(f, _indicators(f), levels=("within", "between"))
+    model.path("INT", on=["REL", "SES"], level="within", label=[None, "ses_int_w"],
+               random=[RandomSlope("RSa", mean_label="a_w"), None])  # fmt: skip
+    model.path("ACH", on=["INT", "REL", "SES"], level="within", label=[None, "c_w", "ses_ach_w"],
+               random=[RandomSlope("RSb", mean_label="b_w"), None, None])  # fmt: skip
+    model.covariance("REL", "SES", level="within")
+    model.path("INT", on=["REL", "SES"], level="between", label=["a_b", "ses_int_b"])
+    model.path("ACH", on=["INT", "REL", "SES"], level="between", label=["b_b", "c_b", "ses_ach_b"])
+    model.covariance("REL", "SES", level="between")
+    model.path("RSa", on="SES", level="between", label="SESb_a")
+    model.path("RSb", on="SES", level="between", label="SESb_b")
+    model.covariance("RSa", "RSb", level="between", label="rCor")
+    model.derived("mome_p1", "conditional_indirect(a_w, b_w, SES, sd(SES, between))")
+    model.derived("mome_m1", "conditional_indirect(a_w, b_w, SES, -sd(SES, between))")
+    model.derived("med_w", "indirect(a_w, b_w)")
+    return model
+
+
+MODELS = {1: model1, 2: model2, 3: model3, 4: model4}
 
 
 def tutorial_model(number: int, data: pd.DataFrame, cluster: str = "schid") -> MSEM:

@@ -62,7 +62,9 @@ def truth_of(name: str) -> float:
 
 @pytest.fixture(scope="module")
 def model3_data() -> tuple[pd.DataFrame, pd.DataFrame]:
-    return ms.simulate(model3_spec(None), MODEL3_TRUTH, n_clusters=150, cluster_size=20, seed=23, return_slopes=True)
+    return ms.simulate(
+        model3_spec(None), MODEL3_TRUTH, n_clusters=150, cluster_size=20, seed=23, return_slopes=True
+    )
 
 
 @pytest.fixture(scope="module")

@@ -276,6 +276,131 @@ def random_slope_logp_woodbury(
     return pt.sum(within_ll + between_ll)
 
 
+def moderated_random_slope_logp(
+    stats: SufficientStatistics,
+    structure: ModelStructure,
+    within: LevelMatrices,
+    between: LevelMatrices,
+    u: Any,
+    params: dict[str, Any],
+) -> Any:
+    """The collapsed log-likelihood when random slopes are regressed on between-level variables.
+
+    The slopes depend on their moderators ``eta_o`` (between latents such as a latent school
+    mean of SES, or level-2 columns), so the moderators stay explicit: level-2 columns are
+    known (``w_g - nu``), latent moderators are sampled non-centered given the known ones.
+    Given ``eta_o`` and the slopes ``s_g = mean + Gamma eta_o,g + u_g``, everything else is
+    Gaussian: the within part as in :func:`random_slope_logp`, and the cluster vector (without
+    known moderators) ``N(nu + Lambda_B C Sigma_oo^-1 eta_o, Sigma_B|o + E Sigma_W,g E'/n_g)``
+    with ``C = Cov(eta_B, eta_o)``.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    lb = structure.between
+    G, p1, pb = stats.n_clusters, stats.p1, stats.pb
+    mods = sorted({lat for r in structure.random_slopes for lat, _ in r.moderators})
+    level2_cols = {name: p1 + i for i, name in enumerate(structure.level2)}
+    known = [lat for lat in mods if lb.latent[lat] in level2_cols]
+    latent = [lat for lat in mods if lat not in known]
+    S = between.Sigma_eta
+    eta = {}
+    logp = 0.0
+    Z = stats.cluster_vectors
+    if known:
+        cols = [level2_cols[lb.latent[lat]] for lat in known]
+        eta_k = Z[:, cols] - between.nu[cols][None, :]
+        Lk = pt.linalg.cholesky(S[known][:, known], lower=True)
+        white = pt.linalg.solve_triangular(Lk, eta_k.T, lower=True)  # (k, G)
+        logp += -0.5 * pt.sum(pt.square(white)) - G * (
+            0.5 * len(known) * np.log(2 * np.pi) + 0.5 * _chol_logdet(Lk)
+        )
+        for i, lat in enumerate(known):
+            eta[lat] = eta_k[:, i]
+    if latent:
+        model = pm.modelcontext(None)
+        model.add_coord("moderator", [lb.latent[lat] for lat in latent])
+        raw = pm.Normal("moderator_raw", 0.0, 1.0, dims=("cluster", "moderator"))
+        if known:
+            # eta_l | eta_k ~ N(K eta_k, S_ll - K S_kl), K = S_lk S_kk^-1, through the whitened eta_k.
+            Wt = pt.linalg.solve_triangular(Lk, S[known][:, latent], lower=True)  # (k, l)
+            mean = pt.dot(white.T, Wt)
+            cond = S[latent][:, latent] - pt.dot(Wt.T, Wt)
+        else:
+            mean, cond = 0.0, S[latent][:, latent]
+        eta_l = mean + pt.dot(raw, pt.linalg.cholesky(cond, lower=True).T)
+        for i, lat in enumerate(latent):
+            eta[lat] = eta_l[:, i]
+    slope_dev = []
+    for j, r in enumerate(structure.random_slopes):
+        dev = u[:, j]
+        for lat, k in r.moderators:
+            dev = dev + params["path_b"][k] * eta[lat]
+        slope_dev.append(dev)
+    u_total = pt.stack(slope_dev, axis=1)
+    Wg = _cluster_within_cov(structure, within, u_total, G)
+    within_ll = _within_part(stats, Wg)
+    # Between part conditional on the moderators.
+    eta_o = pt.stack([eta[lat] for lat in mods], axis=1)  # (G, o)
+    model = pm.modelcontext(None)
+    model.add_coord("slope_moderator", [lb.latent[lat] for lat in mods])
+    pm.Deterministic("moderator_values", eta_o, dims=("cluster", "slope_moderator"))
+    C = S[:, mods]
+    Lo = pt.linalg.cholesky(S[mods][:, mods], lower=True)
+    LC = pt.dot(between.Lambda, C)  # (pb, o)
+    A_ = pt.linalg.solve_triangular(Lo, LC.T, lower=True)  # (o, pb): Lo^-1 C' Lambda'
+    Sigma_cond = between.Sigma - pt.dot(A_.T, A_)
+    mean = between.nu[None, :] + pt.dot(pt.linalg.solve_triangular(Lo, eta_o.T, lower=True).T, A_)
+    rest = [i for i in range(pb) if i not in {level2_cols[lb.latent[lat]] for lat in known}]
+    between_ll = _between_part(stats, Wg, Sigma_cond, mean, rest)
+    return logp + pt.sum(within_ll + between_ll)
+
+
+def _cluster_within_cov(structure: ModelStructure, within: LevelMatrices, u: Any, G: int) -> Any:
+    """Each cluster's within covariance ``Sigma_W,g`` given its slope deviations ``u`` (G, k)."""
+    import pytensor.tensor as pt
+
+    ls = structure.within
+    m = ls.n_lat
+    r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
+    Bg = pt.zeros((G, m, m)) + within.B[None, :, :]
+    Bg = pt.inc_subtensor(Bg[:, r, c], u[:, j])
+    Ag = pt.eye(m)[None, :, :] + Bg
+    power = Bg
+    for _ in range(ls.depth - 1):
+        power = pt.matmul(power, Bg)
+        Ag = Ag + power
+    Seta = pt.matmul(pt.matmul(Ag, within.Psi[None, :, :]), Ag.transpose(0, 2, 1))
+    return (
+        pt.matmul(pt.matmul(within.Lambda[None, :, :], Seta), within.Lambda.T[None, :, :])
+        + within.Theta[None]
+    )
+
+
+def _within_part(stats: SufficientStatistics, Wg: Any) -> Any:
+    import pytensor.tensor as pt
+
+    n, p1 = stats.cluster_sizes, stats.p1
+    LW = pt.linalg.cholesky(Wg, lower=True)
+    tr = pt.sum(pt.square(pt.linalg.solve_triangular(LW, stats.cluster_roots, lower=True)), axis=(1, 2))
+    return -0.5 * (n - 1) * (p1 * np.log(2 * np.pi) + _chol_logdet(LW)) - 0.5 * tr - 0.5 * p1 * np.log(n)
+
+
+def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any, rest: list[int]) -> Any:
+    """``log N(z_g[rest] | mean_g[rest], Sigma_B[rest, rest] + E Sigma_W,g E'/n_g)`` per cluster."""
+    import pytensor.tensor as pt
+
+    G, p1, pb = stats.n_clusters, stats.p1, stats.pb
+    n = stats.cluster_sizes
+    pad = pt.zeros((G, pb, pb))
+    pad = pt.set_subtensor(pad[:, :p1, :p1], Wg)
+    V = (Sigma_B[None, :, :] + pad / n[:, None, None])[:, rest][:, :, rest]
+    LV = pt.linalg.cholesky(V, lower=True)
+    d = (stats.cluster_vectors[:, rest] - (mean[:, rest] if mean.ndim == 2 else mean[None, rest]))[:, :, None]
+    quad = pt.sum(pt.square(pt.linalg.solve_triangular(LV, d, lower=True)), axis=(1, 2))
+    return -0.5 * (len(rest) * np.log(2 * np.pi) + _chol_logdet(LV) + quad)
+
+
 @register
 class MarginalLikelihood:
     """Both levels' latent variables integrated out.
@@ -308,8 +433,13 @@ class MarginalLikelihood:
             # still integrates out exactly, cluster by cluster.
             stats = sufficient_statistics(structure, data, per_cluster=True)
             u = add_random_slopes(structure, params, getattr(self, "slope_corr_prior", None))
-            fn = random_slope_logp_woodbury if woodbury_applies(structure) else random_slope_logp
-            pm.Potential("loglik", fn(stats, structure, within, between, u))
+            if any(r.moderators for r in structure.random_slopes):
+                ll = moderated_random_slope_logp(stats, structure, within, between, u, params)
+            elif woodbury_applies(structure):
+                ll = random_slope_logp_woodbury(stats, structure, within, between, u)
+            else:
+                ll = random_slope_logp(stats, structure, within, between, u)
+            pm.Potential("loglik", ll)
             return
         stats = sufficient_statistics(structure, data)
         pm.Potential("loglik", marginal_logp(stats, within.Sigma, between.Sigma, between.nu))

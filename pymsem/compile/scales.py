@@ -39,7 +39,13 @@ class Scales:
         return self._obs[level][name]
 
     def latent(self, name: str, level: Level) -> float:
-        """SD of a latent's scale: its marker's component SD (times the fixed loading)."""
+        """SD of a latent's scale: its marker's component SD (times the fixed loading).
+
+        A random slope's scale is that of its path, ``sd(outcome) / sd(predictor)`` within.
+        """
+        slope = next((r for r in self.structure.random_slopes if r.name == name), None)
+        if slope is not None:
+            return self.latent(slope.outcome, Level.WITHIN) / self.latent(slope.predictor, Level.WITHIN)
         if name in self.structure.factors:
             f = self.structure.factors[name]
             m = self.marker(name)

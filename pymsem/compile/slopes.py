@@ -49,8 +49,13 @@ def slope_deviations(structure: ModelStructure, posterior: Any) -> np.ndarray:
     return z * sd[:, :, None, :]
 
 
-def slope_covariance(structure: ModelStructure, posterior: Any) -> np.ndarray:
-    """Covariance matrix of the slope deviations per draw, (chain, draw, slope, slope)."""
+def slope_covariance(structure: ModelStructure, posterior: Any, total: bool = False) -> np.ndarray:
+    """Covariance matrix of the slopes per draw, (chain, draw, slope, slope).
+
+    By default that of the residual deviations ``u_g``; with ``total``, the model-implied
+    covariance of the slopes themselves, ``Gamma Sigma_oo Gamma' + T`` when they are regressed
+    on between-level variables (Blimp's ``RSa.totalvar``).
+    """
     sd = np.asarray(posterior["slope_sd_b"].values)
     k = sd.shape[-1]
     if "slope_corr_chol" in posterior:
@@ -58,4 +63,16 @@ def slope_covariance(structure: ModelStructure, posterior: Any) -> np.ndarray:
         R = L @ np.swapaxes(L, -1, -2)
     else:
         R = np.broadcast_to(np.eye(k), (*sd.shape[:-1], k, k))
-    return sd[..., :, None] * R * sd[..., None, :]
+    T = sd[..., :, None] * R * sd[..., None, :]
+    mods = sorted({lat for r in structure.random_slopes for lat, _ in r.moderators})
+    if not total or not mods:
+        return T
+    from pymsem.compile.matrices import level_matrices
+
+    vals = {n: np.asarray(posterior[n].values) for n in structure.groups}
+    S = level_matrices(structure.between, vals).Sigma_eta[..., mods, :][..., :, mods]
+    Gam = np.zeros((*sd.shape[:-1], k, len(mods)))
+    for i, r in enumerate(structure.random_slopes):
+        for lat, idx in r.moderators:
+            Gam[..., i, mods.index(lat)] = vals["path_b"][..., idx]
+    return T + Gam @ S @ np.swapaxes(Gam, -1, -2)

@@ -134,6 +134,7 @@ class RandomSlopeInfo:
     mean_index: int
     mean_label: str
     cor_labels: dict[str, str] = field(default_factory=dict)  # other slope -> label of the correlation
+    moderators: list[tuple[int, int]] = field(default_factory=list)  # (between latent, path_b index)
 
 
 @dataclass
@@ -230,9 +231,32 @@ def lower(
     groups: dict[str, ParamGroup] = {}
     random_slopes: list[RandomSlopeInfo] = []
     slope_names = {r.name for p in paths for r in p.random if r is not None}
+    slope_regressions: list[tuple[str, int, int]] = []  # slope name, between latent, path_b index
     # Slope covariances are estimated (LKJ); a covariance statement between two slopes only labels it.
     slope_cor_labels: dict[frozenset[str], str | None] = {}
     kept = []
+    # Regressions of random slopes on between-level variables (cross-level moderation) are kept
+    # apart: the slopes are not latent variables of the between model.
+    slope_paths = [p for p in paths if p.outcome in slope_names]
+    for p in slope_paths:
+        if p.level is not Level.BETWEEN:
+            raise MSEMSpecificationError(
+                f"Path {p.outcome} ~ {' + '.join(p.predictors)}: a random slope is a between-level variable; "
+                f"regress it at level='between'."
+            )
+        for v in p.predictors:
+            if v in slope_names:
+                raise MSEMSpecificationError(
+                    f"Path {p.outcome} ~ {v}: a random slope cannot predict another."
+                )
+    paths = [p for p in paths if p.outcome not in slope_names]
+    for p in paths:
+        for v in p.predictors:
+            if v in slope_names:
+                raise MSEMSpecificationError(
+                    f"Path {p.outcome} ~ {v}: random slopes can be outcomes of between-level regressions "
+                    f"(cross-level moderation), not predictors."
+                )
     for c in covariances:
         if c.a in slope_names or c.b in slope_names:
             if not (c.a in slope_names and c.b in slope_names) or c.level is not Level.BETWEEN:
@@ -259,9 +283,9 @@ def lower(
         # Observed variables named in regressions or latent covariances become
         # single-indicator latents; indicator-pair covariances stay residual.
         structural: list[str] = []
-        for p in lv_paths:
+        for p in lv_paths + ([q for q in slope_paths] if level is Level.BETWEEN else []):
             for v in (p.outcome, *p.predictors):
-                if v not in factors and v not in structural:
+                if v not in factors and v not in structural and v not in slope_names:
                     structural.append(v)
         for c in lv_covs:
             if not (c.a in indicator_of and c.b in indicator_of):
@@ -328,6 +352,11 @@ def lower(
                 if rnd is not None:
                     beta_random.append((lat_ix[p.outcome], lat_ix[pred], len(random_slopes)))
                     random_slopes.append(RandomSlopeInfo(rnd.name, p.outcome, pred, k, lab))
+        if level is Level.BETWEEN:
+            for p in slope_paths:
+                for pred, lab in zip(p.predictors, p.labels):
+                    k = group("path", level).add(f"{p.outcome} <- {pred}", lab)
+                    slope_regressions.append((p.outcome, lat_ix[pred], k))
         order, depth = _topological_order(latent, edges, level)
 
         for i, v in enumerate(latent):
@@ -381,6 +410,9 @@ def lower(
             beta_random=_idx(beta_random, 3),
         )
 
+    for name, lat, k in slope_regressions:
+        r = next(r for r in random_slopes if r.name == name)
+        r.moderators.append((lat, k))
     if random_slopes:
         g = group("slope_sd", Level.BETWEEN)
         for r in random_slopes:

@@ -24,6 +24,10 @@ Functions
     ``between - within``.
 ``total(indirect_effect, direct)``
     ``indirect_effect + direct``.
+``conditional_indirect(a, b, W, w)``
+    ``E[a_g b_g | W = w] = (a0 + a1 w)(b0 + b1 w) + cov(u_a, u_b)`` for random slopes moderated by
+    the between-level variable ``W``; ``w`` is an expression in ``W``'s centered units, e.g.
+    ``sd(SES, between)`` for one SD above the mean.
 """
 
 from __future__ import annotations
@@ -40,7 +44,17 @@ from pymsem.specification.errors import MSEMSpecificationError, closest
 __all__ = ["DerivedContext", "contextual", "evaluate", "indirect", "parse", "total"]
 
 MATH = {"sqrt": np.sqrt, "exp": np.exp, "log": np.log, "abs": np.abs}
-MODEL_FUNCS = {"var", "totalvar", "sd", "cov", "cor", "indirect", "contextual", "total"}
+MODEL_FUNCS = {
+    "var",
+    "totalvar",
+    "sd",
+    "cov",
+    "cor",
+    "indirect",
+    "contextual",
+    "total",
+    "conditional_indirect",
+}
 LEVEL_WORDS = {"within", "between"}
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: np.add,
@@ -130,6 +144,7 @@ class DerivedContext:
     values: dict[str, np.ndarray]
     moments: Callable[[str, tuple[str, ...], str | None], np.ndarray]
     slope_of_mean: dict[str, str]
+    conditional: Callable[[str, str, str, np.ndarray], np.ndarray] | None = None
 
 
 def evaluate(expression: str, ctx: DerivedContext, name: str = "") -> np.ndarray:
@@ -165,6 +180,15 @@ def evaluate(expression: str, ctx: DerivedContext, name: str = "") -> np.ndarray
             if len(args) != 1:
                 raise MSEMSpecificationError(f"{where}{f}() takes one argument.")
             return MATH[f](walk(args[0]))
+        if f == "conditional_indirect":
+            if len(args) != 4 or ctx.conditional is None:
+                raise MSEMSpecificationError(
+                    f"{where}conditional_indirect(a, b, moderator, value) takes 4 arguments."
+                )
+            a, b, mod = label(args[0]), label(args[1]), label(args[2])
+            for lab in (a, b):
+                value(lab)
+            return ctx.conditional(a, b, mod, walk(args[3]))
         if f in ("indirect", "contextual", "total"):
             if len(args) != 2:
                 raise MSEMSpecificationError(f"{where}{f}() takes two arguments.")

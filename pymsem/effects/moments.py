@@ -39,7 +39,7 @@ def moments_function(fit: MSEMFit) -> Callable[[str, tuple[str, ...], str | None
 
     def lookup(names: tuple[str, ...], level: str | None) -> tuple[np.ndarray, list[int]]:
         if all(n in slopes for n in names):
-            return slope_covariance(st, fit.posterior), [slopes.index(n) for n in names]
+            return slope_covariance(st, fit.posterior, total=True), [slopes.index(n) for n in names]
         levels = [as_level(level)] if level else [Level.WITHIN, Level.BETWEEN]
         found = []
         for lv in levels:

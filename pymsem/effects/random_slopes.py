@@ -19,7 +19,10 @@ def random_slope_quantities(structure: ModelStructure, posterior: Any) -> list[Q
     if not rs:
         return []
     paths = np.asarray(posterior["path_w"].values)
+    path_b = np.asarray(posterior["path_b"].values) if "path_b" in posterior else None
     T = slope_covariance(structure, posterior)
+    moderated = any(r.moderators for r in rs)
+    var_name = "residual variance" if moderated else "variance"
     out = []
     for r in rs:
         out.append(
@@ -27,8 +30,17 @@ def random_slope_quantities(structure: ModelStructure, posterior: Any) -> list[Q
                 "between", "Random slopes", r.mean_label, f"{r.name} mean", paths[..., r.mean_index], None
             )
         )
+    g = structure.groups.get("path_b")
+    for r in rs:
+        for lat, k in r.moderators:
+            out.append(
+                QuantityDraws(
+                    "between", "Random slopes", (g.labels[k] or "") if g else "",
+                    f"{r.name} <- {structure.between.latent[lat]}", path_b[..., k], None,
+                )
+            )  # fmt: skip
     for i, r in enumerate(rs):
-        out.append(QuantityDraws("between", "Random slopes", "", f"{r.name} variance", T[..., i, i], None))
+        out.append(QuantityDraws("between", "Random slopes", "", f"{r.name} {var_name}", T[..., i, i], None))
     for i, a in enumerate(rs):
         for j in range(i + 1, len(rs)):
             b = rs[j]
@@ -57,6 +69,14 @@ def cluster_slopes(structure: ModelStructure, posterior: Any, cluster_ids: list[
 
     u = slope_deviations(structure, posterior)
     paths = np.asarray(posterior["path_w"].values)
+    if "moderator_values" in posterior:
+        eta = np.asarray(posterior["moderator_values"].values)  # (chain, draw, cluster, o)
+        mods = list(posterior["moderator_values"].coords["slope_moderator"].values)
+        path_b = np.asarray(posterior["path_b"].values)
+        u = u.copy()
+        for i, r in enumerate(structure.random_slopes):
+            for lat, k in r.moderators:
+                u[..., i] += path_b[..., k][..., None] * eta[..., mods.index(structure.between.latent[lat])]
     data = {
         r.name: (("chain", "draw", "cluster"), paths[..., r.mean_index][..., None] + u[..., i])
         for i, r in enumerate(structure.random_slopes)

@@ -129,8 +129,15 @@ class MSEMFit:
         for q in self.base_quantities():
             if q.label and q.label not in values:
                 values[q.label] = q.draws
+        from pymsem.effects.conditional import conditional_indirect
+
         slope_of_mean = {r.mean_label: r.name for r in self.structure.random_slopes}
-        return DerivedContext(values, moments_function(self), slope_of_mean)
+        return DerivedContext(
+            values,
+            moments_function(self),
+            slope_of_mean,
+            lambda a, b, mod, w: conditional_indirect(self, a, b, mod, w),
+        )
 
     def derived_quantities(self) -> list[QuantityDraws]:
         """The model's derived quantities (``model.derived``) evaluated on the draws, in order."""
@@ -145,6 +152,71 @@ class MSEMFit:
             ctx.values[d.name] = draws
             out.append(QuantityDraws("derived", "Derived", d.name, d.expression, draws, None))
         return out
+
+    def conditional_indirect(
+        self,
+        a: str,
+        b: str,
+        moderator: str,
+        at: list[float | str] | tuple = ("-1sd", "mean", "+1sd"),
+        labels: list[str] | None = None,
+    ) -> Any:
+        """The within-cluster indirect effect ``E[a_g b_g | moderator]`` at chosen moderator values.
+
+        Parameters
+        ----------
+        a, b
+            Labels of the a and b paths (e.g. the random-slope means ``"a_w"``, ``"b_w"``).
+        moderator
+            The between-level variable the slopes are regressed on (e.g. ``"SES"``).
+        at
+            Numbers on the moderator's own scale, or ``"mean"``, ``"+1sd"``, ``"-1sd"``,
+            ``"+2sd"``, ``"-2sd"`` (the model-implied between-level SD).
+        labels
+            Names for the values, e.g. ``["mome_p1", "mome_m1"]``.
+
+        Returns
+        -------
+        xarray.DataArray
+            Draws with dims (chain, draw, at); summarize with :func:`summarize_draws`.
+        """
+        from pymsem.effects.conditional import conditional_indirect_table
+
+        return conditional_indirect_table(self, a, b, moderator, list(at), labels)
+
+    def index_of_moderated_mediation(self, a: str, b: str, moderator: str) -> np.ndarray:
+        """Draws of Hayes' index of moderated mediation (when exactly one of the paths is moderated)."""
+        from pymsem.effects.conditional import index_of_moderated_mediation
+
+        return index_of_moderated_mediation(self, a, b, moderator)
+
+    def plot_conditional_indirect(
+        self,
+        a: str,
+        b: str,
+        moderator: str,
+        sd_range: float = 2.0,
+        ci_prob: float = 0.95,
+        ax: Any = None,
+    ) -> Any:
+        """Plot the conditional indirect effect over the moderator with its credible band; returns the axes."""
+        import matplotlib.pyplot as plt
+
+        from pymsem.effects.conditional import conditional_indirect, resolve_at
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 4))
+        grid = np.linspace(-sd_range, sd_range, 41)
+        sd = resolve_at(self, moderator, ["+1sd"])[0][1]
+        draws = np.stack([conditional_indirect(self, a, b, moderator, g * sd).ravel() for g in grid])
+        lo, med, hi = np.quantile(draws, [(1 - ci_prob) / 2, 0.5, (1 + ci_prob) / 2], axis=1)
+        ax.fill_between(grid, lo, hi, alpha=0.3, label=f"{ci_prob:.0%} credible band")
+        ax.plot(grid, med, lw=2, label="posterior median")
+        ax.axhline(0, color="gray", lw=0.8, ls="--")
+        ax.set_xlabel(f"{moderator} (between level, SDs from the grand mean)")
+        ax.set_ylabel(f"indirect effect {a} x {b}")
+        ax.legend(frameon=False)
+        return ax
 
     def cluster_slopes(self) -> Any:
         """Each cluster's random slopes, ``xarray.Dataset`` with dims (chain, draw, cluster)."""

@@ -217,9 +217,9 @@ class MSEM:
         used: set[str] = set()
         for f in self.latents:
             used.update(f.indicators)
-        for p in self.paths:
-            used.update(v for v in (p.outcome, *p.predictors) if v not in names)
         slopes = {r.name for p in self.paths for r in p.random if r is not None}
+        for p in self.paths:
+            used.update(v for v in (p.outcome, *p.predictors) if v not in names and v not in slopes)
         for c in self.covariances:
             used.update(v for v in (c.a, c.b) if v not in names and v not in slopes)
         cols = [str(c) for c in self.data.columns]
@@ -236,8 +236,10 @@ class MSEM:
         """Checks that need no data: every non-latent name is taken to be a column."""
         names = {f.name for f in self.latents}
         cols = {i for f in self.latents for i in f.indicators}
-        cols |= {v for p in self.paths for v in (p.outcome, *p.predictors) if v not in names}
         slopes = {r.name for p in self.paths for r in p.random if r is not None}
+        cols |= {
+            v for p in self.paths for v in (p.outcome, *p.predictors) if v not in names and v not in slopes
+        }
         cols |= {v for c in self.covariances for v in (c.a, c.b) if v not in names and v not in slopes}
         self._validate_spec(cols - names)
 
@@ -281,6 +283,7 @@ class MSEM:
                     f"Add indicators, or use the observed variable itself in the paths."
                 )
         names = {f.name for f in self.latents}
+        slope_names = {r.name for p in self.paths for r in p.random if r is not None}
         for p in self.paths:
             if p.outcome in p.predictors:
                 raise MSEMSpecificationError(
@@ -289,6 +292,8 @@ class MSEM:
             if len(set(p.predictors)) != len(p.predictors):
                 raise MSEMSpecificationError(f"Path {p.outcome} ~ ...: a predictor is listed twice.")
             for v in (p.outcome, *p.predictors):
+                if v in slope_names:
+                    continue
                 if v in names:
                     f = next(f for f in self.latents if f.name == v)
                     if p.level not in f.levels:

@@ -1,0 +1,223 @@
+"""Cross-level moderation (tutorial Model 4): exact likelihood, conditional indirect effects, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import multivariate_normal
+
+import pymsem as ms
+from pymsem.compile import marginal as mg
+from pymsem.compile.matrices import level_matrices, pytensor_ops
+
+
+def tiny_spec(data: pd.DataFrame | None) -> ms.MSEM:
+    """Observed X, M, Y; random slope of M on X moderated by the latent school mean of W and by level-2 Z."""
+    m = ms.MSEM(data, cluster="schid", level2=["Z"])
+    m.path("M", on=["X", "W"], level="within", random=[ms.RandomSlope("RSa", "a_w"), None])
+    m.path("Y", on=["M", "X"], level="within", random=[ms.RandomSlope("RSb", "b_w"), None])
+    m.path("M", on=["X", "W"], level="between")
+    m.path("Y", on=["M", "X", "Z"], level="between")
+    m.path("RSa", on=["W", "Z"], level="between", label=["wa", "za"])
+    m.path("RSb", on="W", level="between", label="wb")
+    return m
+
+
+VALUES = {
+    "path_w": 0.3, "path_b": 0.4, "wa": 0.3, "za": -0.2, "wb": 0.1, "lv_sd_w": 1.0, "lv_sd_b": 0.6,
+    "lv_cor_w": 0.2, "lv_cor_b": 0.1, "intercept_b": 1.0, "slope_sd_b": 0.4, "slope_cor": 0.2,
+}  # fmt: skip
+
+
+def test_moderated_likelihood_equals_dense_conditional_normal() -> None:
+    """Given the moderators and the slope residuals, the data are normal: check against a dense density."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    sizes = np.array([1, 3, 2, 4])
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=4, cluster_size=sizes, seed=1)
+    model = tiny_spec(df)
+    st, data = model.structure(), model.clustered_data()
+    assert [r.name for r in st.random_slopes] == ["RSa", "RSb"]
+    stats = mg.sufficient_statistics(st, data, per_cluster=True)
+    rng = np.random.default_rng(2)
+    vals = {n: 0.2 + 0.1 * rng.standard_normal(len(g)) for n, g in st.groups.items()}
+    for n in ("lv_sd_w", "lv_sd_b", "slope_sd_b"):
+        vals[n] = 0.5 + 0.1 * rng.random(len(st.groups[n]))
+    u = 0.3 * rng.standard_normal((4, 2))
+    import pymc as pm
+
+    with pm.Model(coords={"cluster": [str(c) for c in data.cluster_ids]}):
+        syms = {n: pt.vector(n) for n in st.groups}
+        W = level_matrices(st.within, syms, pytensor_ops())
+        B = level_matrices(st.between, syms, pytensor_ops())
+        uu = pt.matrix("u")
+        ll = mg.moderated_random_slope_logp(stats, st, W, B, uu, syms)
+        raw = pm.modelcontext(None)["moderator_raw"]
+        f = pytensor.function([*syms.values(), uu, raw], ll, on_unused_input="ignore")
+    raw_val = rng.standard_normal((4, 1))
+    got = f(*[vals[n] for n in st.groups], u, raw_val)
+
+    # Dense: draw-free computation of the same quantity.
+    Wm, Bm = level_matrices(st.within, vals), level_matrices(st.between, vals)
+    lb = st.between
+    iw, iz = lb.latent.index("W"), lb.latent.index("Z")
+    p1, pb = len(st.level1), lb.n_obs
+    zcol = p1 + st.level2.index("Z")
+    S = Bm.Sigma_eta
+    zvals = data.cluster_values("Z") - Bm.nu[zcol]
+    dense = multivariate_normal(0, S[iz, iz]).logpdf(zvals).sum()
+    # W's latent mean given Z, non-centered with the raw draw
+    k = S[iw, iz] / S[iz, iz]
+    eta_w = k * zvals + np.sqrt(S[iw, iw] - k * S[iz, iw]) * raw_val[:, 0]
+    y = data.frame[st.level1].to_numpy()
+    start = np.r_[0, np.cumsum(data.sizes)]
+    o = [iw, iz]
+    C = S[:, o]
+    Soo_inv = np.linalg.inv(S[np.ix_(o, o)])
+    rest = [i for i in range(pb) if i != zcol]
+    ls = st.within
+    g_ = st.groups["path_b"]
+    coef = {e: vals["path_b"][i] for i, e in enumerate(g_.elements)}
+    for g in range(4):
+        eo = np.array([eta_w[g], zvals[g]])
+        dev = u[g] + np.array(
+            [coef["RSa <- W"] * eta_w[g] + coef["RSa <- Z"] * zvals[g], coef["RSb <- W"] * eta_w[g]]
+        )
+        Bg = Wm.B.copy()
+        Bg[ls.beta_random[:, 0], ls.beta_random[:, 1]] += dev[ls.beta_random[:, 2]]
+        A = np.linalg.inv(np.eye(ls.n_lat) - Bg)
+        Sw = Wm.Lambda @ A @ Wm.Psi @ A.T @ Wm.Lambda.T + Wm.Theta
+        mean_b = Bm.nu + Bm.Lambda @ C @ Soo_inv @ eo
+        Sb = Bm.Sigma - Bm.Lambda @ C @ Soo_inv @ C.T @ Bm.Lambda.T
+        n = data.sizes[g]
+        # level-1 block of the between vector (Z is known and conditioned on)
+        idx1 = list(range(p1))
+        cov = np.kron(np.eye(n), Sw) + np.kron(np.ones((n, n)), Sb[np.ix_(idx1, idx1)])
+        dense += multivariate_normal(np.tile(mean_b[idx1], n), cov).logpdf(y[start[g] : start[g + 1]].ravel())
+        assert rest == idx1
+    assert got == pytest.approx(dense, rel=1e-8)
+
+
+def test_moderator_must_be_between_level() -> None:
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
+    m = tiny_spec(df).path("RSb", on="X", level="within")
+    with pytest.raises(ms.MSEMSpecificationError, match="regress it at level='between'"):
+        m.structure()
+
+
+def test_random_slope_cannot_be_a_predictor() -> None:
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
+    m = tiny_spec(df).path("Y", on="RSa", level="between")
+    with pytest.raises(ms.MSEMSpecificationError, match="not predictors"):
+        m.structure()
+
+
+def test_covariance_between_levels_mixed() -> None:
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
+    m = tiny_spec(df).covariance("RSa", "X", level="within")
+    with pytest.raises(
+        ms.MSEMSpecificationError, match="random slopes covary with each other at the between level"
+    ):
+        m.structure()
+
+
+@pytest.fixture(scope="module")
+def fixed_fit():
+    """An MSEMFit over hand-set draws (2 chains x 3 draws) for hand computations, no sampling."""
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from pymsem.results.fit import MSEMFit
+
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
+    model = tiny_spec(df)
+    st = model.structure()
+    rng = np.random.default_rng(7)
+    post = {}
+    for name, g in st.groups.items():
+        vals = 0.5 + 0.2 * rng.random((2, 3, len(g)))
+        post[name] = (("chain", "draw", f"{name}_param"), vals)
+    L = np.zeros((2, 3, 2, 2))
+    r = np.array([[0.1, -0.2, 0.3], [0.0, 0.25, -0.1]])
+    L[..., 0, 0], L[..., 1, 0], L[..., 1, 1] = 1.0, r, np.sqrt(1 - r**2)
+    post["slope_corr_chol"] = (("chain", "draw", "i", "j"), L)
+    ds = xr.Dataset(post)
+    tree = xr.DataTree.from_dict({"posterior": ds})
+    compiled = SimpleNamespace(structure=st, data=model.clustered_data())
+    run = SimpleNamespace(idata=tree)
+    return MSEMFit(model, compiled, run), r
+
+
+def test_conditional_indirect_matches_hand_computation(fixed_fit) -> None:
+    fit, r = fixed_fit
+    st = fit.structure
+    P = fit.parameter_draws()
+    pw, pb = st.groups["path_w"], st.groups["path_b"]
+    a0 = P["path_w"][..., pw.elements.index("M <- X")]
+    b0 = P["path_w"][..., pw.elements.index("Y <- M")]
+    a1 = P["path_b"][..., pb.elements.index("RSa <- W")]
+    b1 = P["path_b"][..., pb.elements.index("RSb <- W")]
+    sd = P["slope_sd_b"]
+    cov = r * sd[..., 0] * sd[..., 1]
+    w_sd = P["lv_sd_b"][..., st.groups["lv_sd_b"].elements.index("W")]  # W is exogenous between
+    out = fit.conditional_indirect(
+        "a_w", "b_w", "W", at=["+1sd", "mean", "-1sd", 2.0], labels=["p1", "m", "m1", "two"]
+    )
+    np.testing.assert_allclose(out.sel(at="p1").values, (a0 + a1 * w_sd) * (b0 + b1 * w_sd) + cov)
+    np.testing.assert_allclose(out.sel(at="m").values, a0 * b0 + cov)
+    np.testing.assert_allclose(out.sel(at="m1").values, (a0 - a1 * w_sd) * (b0 - b1 * w_sd) + cov)
+    w2 = 2.0 - P["intercept_b"][..., st.groups["intercept_b"].elements.index("W")]  # numbers: own scale
+    np.testing.assert_allclose(out.sel(at="two").values, (a0 + a1 * w2) * (b0 + b1 * w2) + cov)
+
+
+def test_conditional_indirect_in_derived_expressions(fixed_fit) -> None:
+    fit, _ = fixed_fit
+    fit.model.derived("mome_p1", "conditional_indirect(a_w, b_w, W, sd(W, between))")
+    try:
+        q = {x.label: x.draws for x in fit.derived_quantities()}
+        np.testing.assert_allclose(
+            q["mome_p1"], fit.conditional_indirect("a_w", "b_w", "W", at=["+1sd"]).values[..., 0]
+        )
+    finally:
+        fit.model.derived_quantities.pop()
+
+
+def test_index_of_moderated_mediation(fixed_fit) -> None:
+    fit, _ = fixed_fit
+    P, st = fit.parameter_draws(), fit.structure
+    # Z moderates only the a path: index = a1 * b0
+    a1 = P["path_b"][..., st.groups["path_b"].elements.index("RSa <- Z")]
+    b0 = P["path_w"][..., st.groups["path_w"].elements.index("Y <- M")]
+    np.testing.assert_allclose(fit.index_of_moderated_mediation("a_w", "b_w", "Z"), a1 * b0)
+    with pytest.raises(ms.MSEMSpecificationError, match="quadratic"):
+        fit.index_of_moderated_mediation("a_w", "b_w", "W")
+
+
+@pytest.mark.parametrize(
+    ("moderator", "at", "message"),
+    [
+        ("W", ["high"], "neither a number nor one of|use numbers"),
+        ("W", [True], "neither a number"),
+        ("RSa", ["+1sd"], "must be a between-level variable"),
+        ("nothing", ["+1sd"], "not a variable of the model"),
+    ],
+)
+def test_conditional_indirect_bad_input(fixed_fit, moderator, at, message) -> None:
+    fit, _ = fixed_fit
+    with pytest.raises(ms.MSEMSpecificationError, match=message):
+        fit.conditional_indirect("a_w", "b_w", moderator, at=at)
+
+
+def test_plot_conditional_indirect_returns_axes(fixed_fit) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fit, _ = fixed_fit
+    ax = fit.plot_conditional_indirect("a_w", "b_w", "W")
+    line = ax.get_lines()[0]
+    assert len(line.get_xdata()) == 41
+    mid = fit.conditional_indirect("a_w", "b_w", "W", at=["mean"]).values
+    assert line.get_ydata()[20] == pytest.approx(np.median(mid))
