@@ -1,7 +1,7 @@
 """Compile and sampling time, min bulk ESS and ESS per second for the tutorial models, nutpie vs PyMC NUTS.
 
 Run: ``python bench/compare_samplers.py [--models 1 2 3] [--samplers nutpie pymc] [--draws 1000]``.
-Writes ``bench/results/compare_samplers.csv`` and prints a markdown table. Both samplers run in
+Writes ``bench/results/compare_samplers_models{N}.csv`` and prints a markdown table. Both samplers run in
 the same process on the same machine, 4 chains, so their ratio is meaningful; absolute times
 depend on the machine (2 cores here).
 """
@@ -64,7 +64,8 @@ def main() -> None:
             rows.append(run(m, sampler, args.draws, args.tune, args.seed))
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    out = Path(__file__).parent / "results" / "compare_samplers.csv"
+    tag = "_".join(str(m) for m in args.models)
+    out = Path(__file__).parent / "results" / f"compare_samplers_models{tag}.csv"
     out.parent.mkdir(exist_ok=True)
     df.to_csv(out, index=False)
     cols = list(df.columns)

@@ -221,3 +221,65 @@ def test_plot_conditional_indirect_returns_axes(fixed_fit) -> None:
     assert len(line.get_xdata()) == 41
     mid = fit.conditional_indirect("a_w", "b_w", "W", at=["mean"]).values
     assert line.get_ydata()[20] == pytest.approx(np.median(mid))
+
+
+# --------------------------------------------------------------- recovery (Model 4)
+MODEL4_TRUTH = {
+    "a_w": 0.33, "b_w": 0.46, "c_w": 0.25, "ses_int_w": 0.2, "ses_ach_w": 0.1,
+    "a_b": 0.6, "b_b": 0.5, "c_b": 0.2, "ses_int_b": 0.3, "ses_ach_b": 0.1,
+    "SESb_a": 0.36, "SESb_b": 0.09, "slope_sd_b[RSa]": 0.3**0.5, "slope_sd_b[RSb]": 0.2**0.5, "rCor": 0.05,
+    "loading_w": 1.0, "loading_b": 1.0, "lv_sd_w": 1.0, "lv_sd_b": 0.55, "lv_sd_b[SES]": 0.5,
+    "lv_cor_w": 0.2, "lv_cor_b": 0.2, "resid_sd_w": 1.0, "resid_sd_b": 0.25, "intercept_b": 2.0,
+}  # fmt: skip
+
+
+def model4_spec(data: pd.DataFrame | None) -> ms.MSEM:
+    m = ms.MSEM(data, cluster="schid")
+    for f in ("ACH", "INT", "REL"):
+        m.latent(f, [f"{f}{i}" for i in range(1, 4)])
+    m.path(
+        "INT",
+        on=["REL", "SES"],
+        level="within",
+        label=[None, "ses_int_w"],
+        random=[ms.RandomSlope("RSa", "a_w"), None],
+    )
+    m.path(
+        "ACH", on=["INT", "REL", "SES"], level="within", label=[None, "c_w", "ses_ach_w"],
+        random=[ms.RandomSlope("RSb", "b_w"), None, None],
+    )  # fmt: skip
+    m.path("INT", on=["REL", "SES"], level="between", label=["a_b", "ses_int_b"])
+    m.path("ACH", on=["INT", "REL", "SES"], level="between", label=["b_b", "c_b", "ses_ach_b"])
+    m.path("RSa", on="SES", level="between", label="SESb_a")
+    m.path("RSb", on="SES", level="between", label="SESb_b")
+    m.covariance("RSa", "RSb", level="between", label="rCor")
+    m.derived("mome_p1", "conditional_indirect(a_w, b_w, SES, sd(SES, between))")
+    m.derived("mome_m1", "conditional_indirect(a_w, b_w, SES, -sd(SES, between))")
+    m.derived("med_w", ms.indirect("a_w", "b_w"))
+    return m
+
+
+@pytest.mark.slow
+def test_model4_recovery() -> None:
+    df = ms.simulate(model4_spec(None), MODEL4_TRUTH, n_clusters=120, cluster_size=15, seed=8)
+    fit = model4_spec(df).fit(draws=500, tune=500, chains=2, seed=2, progress=False, warn=False)
+    t = MODEL4_TRUTH
+    rcov = t["rCor"] * t["slope_sd_b[RSa]"] * t["slope_sd_b[RSb]"]
+    sd_ses = t["lv_sd_b[SES]"]
+    truth = {
+        "SESb_a": t["SESb_a"],
+        "SESb_b": t["SESb_b"],
+        "a_w": t["a_w"],
+        "b_w": t["b_w"],
+        "mome_p1": (t["a_w"] + t["SESb_a"] * sd_ses) * (t["b_w"] + t["SESb_b"] * sd_ses) + rcov,
+        "mome_m1": (t["a_w"] - t["SESb_a"] * sd_ses) * (t["b_w"] - t["SESb_b"] * sd_ses) + rcov,
+        # marginal over SES: a_w b_w + total slope covariance (residual + SESb_a SESb_b var(SES_b))
+        "med_w": t["a_w"] * t["b_w"] + rcov + t["SESb_a"] * t["SESb_b"] * sd_ses**2,
+    }
+    s = fit.summary()
+    misses = []
+    for label, true in truth.items():
+        row = s[s["label"] == label].iloc[0]
+        if not row["lower"] <= true <= row["upper"]:
+            misses.append(f"{label}: truth {true:.3f} [{row['lower']:.3f}, {row['upper']:.3f}]")
+    assert not misses, misses
