@@ -117,9 +117,7 @@ def test_random_slope_cannot_be_a_predictor() -> None:
 def test_covariance_between_levels_mixed() -> None:
     df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
     m = tiny_spec(df).covariance("RSa", "X", level="within")
-    with pytest.raises(
-        ms.MSEMSpecificationError, match="random slopes covary with each other at the between level"
-    ):
+    with pytest.raises(ms.MSEMSpecificationError, match="their covariances are specified at level=.between."):
         m.structure()
 
 
@@ -283,3 +281,25 @@ def test_model4_recovery() -> None:
         if not row["lower"] <= true <= row["upper"]:
             misses.append(f"{label}: truth {true:.3f} [{row['lower']:.3f}, {row['upper']:.3f}]")
     assert not misses, misses
+
+
+def test_slope_covariance_with_an_exogenous_between_variable() -> None:
+    """RSb ~~ X (between) is estimated as RSb's regression on X and reported as a covariance."""
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
+    m = tiny_spec(df).covariance("RSb", "X", level="between", label="cov_bx")
+    st = m.structure()
+    rsb = next(r for r in st.random_slopes if r.name == "RSb")
+    lat = st.between.latent.index("X")
+    assert (lat, "cov_bx") in rsb.covariances
+    assert any(mod == lat for mod, _ in rsb.moderators)
+    with pytest.raises(ms.MSEMSpecificationError, match="exogenous between-level variable only"):
+        tiny_spec(df).covariance("RSb", "M", level="between").structure()
+
+
+def test_slope_covariance_with_a_within_only_variable() -> None:
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
+    df["F1"], df["F2"], df["F3"] = df["X"] + 0.1, df["X"] - 0.1, df["X"] * 0.9
+    m = tiny_spec(df).latent("F", ["F1", "F2", "F3"], levels="within").path("M", on="F", level="within")
+    m.covariance("RSa", "F", level="between")
+    with pytest.raises(ms.MSEMSpecificationError, match="'F' has no between-level part"):
+        m.structure()

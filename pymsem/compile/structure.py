@@ -135,6 +135,7 @@ class RandomSlopeInfo:
     mean_label: str
     cor_labels: dict[str, str] = field(default_factory=dict)  # other slope -> label of the correlation
     moderators: list[tuple[int, int]] = field(default_factory=list)  # (between latent, path_b index)
+    covariances: list[tuple[int, str]] = field(default_factory=list)  # (between latent, label) asked for
 
 
 @dataclass
@@ -257,17 +258,29 @@ def lower(
                     f"Path {p.outcome} ~ {v}: random slopes can be outcomes of between-level regressions "
                     f"(cross-level moderation), not predictors."
                 )
+    slope_latent_covs: list[tuple[str, str, str | None]] = []  # slope, between variable, label
     for c in covariances:
         if c.a in slope_names or c.b in slope_names:
-            if not (c.a in slope_names and c.b in slope_names) or c.level is not Level.BETWEEN:
+            if c.level is not Level.BETWEEN:
                 raise MSEMSpecificationError(
-                    f"Covariance {c.a} ~~ {c.b} ({c.level}): random slopes covary with each other at the "
-                    f"between level; covariances of slopes with other variables are not supported yet."
+                    f"Covariance {c.a} ~~ {c.b} ({c.level}): random slopes are between-level variables; "
+                    f"their covariances are specified at level='between'."
                 )
-            slope_cor_labels[frozenset((c.a, c.b))] = c.label
+            if c.a in slope_names and c.b in slope_names:
+                slope_cor_labels[frozenset((c.a, c.b))] = c.label
+            else:
+                slope, other = (c.a, c.b) if c.a in slope_names else (c.b, c.a)
+                slope_latent_covs.append((slope, other, c.label))
         else:
             kept.append(c)
     covariances = kept
+    # A slope's covariance with an exogenous between variable is estimated as the slope's
+    # regression on it (the same model: u_g splits into a part proportional to the variable and
+    # an independent rest), so the collapsed likelihood for moderators applies unchanged.
+    from pymsem.specification.objects import Path as _Path
+
+    for slope, other, _ in slope_latent_covs:
+        slope_paths.append(_Path(slope, (other,), Level.BETWEEN))
 
     def group(kind: str, level: Level) -> ParamGroup:
         g = ParamGroup(kind, level)
@@ -355,6 +368,12 @@ def lower(
         if level is Level.BETWEEN:
             for p in slope_paths:
                 for pred, lab in zip(p.predictors, p.labels):
+                    if pred not in lat_ix:
+                        raise MSEMSpecificationError(
+                            f"{p.outcome} ~ {pred}: {pred!r} has no between-level part; random slopes relate "
+                            f"to between-level variables (latent cluster means, between factors, level-2 "
+                            f"columns) only."
+                        )
                     k = group("path", level).add(f"{p.outcome} <- {pred}", lab)
                     slope_regressions.append((p.outcome, lat_ix[pred], k))
         order, depth = _topological_order(latent, edges, level)
@@ -410,9 +429,20 @@ def lower(
             beta_random=_idx(beta_random, 3),
         )
 
+    b_outcomes = {latent for latent, _, _ in levels[Level.BETWEEN].beta_free}
     for name, lat, k in slope_regressions:
         r = next(r for r in random_slopes if r.name == name)
         r.moderators.append((lat, k))
+    for slope, other, label in slope_latent_covs:
+        lat = levels[Level.BETWEEN].latent.index(other)
+        if lat in b_outcomes:
+            raise MSEMSpecificationError(
+                f"Covariance {slope} ~~ {other}: a random slope can covary with an exogenous between-level "
+                f"variable only; {other!r} is the outcome of a between-level regression. Regress the slope "
+                f"on it instead: path({slope!r}, on={other!r}, level='between')."
+            )
+        r = next(r for r in random_slopes if r.name == slope)
+        r.covariances.append((lat, label or ""))
     if random_slopes:
         g = group("slope_sd", Level.BETWEEN)
         for r in random_slopes:

@@ -39,6 +39,18 @@ def random_slope_quantities(structure: ModelStructure, posterior: Any) -> list[Q
                     f"{r.name} <- {structure.between.latent[lat]}", path_b[..., k], None,
                 )
             )  # fmt: skip
+    if any(r.covariances for r in rs):
+        from pymsem.compile.matrices import level_matrices
+
+        vals = {n: np.asarray(posterior[n].values) for n in structure.groups}
+        S = level_matrices(structure.between, vals).Sigma_eta
+        total = slope_covariance(structure, posterior, total=True)
+        for i, r in enumerate(rs):
+            for lat, label in r.covariances:
+                cov = sum(path_b[..., k] * S[..., m, lat] for m, k in r.moderators)
+                cor = cov / np.sqrt(total[..., i, i] * S[..., lat, lat])
+                name = structure.between.latent[lat]
+                out.append(QuantityDraws("between", "Random slopes", label, f"{r.name} ~~ {name}", cov, cor))
     for i, r in enumerate(rs):
         out.append(QuantityDraws("between", "Random slopes", "", f"{r.name} {var_name}", T[..., i, i], None))
     for i, a in enumerate(rs):
