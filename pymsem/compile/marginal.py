@@ -152,35 +152,9 @@ def random_slope_logp(
     """
     import pytensor.tensor as pt
 
-    ls = structure.within
-    G, p1, pb = stats.n_clusters, stats.p1, stats.pb
-    m = ls.n_lat
-    r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
-    Bg = pt.zeros((G, m, m)) + within.B[None, :, :]
-    Bg = pt.inc_subtensor(Bg[:, r, c], u[:, j])
-    Ag = pt.eye(m)[None, :, :] + Bg
-    power = Bg
-    for _ in range(ls.depth - 1):
-        power = pt.matmul(power, Bg)
-        Ag = Ag + power
-    Seta = pt.matmul(pt.matmul(Ag, within.Psi[None, :, :]), Ag.transpose(0, 2, 1))
-    LSeta = pt.matmul(within.Lambda[None, :, :], Seta)
-    Wg = pt.matmul(LSeta, within.Lambda.T[None, :, :]) + within.Theta[None, :, :]
-    log2pi = np.log(2 * np.pi)
-    n = stats.cluster_sizes
-    LW = pt.linalg.cholesky(Wg, lower=True)
-    logdet_W = 2 * pt.sum(pt.log(pt.diagonal(LW, axis1=1, axis2=2)), axis=1)
-    tr = pt.sum(pt.square(pt.linalg.solve_triangular(LW, stats.cluster_roots, lower=True)), axis=(1, 2))
-    within_ll = -0.5 * (n - 1) * (p1 * log2pi + logdet_W) - 0.5 * tr - 0.5 * p1 * np.log(n)
-    pad = pt.zeros((G, pb, pb))
-    pad = pt.set_subtensor(pad[:, :p1, :p1], Wg)
-    V = between.Sigma[None, :, :] + pad / n[:, None, None]
-    LV = pt.linalg.cholesky(V, lower=True)
-    logdet_V = 2 * pt.sum(pt.log(pt.diagonal(LV, axis1=1, axis2=2)), axis=1)
-    d = (stats.cluster_vectors - between.nu[None, :])[:, :, None]
-    quad = pt.sum(pt.square(pt.linalg.solve_triangular(LV, d, lower=True)), axis=(1, 2))
-    between_ll = -0.5 * (pb * log2pi + logdet_V + quad)
-    return pt.sum(within_ll + between_ll)
+    Wg = _cluster_within_cov(structure, within, u, stats.n_clusters)
+    between_ll = _between_part(stats, Wg, between.Sigma, between.nu, list(range(stats.pb)))
+    return pt.sum(_within_part(stats, Wg) + between_ll)
 
 
 def woodbury_applies(structure: ModelStructure) -> bool:
