@@ -24,6 +24,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--model", type=int, default=2)
     p.add_argument("--sampler", default="nutpie")
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--tune", type=int, default=1000)
     args = p.parse_args()
     model = ms.tutorial.tutorial_model(args.model, ms.datasets.load_school())
     t0 = time.perf_counter()
@@ -31,7 +33,7 @@ def main() -> None:
     rows = []
     for seed in range(1, args.seeds + 1):
         run = sample_compiled(
-            compiled, draws=1000, tune=1000, chains=4, seed=seed, progress=False, sampler=args.sampler
+            compiled, draws=args.draws, tune=args.tune, chains=4, seed=seed, progress=False, sampler=args.sampler
         )
         fit = MSEMFit(model, compiled, run)
         with warnings.catch_warnings():
@@ -51,7 +53,7 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    out = Path(__file__).parent / "results" / f"rhat_seeds_model{args.model}.csv"
+    out = Path(__file__).parent / "results" / f"rhat_seeds_model{args.model}_tune{args.tune}.csv"
     out.parent.mkdir(exist_ok=True)
     df.to_csv(out, index=False)
     ok = int((df["max_rhat"] < 1.01).sum())
