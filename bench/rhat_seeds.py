@@ -33,7 +33,13 @@ def main() -> None:
     rows = []
     for seed in range(1, args.seeds + 1):
         run = sample_compiled(
-            compiled, draws=args.draws, tune=args.tune, chains=4, seed=seed, progress=False, sampler=args.sampler
+            compiled,
+            draws=args.draws,
+            tune=args.tune,
+            chains=4,
+            seed=seed,
+            progress=False,
+            sampler=args.sampler,
         )
         fit = MSEMFit(model, compiled, run)
         with warnings.catch_warnings():

@@ -1,0 +1,119 @@
+"""How the cost of a gradient grows with students per cluster and with clusters (tutorial Model 3).
+
+Run: ``python bench/scaling.py [--big]``. Simulates Model 3 (3 factors x 4 indicators at both
+levels, random a and b slopes) at 100 clusters x 30, 100 and 300 students, and with ``--big``
+10,000 clusters x 100 students (1,000,000 rows); compiles the collapsed model for each and
+times the numba-compiled log density and gradient (1 core, median of 200 evaluations).
+Writes ``bench/results/scaling.csv`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import pymsem as ms
+from pymsem.sample import _initial_point
+
+TRUTH = {
+    "a_w": 0.35, "b_w": 0.45, "c_w": 0.25, "a_b": 0.6, "b_b": 0.5, "c_b": 0.25, "loading_w": 1.0,
+    "loading_b": 1.0, "lv_sd_w": 1.0, "lv_sd_b": 0.6, "resid_sd_w": 1.0, "resid_sd_b": 0.25,
+    "intercept_b": 2.0, "slope_sd_b[RSa]": 0.3**0.5, "slope_sd_b[RSb]": 0.2**0.5, "rCor": 0.1,
+}  # fmt: skip
+
+
+def spec(data: pd.DataFrame | None) -> ms.MSEM:
+    m = ms.MSEM(data, cluster="schid")
+    for f in ("ACH", "INT", "REL"):
+        m.latent(f, [f"{f}{i}" for i in range(1, 5)])
+    m.path("INT", on="REL", level="within", random=ms.RandomSlope("RSa", "a_w"))
+    m.path(
+        "ACH",
+        on=["INT", "REL"],
+        level="within",
+        label=[None, "c_w"],
+        random=[ms.RandomSlope("RSb", "b_w"), None],
+    )
+    m.covariance("RSa", "RSb", level="between", label="rCor")
+    m.path("INT", on="REL", level="between", label="a_b")
+    m.path("ACH", on=["INT", "REL"], level="between", label=["b_b", "c_b"])
+    return m
+
+
+def gradient_seconds(clusters: int, size: int) -> dict:
+    import pytensor
+    import pytensor.tensor as pt
+
+    t0 = time.perf_counter()
+    df = ms.simulate(spec(None), TRUTH, n_clusters=clusters, cluster_size=size, seed=1)
+    sim_s = time.perf_counter() - t0
+    model = spec(df)
+    t0 = time.perf_counter()
+    compiled = model.compile()
+    build_s = time.perf_counter() - t0
+    pm_model = compiled.pymc_model
+    t0 = time.perf_counter()
+    # The same joint log density and gradient nutpie differentiates, compiled with numba.
+    values = pm_model.value_vars
+    logp = pm_model.logp()
+    fn = pytensor.function(values, [logp, *pt.grad(logp, values)], mode="NUMBA")
+    compile_s = time.perf_counter() - t0
+    init = _initial_point(compiled, None)
+    point = pm_model.initial_point()
+    for rv in pm_model.free_RVs:
+        if rv.name in init:
+            vv = pm_model.rvs_to_values[rv]
+            tr = pm_model.rvs_to_transforms.get(rv)
+            val = init[rv.name]
+            point[vv.name] = tr.forward(val).eval() if tr is not None else val
+    args = [point[v.name] for v in values]
+    fn(*args)
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t)
+    per_grad = float(np.median(times))
+    return {
+        "clusters": clusters,
+        "students_per_cluster": size,
+        "rows": clusters * size,
+        "simulate_s": round(sim_s, 1),
+        "build_s": round(build_s, 1),
+        "compile_s": round(compile_s, 1),
+        "ms_per_gradient": round(1000 * per_grad, 3),
+        "free_parameters": int(sum(np.prod(v.shape) for v in compiled.pymc_model.initial_point().values())),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--big", action="store_true", help="also 10,000 clusters x 100 students")
+    args = p.parse_args()
+    sizes = [(100, 30), (100, 100), (100, 300)] + ([(10_000, 100)] if args.big else [])
+    rows = []
+    for clusters, size in sizes:
+        rows.append(gradient_seconds(clusters, size))
+        print(rows[-1], flush=True)
+    df = pd.DataFrame(rows)
+    out = Path(__file__).parent / "results" / "scaling.csv"
+    out.parent.mkdir(exist_ok=True)
+    df.to_csv(out, index=False)
+    base = rows[0]["ms_per_gradient"]
+    print(
+        "\n| clusters | students/cluster | rows | ms/gradient | ratio to 100x30 | free params | compile s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['clusters']} | {r['students_per_cluster']} | {r['rows']} | {r['ms_per_gradient']} | "
+            f"{r['ms_per_gradient'] / base:.2f} | {r['free_parameters']} | {r['compile_s']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
