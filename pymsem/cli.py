@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--tune", type=int, default=1000)
     t.add_argument("--chains", type=int, default=4)
     t.add_argument("--seed", type=int, default=46)
-    t.add_argument("--sampler", choices=["nutpie", "pymc"], default="nutpie")
+    t.add_argument("--sampler", choices=["nutpie", "pymc", "numpyro", "blackjax"], default="nutpie")
     t.add_argument("--out", help="write the summary to this CSV file")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p

@@ -10,7 +10,11 @@ import numpy as np
 
 from pymsem.compile.build import CompiledModel
 
-__all__ = ["SamplingRun", "sample_compiled"]
+__all__ = ["SAMPLERS", "SamplingRun", "sample_compiled"]
+
+#: ``nutpie`` (default, numba on CPU), ``pymc`` (PyMC's NUTS), and PyMC's JAX samplers
+#: ``numpyro`` / ``blackjax`` (optional extra ``pymsem[jax]``; the path for GPUs).
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 
 
 @dataclass
@@ -74,8 +78,8 @@ def sample_compiled(
     with a small jitter, so that all chains begin in the main mode of the
     marker-identified model.
     """
-    if sampler not in ("nutpie", "pymc"):
-        raise ValueError(f"Unknown sampler {sampler!r}; use 'nutpie' (default) or 'pymc'.")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
     for name, v in (("draws", draws), ("tune", tune), ("chains", chains)):
         if not isinstance(v, (int, np.integer)) or v < (1 if name != "tune" else 0):
             raise ValueError(f"{name} must be a positive integer, got {v!r}.")
@@ -106,6 +110,32 @@ def sample_compiled(
             target_accept=target_accept,
             adaptation=_adaptation(compiled),
         )
+        t2 = time.perf_counter()
+    elif sampler in ("numpyro", "blackjax"):
+        import importlib.util
+
+        import pymc as pm
+
+        missing = [m for m in ("jax", sampler) if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ImportError(
+                f"sampler={sampler!r} needs {' and '.join(missing)}: pip install 'pymsem[jax]' "
+                f"(GPU users: a CUDA build of jax)."
+            )
+        init = _initial_point(compiled, None)
+        t0 = t1 = time.perf_counter()
+        with model:
+            idata = pm.sample(
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                random_seed=seed,
+                initvals=init,
+                progressbar=progress,
+                target_accept=target_accept,
+                nuts_sampler=sampler,
+                compute_convergence_checks=False,
+            )
         t2 = time.perf_counter()
     else:
         import pymc as pm

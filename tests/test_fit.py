@@ -144,3 +144,22 @@ def test_cli_reports_bad_data(tmp_path, capsys) -> None:
     pd.DataFrame({"schid": [1, 2], "ACH1": [1.0, 2.0]}).to_csv(bad, index=False)
     assert main(["tutorial", "2", "--data", str(bad)]) == 2
     assert "need columns" in capsys.readouterr().err
+
+
+def test_jax_sampler_through_pymc(model1_data: pd.DataFrame) -> None:
+    """numpyro NUTS (the GPU path) samples the same model; runs where the jax extra is installed."""
+    pytest.importorskip("jax")
+    pytest.importorskip("numpyro")
+    from tests.conftest import MODEL1_TRUTH, model1_spec
+
+    fit = model1_spec(model1_data).fit(
+        draws=300, tune=300, chains=2, seed=1, sampler="numpyro", progress=False, warn=False
+    )
+    s = fit.summary()
+    row = s[s["label"] == "a_w"].iloc[0]
+    assert row["lower"] <= MODEL1_TRUTH["a_w"] <= row["upper"]
+
+
+def test_unknown_sampler_is_refused(model2_fit) -> None:
+    with pytest.raises(ValueError, match="Unknown sampler 'stan'"):
+        sample_compiled(model2_fit.compiled, sampler="stan")

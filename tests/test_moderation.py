@@ -117,7 +117,9 @@ def test_random_slope_cannot_be_a_predictor() -> None:
 def test_covariance_between_levels_mixed() -> None:
     df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
     m = tiny_spec(df).covariance("RSa", "X", level="within")
-    with pytest.raises(ms.MSEMSpecificationError, match=r"their covariances are specified at level=.between."):
+    with pytest.raises(
+        ms.MSEMSpecificationError, match=r"their covariances are specified at level=.between."
+    ):
         m.structure()
 
 

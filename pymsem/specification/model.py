@@ -473,7 +473,8 @@ class MSEM:
         cores
             Chains run in parallel on this many cores (default: all).
         sampler
-            ``"nutpie"`` (default, fast) or ``"pymc"`` (PyMC's NUTS).
+            ``"nutpie"`` (default, fast on CPU), ``"pymc"`` (PyMC's NUTS), or PyMC's JAX samplers
+            ``"numpyro"`` / ``"blackjax"`` (install ``pymsem[jax]``; for GPUs).
         formulation
             ``"auto"`` (the collapsed likelihood where it applies), ``"marginal"``
             or ``"augmented"`` (every latent variable sampled, non-centered).
