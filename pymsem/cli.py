@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pymsem`` console script."""
     args = _parser().parse_args(argv)
+    if args.sampler != "pymc":
+        # PyTensor's C backend (used only by PyMC's own sampler) warns about BLAS on pip installs;
+        # nutpie and the JAX samplers do not use it, so the warning would only confuse.
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
     from pymsem.datasets import load_school
     from pymsem.specification.errors import MSEMDataError, MSEMSpecificationError
     from pymsem.tutorial import tutorial_model
