@@ -53,9 +53,11 @@ def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> 
     # at exactly 0 the gradient with respect to their scales and correlations vanishes, and nutpie
     # refuses an initial point with a zero gradient entry.
     fixed = np.random.default_rng(20260101)
-    for rv in model.free_RVs:
-        if rv.name.endswith("_raw") and rv.name not in out:
-            shape = tuple(int(d) for d in model.initial_point()[model.rvs_to_values[rv].name].shape)
+    raw = [rv for rv in model.free_RVs if rv.name.endswith("_raw") and rv.name not in out]
+    if raw:
+        point = model.initial_point()
+        for rv in raw:
+            shape = point[model.rvs_to_values[rv].name].shape
             out[rv.name] = 0.1 * (rng or fixed).standard_normal(shape)
     return out
 

@@ -446,7 +446,12 @@ class MSEM:
         return self._cache[key]
 
     def build(self, formulation: str = "auto") -> Any:
-        """The ``pm.Model``: add terms or priors to it, then pass it to :meth:`fit` via ``model=``."""
+        """The ``pm.Model`` that :meth:`fit` will sample (built once and cached).
+
+        Add terms or priors to it inside ``with model.build():``; the next :meth:`fit` with the
+        same formulation samples the modified model. Changing the specification (or a prior via
+        :meth:`set_prior`) rebuilds it from scratch.
+        """
         return self.compile(formulation).pymc_model
 
     def fit(
