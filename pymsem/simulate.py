@@ -94,7 +94,7 @@ def simulate(
     n_clusters: int,
     cluster_size: int | Sequence[int],
     seed: int | None = None,
-    return_slopes: bool = False,
+    return_cluster_values: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Draw a data set from the model with the given parameter values.
 
@@ -114,15 +114,16 @@ def simulate(
         Students per cluster: one number, or one per cluster (unbalanced).
     seed
         Random seed.
-    return_slopes
-        Also return each cluster's drawn random slopes (one row per cluster), to compare
+    return_cluster_values
+        Also return what was drawn for each cluster (one row per cluster): its between-level
+        latent variables (centered, named as in the model) and its random slopes, to compare
         estimates with the realized values of this sample.
 
     Returns
     -------
     pandas.DataFrame
         One row per student: the cluster column, an ``id`` column and the observed variables
-        (and, with ``return_slopes``, the clusters' slopes).
+        (and, with ``return_cluster_values``, the clusters' drawn values).
     """
     st = spec_structure(model)
     vec = parameter_vectors(st, values)
@@ -176,12 +177,9 @@ def simulate(
         df[c] = z[cl, p1 + j]
     df[model.cluster] = cl + 1
     df["id"] = np.arange(1, len(cl) + 1)
-    if return_slopes:
-        slopes = pd.DataFrame(
-            {r.name: vec["path_w"][r.mean_index] + u[:, i] for i, r in enumerate(st.random_slopes)}
-            if st.random_slopes
-            else {},
-            index=pd.Index(np.arange(1, n_clusters + 1), name=model.cluster),
-        )
-        return df, slopes
+    if return_cluster_values:
+        values = {name: eta_b[:, j] for j, name in enumerate(st.between.latent)}
+        for i, r in enumerate(st.random_slopes):
+            values[r.name] = vec["path_w"][r.mean_index] + u[:, i]
+        return df, pd.DataFrame(values, index=pd.Index(np.arange(1, n_clusters + 1), name=model.cluster))
     return df

@@ -63,7 +63,7 @@ def truth_of(name: str) -> float:
 @pytest.fixture(scope="module")
 def model3_data() -> tuple[pd.DataFrame, pd.DataFrame]:
     return ms.simulate(
-        model3_spec(None), MODEL3_TRUTH, n_clusters=150, cluster_size=20, seed=23, return_slopes=True
+        model3_spec(None), MODEL3_TRUTH, n_clusters=150, cluster_size=20, seed=23, return_cluster_values=True
     )
 
 
@@ -322,3 +322,14 @@ def test_random_slope_name_used_twice(small: pd.DataFrame) -> None:
     m.path("Z", on="X", level="within", random=ms.RandomSlope("RS"))
     with pytest.raises(ms.MSEMSpecificationError, match="Random slope name 'RS' is used for"):
         m.structure()
+
+
+def test_between_latent_scores_with_random_slopes(model3_fit, model3_data) -> None:
+    """Between factor scores given the slopes: intervals cover about 95% of the drawn values."""
+    truth = model3_data[1]
+    scores = model3_fit.latent_scores(seed=2)
+    for name in ("ACH", "INT", "REL"):
+        lo = scores[name].quantile(0.025, dim=("chain", "draw")).values
+        hi = scores[name].quantile(0.975, dim=("chain", "draw")).values
+        cover = np.mean((lo <= truth[name].to_numpy()) & (truth[name].to_numpy() <= hi))
+        assert 0.85 <= cover <= 1.0, (name, cover)

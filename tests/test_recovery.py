@@ -101,3 +101,38 @@ def test_standardized_estimates_match_hand_computation(model2_fit) -> None:
     theta = d["resid_sd_w"][..., 1] ** 2  # ACH2 residual variance
     std_l = np.median(lam * np.sqrt(var_ach) / np.sqrt(lam**2 * var_ach + theta))
     assert s.loc[("within", "ACH2 by ACH"), "std"] == pytest.approx(std_l, rel=1e-10)
+
+
+def _interval_coverage(scores, truth_frame, names) -> dict[str, float]:
+    out = {}
+    for name in names:
+        lo = scores[name].quantile(0.025, dim=("chain", "draw")).values
+        hi = scores[name].quantile(0.975, dim=("chain", "draw")).values
+        true = truth_frame[name].to_numpy()
+        out[name] = float(np.mean((lo <= true) & (true <= hi)))
+    return out
+
+
+def test_latent_cluster_means_are_recovered(model1_fit) -> None:
+    """Scores drawn from the exact conditionals: 95% intervals cover about 95% of the true cluster means."""
+    import pymsem as ms
+    from tests.conftest import MODEL1_TRUTH, model1_spec
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(5, 30, size=80)  # the same draws as the model1_data fixture
+    df, truth = ms.simulate(
+        model1_spec(None),
+        MODEL1_TRUTH,
+        n_clusters=80,
+        cluster_size=sizes,
+        seed=12,
+        return_cluster_values=True,
+    )
+    np.testing.assert_allclose(df["INT"].to_numpy(), model1_fit.compiled.data.frame["INT"].to_numpy())
+    scores = model1_fit.latent_scores(seed=1)
+    cover = _interval_coverage(scores, truth, ["ACH", "INT", "REL"])
+    assert all(0.85 <= c <= 1.0 for c in cover.values()), cover
+    means = model1_fit.latent_scores(draw=False)
+    for name in ("INT", "REL"):
+        est = means[name].mean(("chain", "draw")).values
+        assert np.corrcoef(est, truth[name])[0, 1] > 0.8, name

@@ -218,6 +218,18 @@ class MSEMFit:
         ax.legend(frameon=False)
         return ax
 
+    def latent_scores(self, draw: bool = True, seed: int | None = None) -> Any:
+        """Each cluster's between-level latent variables (latent cluster means, between factors).
+
+        Drawn, for every posterior draw, from their exact conditional distribution given the
+        cluster's data (they were integrated out during sampling, not lost); ``draw=False``
+        gives the conditional means. An ``xarray.Dataset`` with dims (chain, draw, cluster),
+        one variable per between-level latent, centered at the grand mean.
+        """
+        from pymsem.effects.scores import between_scores
+
+        return between_scores(self, draw=draw, seed=seed)
+
     def cluster_slopes(self) -> Any:
         """Each cluster's random slopes, ``xarray.Dataset`` with dims (chain, draw, cluster)."""
         from pymsem.effects.random_slopes import cluster_slopes
