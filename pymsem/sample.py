@@ -113,18 +113,24 @@ def sample_compiled(
             adaptation=_adaptation(compiled),
         )
         t2 = time.perf_counter()
-    elif sampler in ("numpyro", "blackjax"):
+    else:
         import importlib.util
 
         import pymc as pm
 
-        missing = [m for m in ("jax", sampler) if importlib.util.find_spec(m) is None]
+        jax = sampler != "pymc"
+        missing = [m for m in ("jax", sampler) if jax and importlib.util.find_spec(m) is None]
         if missing:
             raise ImportError(
                 f"sampler={sampler!r} needs {' and '.join(missing)}: pip install 'pymsem[jax]' "
                 f"(GPU users: a CUDA build of jax)."
             )
-        init = _initial_point(compiled, None)
+        # PyMC's own NUTS takes one jittered start per chain; its JAX samplers one start for all.
+        rng = np.random.default_rng(seed)
+        inits = (
+            _initial_point(compiled, None) if jax else [_initial_point(compiled, rng) for _ in range(chains)]
+        )
+        extra = {} if jax else {"cores": cores or min(chains, _n_cores()), "init": "adapt_diag"}
         t0 = t1 = time.perf_counter()
         with model:
             idata = pm.sample(
@@ -132,32 +138,12 @@ def sample_compiled(
                 tune=tune,
                 chains=chains,
                 random_seed=seed,
-                initvals=init,
+                initvals=inits,
                 progressbar=progress,
                 target_accept=target_accept,
                 nuts_sampler=sampler,
                 compute_convergence_checks=False,
-            )
-        t2 = time.perf_counter()
-    else:
-        import pymc as pm
-
-        rng = np.random.default_rng(seed)
-        inits = [_initial_point(compiled, rng) for _ in range(chains)]
-        t0 = t1 = time.perf_counter()
-        with model:
-            idata = pm.sample(
-                draws=draws,
-                tune=tune,
-                chains=chains,
-                cores=cores or min(chains, _n_cores()),
-                random_seed=seed,
-                initvals=inits,
-                init="adapt_diag",
-                progressbar=progress,
-                target_accept=target_accept,
-                nuts_sampler="pymc",
-                compute_convergence_checks=False,
+                **extra,
             )
         t2 = time.perf_counter()
     return SamplingRun(idata, sampler, draws, tune, chains, seed, t1 - t0, t2 - t1)

@@ -163,3 +163,19 @@ def test_jax_sampler_through_pymc(model1_data: pd.DataFrame) -> None:
 def test_unknown_sampler_is_refused(model2_fit) -> None:
     with pytest.raises(ValueError, match="Unknown sampler 'stan'"):
         sample_compiled(model2_fit.compiled, sampler="stan")
+
+
+def test_pymc_nuts_sampler(model1_data: pd.DataFrame) -> None:
+    """PyMC's own NUTS samples the same model: recovery, and the same seed gives the same draws."""
+    from tests.conftest import MODEL1_TRUTH, model1_spec
+
+    model = model1_spec(model1_data)
+    fit = model.fit(draws=300, tune=300, chains=2, seed=3, sampler="pymc", progress=False, warn=False)
+    s = fit.summary()
+    for label in ("a_w", "b_w", "a_b"):
+        row = s[s["label"] == label].iloc[0]
+        assert row["lower"] <= MODEL1_TRUTH[label] <= row["upper"], label
+    again = sample_compiled(
+        fit.compiled, draws=300, tune=300, chains=2, seed=3, sampler="pymc", progress=False
+    )
+    np.testing.assert_array_equal(fit.posterior["path_w"].values, again.idata["posterior"]["path_w"].values)
