@@ -157,8 +157,10 @@ def _adaptation(compiled: CompiledModel) -> str:
     intercepts' bulk ESS and brought R-hat below 1.01 where diag did not). Its warm-up cost
     grows with the dimension, so models with per-cluster or per-student variables use diag.
     """
-    n = sum(int(np.prod(v.shape)) for v in compiled.pymc_model.initial_point().values())
-    return "low_rank" if n <= 150 else "diag"
+    if "_adaptation" not in compiled.__dict__:  # the initial point compiles a function: do it once
+        n = sum(int(np.prod(v.shape)) for v in compiled.pymc_model.initial_point().values())
+        compiled.__dict__["_adaptation"] = "low_rank" if n <= 150 else "diag"
+    return compiled.__dict__["_adaptation"]
 
 
 def _n_cores() -> int:

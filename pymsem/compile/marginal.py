@@ -111,6 +111,12 @@ def _cluster_roots(dev: np.ndarray, idx: np.ndarray, G: int) -> np.ndarray:
     return np.stack([_root(S[g]) for g in range(G)])
 
 
+def _chol_logdet(L: Any) -> Any:
+    import pytensor.tensor as pt
+
+    return 2 * pt.sum(pt.log(pt.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
+
+
 def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: Any) -> Any:
     """The collapsed log-likelihood as a PyTensor expression."""
     import pytensor.tensor as pt
@@ -119,7 +125,7 @@ def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: A
     p1, pb = stats.p1, stats.pb
     n_within = stats.n_obs - stats.n_clusters
     L_W = pt.linalg.cholesky(Sigma_W, lower=True)
-    logdet_W = 2 * pt.sum(pt.log(pt.diag(L_W)))
+    logdet_W = _chol_logdet(L_W)
     within = -0.5 * n_within * (p1 * log2pi + logdet_W)
     within -= 0.5 * pt.sum(pt.square(pt.linalg.solve_triangular(L_W, stats.within_root, lower=True)))
     within -= 0.5 * p1 * stats.log_n_sum
@@ -128,7 +134,7 @@ def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: A
     pad = pt.set_subtensor(pad[:p1, :p1], Sigma_W)
     V = Sigma_B[None, :, :] + pad[None, :, :] / stats.sizes[:, None, None]
     L = pt.linalg.cholesky(V, lower=True)
-    logdet = 2 * pt.sum(pt.log(pt.diagonal(L, axis1=1, axis2=2)), axis=1)
+    logdet = _chol_logdet(L)
     scatter = pt.sum(pt.square(pt.linalg.solve_triangular(L, stats.roots, lower=True)), axis=(1, 2))
     d = (stats.means - nu[None, :])[:, :, None]
     quad = pt.sum(pt.square(pt.linalg.solve_triangular(L, d, lower=True)), axis=(1, 2))
@@ -176,12 +182,6 @@ def woodbury_applies(structure: ModelStructure) -> bool:
         and w.n_lat > 0
         and b.n_lat > 0
     )
-
-
-def _chol_logdet(L: Any) -> Any:
-    import pytensor.tensor as pt
-
-    return 2 * pt.sum(pt.log(pt.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
 
 
 def random_slope_logp_woodbury(
