@@ -64,3 +64,20 @@ def model2_fit(model2_data: pd.DataFrame) -> ms.results.fit.MSEMFit:
 @pytest.fixture(scope="session")
 def model1_fit(model1_data: pd.DataFrame) -> ms.results.fit.MSEMFit:
     return model1_spec(model1_data).fit(draws=500, tune=500, chains=2, seed=4, progress=False, warn=False)
+
+
+@pytest.fixture(scope="session")
+def model3_data() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tutorial Model 3 data (random slopes) and each cluster's drawn values."""
+    from tests.test_random_slopes import MODEL3_TRUTH, model3_spec
+
+    return ms.simulate(
+        model3_spec(None), MODEL3_TRUTH, n_clusters=150, cluster_size=20, seed=23, return_cluster_values=True
+    )
+
+
+@pytest.fixture(scope="session")
+def model3_fit(model3_data: tuple[pd.DataFrame, pd.DataFrame]) -> ms.results.fit.MSEMFit:
+    from tests.test_random_slopes import model3_spec
+
+    return model3_spec(model3_data[0]).fit(draws=600, tune=600, chains=2, seed=5, progress=False, warn=False)

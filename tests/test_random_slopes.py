@@ -60,16 +60,7 @@ def truth_of(name: str) -> float:
     return derived.get(name, t.get(name, np.nan))
 
 
-@pytest.fixture(scope="module")
-def model3_data() -> tuple[pd.DataFrame, pd.DataFrame]:
-    return ms.simulate(
-        model3_spec(None), MODEL3_TRUTH, n_clusters=150, cluster_size=20, seed=23, return_cluster_values=True
-    )
-
-
-@pytest.fixture(scope="module")
-def model3_fit(model3_data):
-    return model3_spec(model3_data[0]).fit(draws=600, tune=600, chains=2, seed=5, progress=False, warn=False)
+# model3_data and model3_fit are session fixtures (tests/conftest.py): the plot tests share the fit.
 
 
 # ----------------------------------------------------------------- exactness

@@ -218,6 +218,218 @@ class MSEMFit:
         ax.legend(frameon=False)
         return ax
 
+    # ------------------------------------------------------------------ plots
+    def plot_forest(
+        self,
+        blocks: list[str] | str | None = None,
+        parameters: list[str] | None = None,
+        standardized: bool = False,
+        ci_prob: float = 0.95,
+        by: str = "path",
+        ax: Any = None,
+    ) -> Any:
+        """Forest plot of the effects at each level: posterior median and credible interval.
+
+        Parameters
+        ----------
+        blocks
+            Sections to show, in order; default regressions and derived quantities (indirect,
+            contextual effects), ``"all"`` for every block.
+        parameters
+            Only these rows, by parameter text (``"INT <- REL"``) or label (``"a_w"``).
+        standardized
+            Plot level-specific standardized estimates (rows without one are left out).
+        ci_prob
+            Probability of the equal-tailed interval.
+        by
+            ``"path"``: each path's within and between estimates side by side;
+            ``"level"``: one section per level.
+        ax
+            Matplotlib axes to draw on.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        from pymsem.results.plots import interval_frame, plot_forest
+
+        if standardized:
+            df, xlabel = (
+                interval_frame(self.quantities(), ci_prob, standardized=True),
+                "Standardized estimate",
+            )
+        else:
+            df, xlabel = self.summary(ci_prob), "Estimate"
+        return plot_forest(df, blocks, parameters, by=by, ci_prob=ci_prob, xlabel=xlabel, ax=ax)
+
+    def plot_posterior(
+        self, names: list[str] | str | None = None, ci_prob: float = 0.95, ax: Any = None
+    ) -> Any:
+        """Posterior densities with the credible interval shaded and the median marked.
+
+        Parameters
+        ----------
+        names
+            Derived quantities or parameter labels; default every derived quantity
+            (``model.derived``), else the labelled regression paths.
+        ci_prob
+            Probability of the equal-tailed interval.
+        ax
+            One matplotlib axes per name.
+
+        Returns
+        -------
+        numpy.ndarray
+            The axes, one per quantity.
+        """
+        from pymsem.results.plots import plot_densities
+
+        derived = self.derived_quantities()
+        by_name = {q.label: q for q in derived}
+        if names is None:
+            names = list(by_name) or [
+                q.label for q in self.base_quantities() if q.label and q.block == "Regressions"
+            ]
+            if not names:
+                raise ValueError("The model has no derived quantities or labelled paths; pass names=[...].")
+        elif isinstance(names, str):
+            names = [names]
+        for q in self.base_quantities():
+            if q.label:
+                by_name.setdefault(q.label, q)
+        draws, titles = {}, {}
+        for n in names:
+            if n in by_name:
+                draws[n] = by_name[n].draws
+                expr = by_name[n].parameter
+                titles[n] = n if expr == n else f"{n} = {expr}"
+            else:
+                draws[n] = self.draws(n)  # "group[element]"; raises with the known names otherwise
+        return plot_densities(draws, ci_prob, titles, ax=ax)
+
+    def plot_caterpillar(
+        self,
+        kind: str = "slopes",
+        slopes: list[str] | str | None = None,
+        a: str | None = None,
+        b: str | None = None,
+        ci_prob: float = 0.95,
+        ax: Any = None,
+    ) -> Any:
+        """Caterpillar plot of each cluster's random slopes or indirect effect, sorted by median.
+
+        Parameters
+        ----------
+        kind
+            ``"slopes"``: one panel per random slope (:meth:`cluster_slopes`), with the slope's
+            mean as the average line; ``"indirect"``: each cluster's ``a_g * b_g``
+            (:meth:`cluster_indirect`) with the average indirect effect ``indirect(a, b)``.
+        slopes
+            For ``"slopes"``: random slopes by name (``"RSa"``) or mean label (``"a_w"``);
+            default all.
+        a, b
+            For ``"indirect"``: mean labels of the two random slopes; default the model's two.
+        ci_prob
+            Probability of the equal-tailed intervals.
+        ax
+            One axes per panel.
+
+        Returns
+        -------
+        numpy.ndarray or matplotlib.axes.Axes
+            ``"slopes"``: an array of axes, one per slope; ``"indirect"``: the axes.
+        """
+        from pymsem.results.plots import plot_caterpillar
+
+        rs = self.structure.random_slopes
+        if not rs:
+            raise ValueError("The model has no random slopes: nothing varies over clusters.")
+        if kind == "indirect":
+            if a is None and b is None and len(rs) == 2:
+                a, b = rs[0].mean_label, rs[1].mean_label
+            if a is None or b is None:
+                raise ValueError(
+                    f"Name the paths: a=..., b=... (mean labels of random slopes: {[r.mean_label for r in rs]})."
+                )
+            from pymsem.effects.derived import evaluate, indirect
+
+            draws = self.cluster_indirect(a, b)
+            avg = evaluate(indirect(a, b), self.derived_context())
+            return plot_caterpillar(
+                draws,
+                avg,
+                ci_prob,
+                ylabel=f"indirect({a}, {b})",
+                title="Cluster-specific indirect effects",
+                ax=ax,
+            )
+        if kind != "slopes":
+            raise ValueError(f"kind must be 'slopes' or 'indirect', got {kind!r}.")
+        chosen = list(rs)
+        if slopes is not None:
+            wanted = [slopes] if isinstance(slopes, str) else list(slopes)
+            known = {r.name: r for r in rs} | {r.mean_label: r for r in rs if r.mean_label}
+            bad = [s for s in wanted if s not in known]
+            if bad:
+                raise KeyError(f"No random slope(s) {bad}; known: {sorted(known)}.")
+            chosen = [known[s] for s in wanted]
+        from pymsem.results.plots import _axes_grid
+
+        axes = _axes_grid(len(chosen), ax, panel=(6.0, 3.8), ncols=1)
+        ds = self.cluster_slopes()
+        for axis, r in zip(axes, chosen):
+            avg = self.draws(r.mean_label) if r.mean_label else None
+            name = f"{r.name} ({r.mean_label})" if r.mean_label else r.name
+            plot_caterpillar(
+                ds[r.name], avg, ci_prob, ylabel=name, title=f"Cluster-specific slopes {name}", ax=axis
+            )
+        return axes
+
+    def plot_trace(
+        self, var_names: list[str] | str | None = None, compact: bool = True, **kwargs: Any
+    ) -> Any:
+        """Trace and density of each chain (``arviz_plots.plot_trace_dist``).
+
+        Parameters
+        ----------
+        var_names
+            Labels, ``"group[element]"`` names, parameter groups (``"loading_w"``) or derived
+            quantities; default the regression paths and random-slope SDs.
+        compact
+            Passed to ArviZ.
+        **kwargs
+            Passed to ``arviz_plots.plot_trace_dist`` (e.g. ``backend=``).
+
+        Returns
+        -------
+        arviz_plots.PlotCollection
+        """
+        import arviz_plots as azp
+
+        from pymsem.results.plots import diagnostic_tree
+
+        return azp.plot_trace_dist(diagnostic_tree(self, var_names), compact=compact, **kwargs)
+
+    def plot_rank(self, var_names: list[str] | str | None = None, **kwargs: Any) -> Any:
+        """Rank plots of the chains (``arviz_plots.plot_rank``): flat, overlapping ECDF bands mean the chains mix.
+
+        Parameters
+        ----------
+        var_names
+            As in :meth:`plot_trace`.
+        **kwargs
+            Passed to ``arviz_plots.plot_rank``.
+
+        Returns
+        -------
+        arviz_plots.PlotCollection
+        """
+        import arviz_plots as azp
+
+        from pymsem.results.plots import diagnostic_tree
+
+        return azp.plot_rank(diagnostic_tree(self, var_names), **kwargs)
+
     def latent_scores(self, draw: bool = True, seed: int | None = None) -> Any:
         """Each cluster's between-level latent variables (latent cluster means, between factors).
 
