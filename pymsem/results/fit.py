@@ -12,6 +12,7 @@ from pymsem.effects.standardized import QuantityDraws, parameter_quantities
 
 if TYPE_CHECKING:
     from pymsem.compile.build import CompiledModel
+    from pymsem.results.diagram import Diagram
     from pymsem.results.table import Table
     from pymsem.sample import SamplingRun
     from pymsem.specification.model import MSEM
@@ -462,6 +463,46 @@ class MSEMFit:
         out = ds[by_label[a]] * ds[by_label[b]]
         out.name = f"indirect({a}, {b})"
         return out
+
+    def diagram(
+        self,
+        standardized: bool = False,
+        ci_prob: float = 0.95,
+        digits: int = 2,
+        labels: bool = False,
+        indicators: bool = True,
+        suffixes: bool = True,
+        title: str | None = None,
+        ax: Any = None,
+    ) -> Diagram:
+        """The path diagram with posterior medians on the arrows (see :meth:`MSEM.diagram`).
+
+        Parameters
+        ----------
+        standardized
+            Print level-specific standardized estimates (correlations for covariances);
+            cross-level moderators of random slopes have none and print no number then.
+        ci_prob
+            Interval probability: an estimate whose equal-tailed interval excludes 0 is bold.
+        digits
+            Decimals.
+        labels
+            Print ``a_w = 0.34`` instead of ``0.34`` on labelled arrows.
+        indicators, suffixes, title, ax
+            As in :meth:`MSEM.diagram`.
+
+        Returns
+        -------
+        pymsem.results.diagram.Diagram
+            ``edges`` holds ``estimate``, ``lower``, ``upper``, ``significant`` and the printed
+            ``text``; ``save("fit.svg")`` writes SVG, PNG or PDF.
+        """
+        from pymsem.results.diagram import fit_diagram
+
+        return fit_diagram(
+            self, standardized=standardized, ci_prob=ci_prob, digits=digits, labels=labels,
+            indicators=indicators, suffixes=suffixes, title=title, ax=ax,
+        )  # fmt: skip
 
     # ---------------------------------------------------------------- summary
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pymsem.compile.build import CompiledModel
     from pymsem.compile.structure import ModelStructure
     from pymsem.priors import Prior
+    from pymsem.results.diagram import Diagram
     from pymsem.results.fit import MSEMFit
 
 __all__ = ["MSEM"]
@@ -432,6 +433,46 @@ class MSEM:
             w, b = cd.variance_components(c)
             out[c] = b / (b + w)
         return pd.Series(out, name="ICC")
+
+    def diagram(
+        self,
+        labels: bool = True,
+        indicators: bool = True,
+        suffixes: bool = True,
+        title: str | None = None,
+        ax: Any = None,
+    ) -> Diagram:
+        """The path diagram of the specification, drawn as the tutorial's Figures 1-4.
+
+        A between box on top, a within box below; factors are ellipses, observed variables
+        rectangles (level-2 columns shaded); a random slope is a dot on the within arrow it
+        modifies and an ellipse of its name in the between box, where cross-level moderators
+        point to it. Needs no sampling.
+
+        Parameters
+        ----------
+        labels
+            Print parameter labels (``a_w``) on the arrows, and ``1`` on marker loadings.
+        indicators
+            Draw the indicators and loadings; ``False`` shows the structural model only.
+        suffixes
+            Subscript the level on factors and split observed variables (``INT_w``, ``INT_b``).
+        title
+            Figure title.
+        ax
+            Draw on these matplotlib axes instead of a new figure.
+
+        Returns
+        -------
+        pymsem.results.diagram.Diagram
+            Shows itself in notebooks; ``.nodes`` and ``.edges`` (DataFrames), ``.figure``,
+            ``.save("model.svg")`` (SVG, PNG or PDF by extension) and ``.to_dot()`` (Graphviz).
+        """
+        from pymsem.results.diagram import model_diagram
+
+        return model_diagram(
+            self, labels=labels, indicators=indicators, suffixes=suffixes, title=title, ax=ax
+        )
 
     # ----------------------------------------------------------- compile & fit
     def compile(self, formulation: str = "auto") -> CompiledModel:
