@@ -7,6 +7,7 @@ slopes, derived quantities), fit it with NUTS and read paper-style tables.
 from pymsem import datasets, tutorial
 from pymsem.effects.derived import contextual, indirect, total
 from pymsem.priors import Prior
+from pymsem.results.compare import compare_tables
 from pymsem.simulate import simulate
 from pymsem.specification import (
     MSEM,
@@ -37,6 +38,7 @@ __all__ = [
     "Prior",
     "RandomSlope",
     "between",
+    "compare_tables",
     "contextual",
     "datasets",
     "indirect",
