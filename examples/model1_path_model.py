@@ -3,8 +3,11 @@
 Run: ``python examples/model1_path_model.py``
 """
 
+from pathlib import Path
+
 import pymsem as ms
 
+IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
 data = ms.datasets.load_school()
 for f in ("ACH", "INT", "REL"):  # scale scores: row means of the four indicators
     data[f] = data[[f"{f}{i}" for i in range(1, 5)]].mean(axis=1)
@@ -17,5 +20,7 @@ model.path("INT", on="REL", level="between", label="a_b")
 model.path("ACH", on=["INT", "REL"], level="between", label=["b_b", "c_b"])
 
 print(model.icc())  # how much of each variable's variance lies between schools
+IMAGES.mkdir(parents=True, exist_ok=True)
+model.diagram(title="Model 1. Observed variables").save(IMAGES / "model1_diagram.png")  # Figure 1
 fit = model.fit(draws=1000, tune=1000, chains=4, seed=46)
 print(fit.table(title="Table 1. 1-1-1 mediation model with observed variables"))
