@@ -254,8 +254,9 @@ def plot_forest(
         ax.spines[side].set_visible(False)
     ax.set_xlabel(xlabel + (f" (median, {_percent(ci_prob)} CI)" if ci_prob else ""))
     if by == "path" and len(levels) > 1:
-        # Above the axes: inside, it would cover the intervals of some row.
-        ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(levels))
+        # In one line across the first row, a section header without intervals to cover (above
+        # the axes it would collide with a title).
+        ax.legend(frameon=False, loc="upper right", ncols=len(levels), fontsize="small", borderaxespad=0.2)
     return ax
 
 
