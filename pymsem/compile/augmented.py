@@ -239,6 +239,35 @@ def _innovations(name: str, dims: tuple[str, str], shape: tuple[int, int], seed:
     return pm.Normal(name, 0.0, 1.0, dims=dims, initval=start)
 
 
+def _fill_missing(model: Any, name: str, X: np.ndarray, groups: np.ndarray) -> Any:
+    """``X`` with its missing cells replaced by free variables (the data-augmentation of MAR data).
+
+    The missing cells are latent like the factor scores: they enter the complete-data
+    density, so integrating them out leaves the likelihood of what was observed. They
+    get a flat prior here because that density is their prior; they start at their
+    column's mean within the group (cluster) or overall.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    miss = np.isnan(X)
+    if not miss.any():
+        return X
+    rows, cols = np.nonzero(miss)
+    start = np.empty(len(rows))
+    for j in np.unique(cols):
+        x, ok = X[:, j], ~miss[:, j]
+        overall = x[ok].mean()
+        n = np.bincount(groups[ok], minlength=groups.max() + 1)
+        s = np.bincount(groups[ok], weights=x[ok], minlength=groups.max() + 1)
+        grp = np.where(n > 0, s / np.maximum(n, 1), overall)
+        sel = cols == j
+        start[sel] = grp[groups[rows[sel]]]
+    _add_coord(model, f"{name}_cell", [f"{r},{c}" for r, c in zip(rows, cols)])
+    cells = pm.Flat(name, dims=f"{name}_cell", initval=start)
+    return pt.set_subtensor(pt.as_tensor_variable(np.nan_to_num(X))[rows, cols], cells)
+
+
 @register
 class AugmentedLikelihood:
     """Every latent variable sampled explicitly (non-centered), no integral taken.
@@ -320,6 +349,8 @@ class AugmentedLikelihood:
             Z2 = np.column_stack([data.cluster_values(c).astype(float) for c in structure.level2])
         else:
             Z2 = np.zeros((G, 0))
+        Y = _fill_missing(model, "y_missing", Y, data.cluster_index)
+        Z2 = _fill_missing(model, "level2_missing", Z2, np.zeros(G, dtype=np.int64))
         nu = between.nu if between.nu is not None else pt.zeros(be.n_obs)
         terms = []
 

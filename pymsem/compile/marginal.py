@@ -26,7 +26,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pymsem.compile.likelihood import register
+from pymsem.compile.linalg import chol_logdet, cholesky
 from pymsem.compile.matrices import LevelMatrices
+from pymsem.compile.missing import (
+    PatternStatistics,
+    missing_logp,
+    padded_inverse,
+    pattern_statistics,
+    woodbury_padded_inverse,
+)
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.data import ClusteredData
 
@@ -111,12 +119,6 @@ def _cluster_roots(dev: np.ndarray, idx: np.ndarray, G: int) -> np.ndarray:
     return np.stack([_root(S[g]) for g in range(G)])
 
 
-def _chol_logdet(L: Any) -> Any:
-    import pytensor.tensor as pt
-
-    return 2 * pt.sum(pt.log(pt.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
-
-
 def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: Any) -> Any:
     """The collapsed log-likelihood as a PyTensor expression."""
     import pytensor.tensor as pt
@@ -124,8 +126,8 @@ def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: A
     log2pi = np.log(2 * np.pi)
     p1, pb = stats.p1, stats.pb
     n_within = stats.n_obs - stats.n_clusters
-    L_W = pt.linalg.cholesky(Sigma_W, lower=True)
-    logdet_W = _chol_logdet(L_W)
+    L_W = cholesky(Sigma_W)
+    logdet_W = chol_logdet(L_W)
     within = -0.5 * n_within * (p1 * log2pi + logdet_W)
     within -= 0.5 * pt.sum(pt.square(pt.linalg.solve_triangular(L_W, stats.within_root, lower=True)))
     within -= 0.5 * p1 * stats.log_n_sum
@@ -133,8 +135,8 @@ def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: A
     pad = pt.zeros((pb, pb))
     pad = pt.set_subtensor(pad[:p1, :p1], Sigma_W)
     V = Sigma_B[None, :, :] + pad[None, :, :] / stats.sizes[:, None, None]
-    L = pt.linalg.cholesky(V, lower=True)
-    logdet = _chol_logdet(L)
+    L = cholesky(V)
+    logdet = chol_logdet(L)
     scatter = pt.sum(pt.square(pt.linalg.solve_triangular(L, stats.roots, lower=True)), axis=(1, 2))
     d = (stats.means - nu[None, :])[:, :, None]
     quad = pt.sum(pt.square(pt.linalg.solve_triangular(L, d, lower=True)), axis=(1, 2))
@@ -209,14 +211,14 @@ def random_slope_logp_woodbury(
     r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
     IBg = pt.zeros((G, m, m)) + (pt.eye(m) - within.B)[None, :, :]
     IBg = pt.inc_subtensor(IBg[:, r, c], -u[:, j])
-    Lpsi = pt.linalg.cholesky(within.Psi, lower=True)
+    Lpsi = cholesky(within.Psi)
     Psi_inv = pt.linalg.cho_solve((Lpsi, True), pt.eye(m))
     Sinv = pt.matmul(pt.matmul(IBg.transpose(0, 2, 1), Psi_inv[None, :, :]), IBg)
     theta = pt.diagonal(within.Theta)
     LamD = within.Lambda / theta[:, None]
     C = Sinv + pt.dot(within.Lambda.T, LamD)[None, :, :]
-    LC = pt.linalg.cholesky(C, lower=True)
-    logdet_W = pt.sum(pt.log(theta)) + _chol_logdet(Lpsi) + _chol_logdet(LC)
+    LC = cholesky(C)
+    logdet_W = pt.sum(pt.log(theta)) + chol_logdet(Lpsi) + chol_logdet(LC)
     P = pt.matmul(LamD.T[None, :, :], stats.cluster_roots)  # (G, m, p1)
     tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - pt.sum(
         pt.square(pt.linalg.solve_triangular(LC, P, lower=True)), axis=(1, 2)
@@ -230,7 +232,7 @@ def random_slope_logp_woodbury(
     lam_w_pad = pt.zeros((pb, m))
     lam_w_pad = pt.set_subtensor(lam_w_pad[:p1], within.Lambda)
     U = pt.concatenate([between.Lambda, lam_w_pad], axis=1)  # (pb, mb + m)
-    Lpsib = pt.linalg.cholesky(between.Psi, lower=True)
+    Lpsib = cholesky(between.Psi)
     IBb = pt.eye(mb) - between.B
     SBinv = pt.dot(pt.dot(IBb.T, pt.linalg.cho_solve((Lpsib, True), pt.eye(mb))), IBb)
     Kinv = pt.zeros((G, mb + m, mb + m))
@@ -238,9 +240,9 @@ def random_slope_logp_woodbury(
     Kinv = pt.set_subtensor(Kinv[:, mb:, mb:], Sinv * n[:, None, None])
     UE = U[None, :, :] / E[:, :, None]  # (G, pb, k)
     cap = Kinv + pt.matmul(U.T[None, :, :], UE)
-    Lcap = pt.linalg.cholesky(cap, lower=True)
-    logdet_K = _chol_logdet(Lpsib) + _chol_logdet(Lpsi) - m * np.log(n)
-    logdet_V = pt.sum(pt.log(E), axis=1) + logdet_K + _chol_logdet(Lcap)
+    Lcap = cholesky(cap)
+    logdet_K = chol_logdet(Lpsib) + chol_logdet(Lpsi) - m * np.log(n)
+    logdet_V = pt.sum(pt.log(E), axis=1) + logdet_K + chol_logdet(Lcap)
     d = stats.cluster_vectors - between.nu[None, :]
     w = pt.sum(UE * d[:, :, None], axis=1)[:, :, None]  # (G, k, 1)
     quad = pt.sum(pt.square(d) / E, axis=1) - pt.sum(
@@ -251,12 +253,14 @@ def random_slope_logp_woodbury(
 
 
 def moderated_random_slope_logp(
-    stats: SufficientStatistics,
+    stats: SufficientStatistics | None,
     structure: ModelStructure,
     within: LevelMatrices,
     between: LevelMatrices,
     u: Any,
     params: dict[str, Any],
+    ps: PatternStatistics | None = None,
+    terms: dict[str, Any] | None = None,
 ) -> Any:
     """The collapsed log-likelihood when random slopes are regressed on between-level variables.
 
@@ -266,13 +270,18 @@ def moderated_random_slope_logp(
     Given ``eta_o`` and the slopes ``s_g = mean + Gamma eta_o,g + u_g``, everything else is
     Gaussian: the within part as in :func:`random_slope_logp`, and the cluster vector (without
     known moderators) ``N(nu + Lambda_B C Sigma_oo^-1 eta_o, Sigma_B|o + E Sigma_W,g E'/n_g)``
-    with ``C = Cov(eta_B, eta_o)``.
+    with ``C = Cov(eta_B, eta_o)``. With missing values (``ps``) the last two parts are
+    :func:`pymsem.compile.missing.missing_logp` given the same conditional moments, which
+    are then stored in ``terms`` (for imputation).
     """
     import pymc as pm
     import pytensor.tensor as pt
 
     lb = structure.between
-    G, p1, pb = stats.n_clusters, stats.p1, stats.pb
+    if ps is not None:
+        G, p1, pb = ps.n_clusters, ps.p1, ps.p1 + len(structure.level2)
+    else:
+        G, p1, pb = stats.n_clusters, stats.p1, stats.pb
     mods = sorted({lat for r in structure.random_slopes for lat, _ in r.moderators})
     level2_cols = {name: p1 + i for i, name in enumerate(structure.level2)}
     known = [lat for lat in mods if lb.latent[lat] in level2_cols]
@@ -280,14 +289,14 @@ def moderated_random_slope_logp(
     S = between.Sigma_eta
     eta = {}
     logp = 0.0
-    Z = stats.cluster_vectors
+    Z = stats.cluster_vectors if ps is None else np.column_stack([np.full((G, p1), np.nan), ps.level2])
     if known:
         cols = [level2_cols[lb.latent[lat]] for lat in known]
         eta_k = Z[:, cols] - between.nu[cols][None, :]
-        Lk = pt.linalg.cholesky(S[known][:, known], lower=True)
+        Lk = cholesky(S[known][:, known])
         white = pt.linalg.solve_triangular(Lk, eta_k.T, lower=True)  # (k, G)
         logp += -0.5 * pt.sum(pt.square(white)) - G * (
-            0.5 * len(known) * np.log(2 * np.pi) + 0.5 * _chol_logdet(Lk)
+            0.5 * len(known) * np.log(2 * np.pi) + 0.5 * chol_logdet(Lk)
         )
         for i, lat in enumerate(known):
             eta[lat] = eta_k[:, i]
@@ -302,7 +311,7 @@ def moderated_random_slope_logp(
             cond = S[latent][:, latent] - pt.dot(Wt.T, Wt)
         else:
             mean, cond = 0.0, S[latent][:, latent]
-        eta_l = mean + pt.dot(raw, pt.linalg.cholesky(cond, lower=True).T)
+        eta_l = mean + pt.dot(raw, cholesky(cond).T)
         for i, lat in enumerate(latent):
             eta[lat] = eta_l[:, i]
     slope_dev = []
@@ -313,21 +322,70 @@ def moderated_random_slope_logp(
         slope_dev.append(dev)
     u_total = pt.stack(slope_dev, axis=1)
     Wg = _cluster_within_cov(structure, within, u_total, G)
-    within_ll = _within_part(stats, Wg)
     # Between part conditional on the moderators.
     eta_o = pt.stack([eta[lat] for lat in mods], axis=1)  # (G, o)
     model = pm.modelcontext(None)
     model.add_coord("slope_moderator", [lb.latent[lat] for lat in mods])
     pm.Deterministic("moderator_values", eta_o, dims=("cluster", "slope_moderator"))
     C = S[:, mods]
-    Lo = pt.linalg.cholesky(S[mods][:, mods], lower=True)
+    Lo = cholesky(S[mods][:, mods])
     LC = pt.dot(between.Lambda, C)  # (pb, o)
     A_ = pt.linalg.solve_triangular(Lo, LC.T, lower=True)  # (o, pb): Lo^-1 C' Lambda'
     Sigma_cond = between.Sigma - pt.dot(A_.T, A_)
     mean = between.nu[None, :] + pt.dot(pt.linalg.solve_triangular(Lo, eta_o.T, lower=True).T, A_)
     rest = [i for i in range(pb) if i not in {level2_cols[lb.latent[lat]] for lat in known}]
+    if ps is not None:
+        Rinv, ld = within_inverses(structure, within, ps, Wg=Wg, u=u_total)
+        V = Sigma_cond[rest][:, rest]
+        l2 = [i - p1 for i in rest if i >= p1]
+        ll, _ = missing_logp(ps, Rinv, ld, V, mean[:, rest], l2)
+        if terms is not None:
+            terms.update({"W": Wg, "V": V, "mean": mean[:, rest], "level2_cols": l2})
+        return logp + pt.sum(ll)
+    within_ll = _within_part(stats, Wg)
     between_ll = _between_part(stats, Wg, Sigma_cond, mean, rest)
     return logp + pt.sum(within_ll + between_ll)
+
+
+def within_woodbury_applies(structure: ModelStructure) -> bool:
+    """Every within variable has a free residual variance and none are correlated."""
+    w = structure.within
+    return len(w.resid_sd_free) == w.n_obs and not len(w.resid_cor) and w.n_lat > 0
+
+
+def _cluster_precisions(structure: ModelStructure, within: LevelMatrices, u: Any, G: int) -> Any:
+    """``S_g^-1 = (I - B_g)' Psi^-1 (I - B_g)``: each cluster's within latent precision."""
+    import pytensor.tensor as pt
+
+    ls = structure.within
+    m = ls.n_lat
+    r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
+    IBg = pt.zeros((G, m, m)) + (pt.eye(m) - within.B)[None, :, :]
+    IBg = pt.inc_subtensor(IBg[:, r, c], -u[:, j])
+    Lpsi = cholesky(within.Psi)
+    Psi_inv = pt.linalg.cho_solve((Lpsi, True), pt.eye(m))
+    return pt.matmul(pt.matmul(IBg.transpose(0, 2, 1), Psi_inv[None, :, :]), IBg), chol_logdet(Lpsi)
+
+
+def within_inverses(
+    structure: ModelStructure,
+    within: LevelMatrices,
+    ps: PatternStatistics,
+    Wg: Any = None,
+    u: Any = None,
+) -> tuple[Any, Any]:
+    """Padded inverses and log-determinants of each pair's within covariance (random slopes).
+
+    With free, uncorrelated within residuals only factor-sized matrices are factored
+    (Woodbury); otherwise each pair's padded ``Sigma_W,g`` is.
+    """
+    import pytensor.tensor as pt
+
+    if u is not None and within_woodbury_applies(structure):
+        Sinv, logdet_psi = _cluster_precisions(structure, within, u, ps.n_clusters)
+        theta = pt.diagonal(within.Theta)
+        return woodbury_padded_inverse(theta, within.Lambda, Sinv[ps.pair_cluster], logdet_psi, ps.pair_mask)
+    return padded_inverse(Wg[ps.pair_cluster], ps.pair_mask)
 
 
 def _cluster_within_cov(structure: ModelStructure, within: LevelMatrices, u: Any, G: int) -> Any:
@@ -355,9 +413,9 @@ def _within_part(stats: SufficientStatistics, Wg: Any) -> Any:
     import pytensor.tensor as pt
 
     n, p1 = stats.cluster_sizes, stats.p1
-    LW = pt.linalg.cholesky(Wg, lower=True)
+    LW = cholesky(Wg)
     tr = pt.sum(pt.square(pt.linalg.solve_triangular(LW, stats.cluster_roots, lower=True)), axis=(1, 2))
-    return -0.5 * (n - 1) * (p1 * np.log(2 * np.pi) + _chol_logdet(LW)) - 0.5 * tr - 0.5 * p1 * np.log(n)
+    return -0.5 * (n - 1) * (p1 * np.log(2 * np.pi) + chol_logdet(LW)) - 0.5 * tr - 0.5 * p1 * np.log(n)
 
 
 def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any, rest: list[int]) -> Any:
@@ -369,10 +427,10 @@ def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any,
     pad = pt.zeros((G, pb, pb))
     pad = pt.set_subtensor(pad[:, :p1, :p1], Wg)
     V = (Sigma_B[None, :, :] + pad / n[:, None, None])[:, rest][:, :, rest]
-    LV = pt.linalg.cholesky(V, lower=True)
+    LV = cholesky(V)
     d = (stats.cluster_vectors[:, rest] - (mean[:, rest] if mean.ndim == 2 else mean[None, rest]))[:, :, None]
     quad = pt.sum(pt.square(pt.linalg.solve_triangular(LV, d, lower=True)), axis=(1, 2))
-    return -0.5 * (len(rest) * np.log(2 * np.pi) + _chol_logdet(LV) + quad)
+    return -0.5 * (len(rest) * np.log(2 * np.pi) + chol_logdet(LV) + quad)
 
 
 @register
@@ -402,6 +460,9 @@ class MarginalLikelihood:
 
         from pymsem.compile.slopes import add_random_slopes
 
+        if data.has_missing:
+            self._add_missing(structure, data, within, between, params)
+            return
         if structure.random_slopes:
             # The slopes stay explicit (non-centered); given them, every latent variable
             # still integrates out exactly, cluster by cluster.
@@ -417,3 +478,75 @@ class MarginalLikelihood:
             return
         stats = sufficient_statistics(structure, data)
         pm.Potential("loglik", marginal_logp(stats, within.Sigma, between.Sigma, between.nu))
+
+    def _add_missing(
+        self,
+        structure: ModelStructure,
+        data: ClusteredData,
+        within: LevelMatrices,
+        between: LevelMatrices,
+        params: dict[str, Any],
+    ) -> None:
+        """The same likelihood when cells are missing: students grouped by missingness pattern."""
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        from pymsem.compile.slopes import add_random_slopes
+
+        ps = pattern_statistics(structure, data)
+        q = len(structure.level2)
+        self.pattern_stats = ps
+        if not structure.random_slopes:
+            if within_woodbury_applies(structure):
+                u0 = pt.zeros((1, len(structure.random_slopes)))
+                Sinv, logdet_psi = _cluster_precisions(structure, within, u0, 1)
+                theta = pt.diagonal(within.Theta)
+                Rinv, ld = woodbury_padded_inverse(theta, within.Lambda, Sinv, logdet_psi, ps.patterns)
+            else:
+                Rinv, ld = padded_inverse(within.Sigma[None], ps.patterns)
+            ll, _ = missing_logp(ps, Rinv, ld, between.Sigma, between.nu, list(range(q)), per_pattern=True)
+            self.imputation_terms = {
+                "W": within.Sigma,
+                "V": between.Sigma,
+                "mean": between.nu,
+                "level2_cols": list(range(q)),
+            }
+            pm.Potential("loglik", ll.sum())
+            return
+        _refuse_missing_known_moderators(structure, ps)
+        u = add_random_slopes(structure, params, getattr(self, "slope_corr_prior", None))
+        if any(r.moderators for r in structure.random_slopes):
+            self.imputation_terms = {}
+            ll = moderated_random_slope_logp(
+                None, structure, within, between, u, params, ps, self.imputation_terms
+            )
+            pm.Potential("loglik", ll)
+            return
+        Wg = _cluster_within_cov(structure, within, u, ps.n_clusters)
+        Rinv, ld = within_inverses(structure, within, ps, Wg=Wg, u=u)
+        ll, _ = missing_logp(ps, Rinv, ld, between.Sigma, between.nu, list(range(q)))
+        self.imputation_terms = {
+            "W": Wg,
+            "V": between.Sigma,
+            "mean": between.nu,
+            "level2_cols": list(range(q)),
+        }
+        pm.Potential("loglik", ll.sum())
+
+
+def _refuse_missing_known_moderators(structure: ModelStructure, ps: PatternStatistics) -> None:
+    from pymsem.specification.errors import MSEMDataError
+
+    lb = structure.between
+    for r in structure.random_slopes:
+        for lat, _ in r.moderators:
+            name = lb.latent[lat]
+            if name in structure.level2:
+                miss = int((ps.level2_mask[:, structure.level2.index(name)] == 0).sum())
+                if miss:
+                    raise MSEMDataError(
+                        f"The level-2 column {name!r} moderates the random slope {r.name!r} and is missing "
+                        f"in {miss} cluster(s). Missing level-2 moderators are not modeled yet: fill them "
+                        f"in, or model {name!r} as a level-1 variable (its latent cluster mean then "
+                        f"moderates the slope and missing values are modeled)."
+                    )

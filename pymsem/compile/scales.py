@@ -27,6 +27,7 @@ class Scales:
         self.total_sd = {c: float(data.frame[c].std(ddof=1)) or 1.0 for c in cols}
         for c in structure.level2:
             vals = data.cluster_values(c)
+            vals = vals[~np.isnan(vals)]
             self.mean[c] = float(vals.mean())
             self.total_sd[c] = float(vals.std(ddof=1)) or 1.0
 

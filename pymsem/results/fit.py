@@ -554,8 +554,39 @@ class MSEMFit:
             "Max R-hat": round(diag["max_rhat"], 4),
             "Min bulk ESS": int(diag["min_ess_bulk"]),
             "Divergences": diag["divergences"],
-            "Missing data": "none",
+            "Missing data": self.missing().line(),
         }
+
+    def missing(self) -> Any:
+        """The missing-data report of the data this model was fitted to (see ``MSEM.missing``)."""
+        return self.model.missing()
+
+    def impute(self, m: int = 20, seed: int | None = None, stacked: bool = True) -> Any:
+        """``m`` completed data sets drawn from the posterior predictive of the missing cells.
+
+        Each imputation uses one posterior draw (spread evenly over chains and draws): the
+        clusters' latent means and missing level-2 values are drawn given everything observed
+        in the cluster, then each student's missing values given those and the student's
+        observed values (as Blimp's imputation output). Analyse them elsewhere and pool with
+        Rubin's rules.
+
+        Parameters
+        ----------
+        m
+            Number of imputations.
+        seed
+            Seed of the imputation draws.
+        stacked
+            ``True``: one DataFrame with an ``imputation`` column (1..m); ``False``: a list.
+
+        Returns
+        -------
+        pandas.DataFrame or list of pandas.DataFrame
+            The user's data in its original row order with the model's missing cells filled.
+        """
+        from pymsem.effects.imputation import impute
+
+        return impute(self, m=m, seed=seed, stacked=stacked)
 
     def table(
         self,
@@ -673,5 +704,6 @@ class MSEMFit:
         return (
             f"MSEMFit({self.run.chains} chains x {self.run.draws} draws, {self.run.sampler}, "
             f"{self.compiled.formulation.name} likelihood; max R-hat {d['max_rhat']:.3f}, "
-            f"min bulk ESS {d['min_ess_bulk']:.0f}, {d['divergences']} divergences)"
+            f"min bulk ESS {d['min_ess_bulk']:.0f}, {d['divergences']} divergences; "
+            f"missing data: {self.missing().line()})"
         )

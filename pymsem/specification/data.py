@@ -29,7 +29,10 @@ class ClusteredData:
     sizes
         Number of rows in each cluster.
     level2
-        Columns that are constant within every cluster.
+        Columns that are constant within every cluster (missing values aside).
+    excluded_rows
+        Positions (in the user's data) of rows left out because their cluster id
+        is missing (only with ``drop_missing_cluster=True``).
     """
 
     frame: pd.DataFrame
@@ -38,19 +41,30 @@ class ClusteredData:
     cluster_index: np.ndarray
     sizes: np.ndarray
     level2: frozenset[str]
+    excluded_rows: tuple[int, ...] = ()
+    source_rows: np.ndarray | None = None  # position in the user's data of every row of ``frame``
 
     @property
     def n_obs(self) -> int:
         return len(self.frame)
 
     @property
+    def has_missing(self) -> bool:
+        """Whether any used cell is missing."""
+        return bool(self.frame.isna().to_numpy().any())
+
+    @property
     def n_clusters(self) -> int:
         return len(self.cluster_ids)
 
     def cluster_values(self, column: str) -> np.ndarray:
-        """One value per cluster of a level-2 column."""
-        first = np.r_[0, np.cumsum(self.sizes)[:-1]]
-        return self.frame[column].to_numpy()[first]
+        """One value per cluster of a level-2 column (NaN where the cluster has none observed)."""
+        x = self.frame[column].to_numpy(dtype=float)
+        ok = ~np.isnan(x)
+        out = np.full(self.n_clusters, np.nan)
+        # Rows are sorted by cluster, so the last write per cluster is one of its observed values.
+        out[self.cluster_index[ok]] = x[ok]
+        return out
 
     def variance_components(self, column: str) -> tuple[float, float]:
         """Within and between variance of a column (one-way ANOVA estimates).
@@ -61,28 +75,39 @@ class ClusteredData:
         """
         x = self.frame[column].to_numpy(dtype=float)
         if column in self.level2:
-            return 0.0, float(np.var(self.cluster_values(column), ddof=1))
-        means = np.bincount(self.cluster_index, weights=x) / self.sizes
-        dev = x - means[self.cluster_index]
-        dof = max(self.n_obs - self.n_clusters, 1)
+            v = self.cluster_values(column)
+            return 0.0, float(np.var(v[~np.isnan(v)], ddof=1))
+        ok = ~np.isnan(x)  # observed values only: these scales set priors and starting values
+        idx, x = self.cluster_index[ok], x[ok]
+        sizes = np.bincount(idx, minlength=self.n_clusters)
+        has = sizes > 0
+        means = np.bincount(idx, weights=x, minlength=self.n_clusters)[has] / sizes[has]
+        dev = x - (np.bincount(idx, weights=x, minlength=self.n_clusters) / np.maximum(sizes, 1))[idx]
+        dof = max(len(x) - int(has.sum()), 1)
         within = float(dev @ dev / dof)
-        n_bar = float(np.mean(self.sizes))
+        n_bar = float(np.mean(sizes[has]))
         between = float(np.var(means, ddof=1)) - within / n_bar
         total = float(np.var(x, ddof=1))
         return within, max(between, 0.01 * total)
 
 
-def prepare_data(data: pd.DataFrame, cluster: str, columns: list[str]) -> ClusteredData:
+def prepare_data(
+    data: pd.DataFrame, cluster: str, columns: list[str], drop_missing_cluster: bool = False
+) -> ClusteredData:
     """Validate and sort the data for the columns a model uses.
+
+    Missing values of used columns are kept (as NaN): the likelihood models
+    them. A row whose cluster id is missing cannot be placed in a cluster; it
+    is refused unless ``drop_missing_cluster`` is set, in which case it is left
+    out and reported (``excluded_rows``).
 
     Raises
     ------
     MSEMDataError
         When the cluster column or a used column is absent, a used column is
-        not numeric, the cluster column has missing values, there are fewer
-        than two clusters, or a used column has missing values (modeling
-        missing data is not yet supported, and rows are never dropped
-        silently).
+        not numeric, the cluster column has missing values (and
+        ``drop_missing_cluster`` is not set), a used column has no observed
+        value, or there are fewer than two clusters.
     """
     if not isinstance(data, pd.DataFrame):
         raise MSEMDataError(f"data must be a pandas DataFrame, got {type(data).__name__}.")
@@ -98,13 +123,22 @@ def prepare_data(data: pd.DataFrame, cluster: str, columns: list[str]) -> Cluste
             f"declared as a latent variable." + closest(c, list(map(str, data.columns)))
         )
     ids = data[cluster]
+    excluded: tuple[int, ...] = ()
+    kept = np.arange(len(data))
     if ids.isna().any():
-        rows = [int(i) for i in np.flatnonzero(ids.isna().to_numpy())[:10]]
-        raise MSEMDataError(
-            f"Cluster column {cluster!r} has {int(ids.isna().sum())} missing value(s) (rows {rows}"
-            f"{' ...' if ids.isna().sum() > 10 else ''}). A row without a cluster cannot be placed: "
-            f"fill in the cluster ids or remove those rows before fitting."
-        )
+        bad = np.flatnonzero(ids.isna().to_numpy())
+        if not drop_missing_cluster:
+            labels = [data.index[i] for i in bad[:10]]
+            raise MSEMDataError(
+                f"Cluster column {cluster!r} has {len(bad)} missing value(s) (rows with index {labels}"
+                f"{' ...' if len(bad) > 10 else ''}). A row without a cluster cannot be placed: fill in "
+                f"the cluster ids, or pass drop_missing_cluster=True to MSEM(...) to leave these rows "
+                f"out (the fit reports how many)."
+            )
+        excluded = tuple(int(i) for i in bad)
+        kept = np.flatnonzero(ids.notna().to_numpy())
+        data = data.iloc[kept]
+        ids = data[cluster]
     for c in columns:
         if not pd.api.types.is_numeric_dtype(data[c]) or pd.api.types.is_bool_dtype(data[c]):
             bad = data[c][pd.to_numeric(data[c], errors="coerce").isna() & data[c].notna()]
@@ -114,12 +148,10 @@ def prepare_data(data: pd.DataFrame, cluster: str, columns: list[str]) -> Cluste
                 f"(pd.to_numeric, or dummy-code categories) before fitting."
             )
     for c in columns:
-        n_na = int(data[c].isna().sum())
-        if n_na:
+        if data[c].isna().all():
             raise MSEMDataError(
-                f"Column {c!r} has {n_na} missing value(s). Modeling missing data is not supported yet, "
-                f"and pymsem never drops rows silently: impute or remove those rows explicitly, "
-                f"e.g. data.dropna(subset=[{c!r}]), and report it."
+                f"Column {c!r} has no observed value (all {len(data)} rows are missing); drop it from "
+                f"the model or fix the data."
             )
     order = np.argsort(pd.factorize(ids, sort=True)[0], kind="stable")
     frame = data.iloc[order][columns].astype(float).reset_index(drop=True)
@@ -130,12 +162,7 @@ def prepare_data(data: pd.DataFrame, cluster: str, columns: list[str]) -> Cluste
             f"at least 2 clusters (and many more for stable between-level estimates)."
         )
     sizes = np.bincount(codes)
-    level2 = set()
-    for c in columns:
-        x = frame[c].to_numpy()
-        first = np.r_[0, np.cumsum(sizes)[:-1]]
-        if np.allclose(x, x[first][codes]):
-            level2.add(c)
+    level2 = {c for c in columns if constant_within(frame[c].to_numpy(), codes, len(sizes))}
     return ClusteredData(
         frame=frame,
         cluster=cluster,
@@ -143,4 +170,23 @@ def prepare_data(data: pd.DataFrame, cluster: str, columns: list[str]) -> Cluste
         cluster_index=codes.astype(np.int64),
         sizes=sizes.astype(np.int64),
         level2=frozenset(level2),
+        excluded_rows=excluded,
+        source_rows=kept[order],
     )
+
+
+def constant_within(x: np.ndarray, codes: np.ndarray, n_clusters: int) -> bool:
+    """Whether the observed values of ``x`` are constant within every cluster."""
+    return bool(len(varying_clusters(x, codes, n_clusters)) == 0)
+
+
+def varying_clusters(x: np.ndarray, codes: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Positions of the clusters whose observed values of ``x`` are not all equal."""
+    ok = ~np.isnan(x)
+    lo = np.full(n_clusters, np.inf)
+    hi = np.full(n_clusters, -np.inf)
+    np.minimum.at(lo, codes[ok], x[ok])
+    np.maximum.at(hi, codes[ok], x[ok])
+    spread = np.where(np.isfinite(lo), hi - lo, 0.0)
+    scale = np.maximum(np.abs(hi), np.abs(lo))
+    return np.flatnonzero(spread > 1e-8 + 1e-5 * np.where(np.isfinite(scale), scale, 0.0))

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
-from pymsem.specification.data import ClusteredData, prepare_data
+from pymsem.specification.data import ClusteredData, prepare_data, varying_clusters
 from pymsem.specification.errors import MSEMDataError, MSEMSpecificationError, closest
 from pymsem.specification.objects import Covariance, Derived, Latent, Level, Path, RandomSlope, as_level
 
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from pymsem.priors import Prior
     from pymsem.results.diagram import Diagram
     from pymsem.results.fit import MSEMFit
+    from pymsem.specification.missingness import MissingReport
 
 __all__ = ["MSEM"]
 
@@ -47,6 +47,11 @@ class MSEM:
         Columns that are level-2 (cluster) variables. Columns constant within
         every cluster are recognized as level-2 without being listed; listing a
         column here checks that it is indeed constant within clusters.
+    drop_missing_cluster
+        Rows whose cluster id is missing cannot be placed and are refused with an
+        error; with ``True`` they are left out instead, and the fit and its table
+        report how many. (Missing values of the model's variables are never
+        dropped: the likelihood models them, see :meth:`missing`.)
 
     Examples
     --------
@@ -58,7 +63,13 @@ class MSEM:
     >>> _ = model.path("INT", on="REL", level="within", label="a_w")
     """
 
-    def __init__(self, data: pd.DataFrame | None, cluster: str, level2: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data: pd.DataFrame | None,
+        cluster: str,
+        level2: Sequence[str] = (),
+        drop_missing_cluster: bool = False,
+    ) -> None:
         if data is None:  # a specification only, e.g. for ms.simulate
             data = pd.DataFrame(columns=[cluster])
         if not isinstance(data, pd.DataFrame):
@@ -71,6 +82,7 @@ class MSEM:
         self.data = data
         self.cluster = cluster
         self.declared_level2 = tuple(level2)
+        self.drop_missing_cluster = bool(drop_missing_cluster)
         self.latents: list[Latent] = []
         self.paths: list[Path] = []
         self.covariances: list[Covariance] = []
@@ -368,13 +380,15 @@ class MSEM:
                     raise MSEMDataError(
                         f"level2 column {c!r} is not in the data." + closest(c, list(self.data.columns))
                     )
-            cd = prepare_data(self.data, self.cluster, list(dict.fromkeys(cols + list(self.declared_level2))))
+            cd = prepare_data(
+                self.data,
+                self.cluster,
+                list(dict.fromkeys(cols + list(self.declared_level2))),
+                drop_missing_cluster=self.drop_missing_cluster,
+            )
             for c in self.declared_level2:
                 if c not in cd.level2:
-                    x = cd.frame[c].to_numpy()
-                    varying = np.unique(
-                        cd.cluster_index[x != x[np.r_[0, np.cumsum(cd.sizes)[:-1]]][cd.cluster_index]]
-                    )
+                    varying = varying_clusters(cd.frame[c].to_numpy(float), cd.cluster_index, cd.n_clusters)
                     ids = [cd.cluster_ids[i] for i in varying[:5]]
                     raise MSEMDataError(
                         f"Column {c!r} is declared level-2 but varies within {len(varying)} cluster(s) "
@@ -424,6 +438,18 @@ class MSEM:
 
         st = self.structure()
         return prior_table(st, resolve_priors(st, Scales(st, self.clustered_data()), self.prior_overrides))
+
+    def missing(self) -> MissingReport:
+        """The missing values of the columns the model uses: by column, patterns, clusters affected.
+
+        Missing values are modeled (assumed missing at random given the model's
+        variables), never dropped; rows without a cluster id are refused unless
+        ``drop_missing_cluster=True``, and then counted here.
+        """
+        from pymsem.specification.missingness import missing_report
+
+        st = self.structure()
+        return missing_report(self.clustered_data(), st.level1, st.level2)
 
     def icc(self) -> pd.Series:
         """Intraclass correlation of each level-1 variable the model uses (one-way ANOVA estimate)."""
