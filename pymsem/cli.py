@@ -23,6 +23,22 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("model", type=int, choices=sorted(MODELS), help="tutorial model number")
     t.add_argument("--data", help="CSV with the tutorial's columns (default: the bundled school data)")
     t.add_argument("--cluster", default="schid", help="cluster id column (default: schid)")
+    t.add_argument(
+        "--missing",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="a value that marks a missing cell, e.g. -999 (repeatable; empty cells and NA always do)",
+    )
+    t.add_argument(
+        "--drop-missing-cluster",
+        action="store_true",
+        help="leave out rows without a cluster id (reported) instead of stopping with an error",
+    )
+    t.add_argument(
+        "--impute", type=int, metavar="M", help="also write M imputed data sets (needs --impute-out)"
+    )
+    t.add_argument("--impute-out", help="CSV for the stacked imputations (column 'imputation' = 1..M)")
     t.add_argument("--draws", type=int, default=1000)
     t.add_argument("--tune", type=int, default=1000)
     t.add_argument("--chains", type=int, default=4)
@@ -45,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     from pymsem.tutorial import tutorial_model
 
     try:
-        data = pd.read_csv(args.data) if args.data else load_school()
-        model = tutorial_model(args.model, data, cluster=args.cluster)
+        if args.impute and not args.impute_out:
+            raise MSEMDataError("--impute M needs --impute-out FILE.csv to write the imputations to.")
+        data = pd.read_csv(args.data, na_values=args.missing or None) if args.data else load_school()
+        model = tutorial_model(
+            args.model, data, cluster=args.cluster, drop_missing_cluster=args.drop_missing_cluster
+        )
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -62,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except (MSEMDataError, MSEMSpecificationError, FileNotFoundError) as e:
         print(f"pymsem: error: {e}", file=sys.stderr)
         return 2
+    print(model.missing() if model.missing().any else "Missing data: none")
     table = fit.table(title=f"Tutorial Model {args.model}")
     print(table)
     print(
@@ -77,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         s = fit.summary().reset_index()[OUT_COLUMNS]
         s.to_csv(args.out, index=False)
         print(f"Summary written to {args.out}")
+    if args.impute:
+        fit.impute(m=args.impute, seed=args.seed).to_csv(args.impute_out, index=False)
+        print(f"{args.impute} imputed data sets written to {args.impute_out}")
     return 0
 
 

@@ -38,31 +38,37 @@ def _check_columns(data: pd.DataFrame, cols: list[str]) -> None:
         )
 
 
-def model1(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+def model1(data: pd.DataFrame, cluster: str = "schid", drop_missing_cluster: bool = False) -> MSEM:
     """Model 1: multilevel path model on scale scores, with latent mean centering.
 
     As in the tutorial, ACH, INT and REL are the row means of their four
     indicators; each is split into a latent school mean (between) and a
     within-school deviation, and the 1-1-1 mediation model is fitted at both
     levels.
+
+    With missing items a scale score is the mean of the observed items when at least
+    half of them are observed (the usual half rule), and missing otherwise; missing
+    scores are then modeled like any missing value. Model 2 uses the items themselves
+    and needs no such rule.
     """
     _check_columns(data, [i for f in FACTORS for i in _indicators(f)])
     d = data.copy()
     for f in FACTORS:
-        d[f] = d[_indicators(f)].mean(axis=1)
-    return _mediation_paths(MSEM(d, cluster=cluster))
+        items = d[_indicators(f)]
+        d[f] = items.mean(axis=1).where(items.notna().sum(axis=1) >= items.shape[1] / 2)
+    return _mediation_paths(MSEM(d, cluster=cluster, drop_missing_cluster=drop_missing_cluster))
 
 
-def model2(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+def model2(data: pd.DataFrame, cluster: str = "schid", drop_missing_cluster: bool = False) -> MSEM:
     """Model 2: two-level SEM, three factors with four indicators each at both levels."""
     _check_columns(data, [i for f in FACTORS for i in _indicators(f)])
-    model = MSEM(data, cluster=cluster)
+    model = MSEM(data, cluster=cluster, drop_missing_cluster=drop_missing_cluster)
     for f in FACTORS:
         model.latent(f, _indicators(f), levels=("within", "between"))
     return _mediation_paths(model)
 
 
-def model3(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+def model3(data: pd.DataFrame, cluster: str = "schid", drop_missing_cluster: bool = False) -> MSEM:
     """Model 3: Model 2 with random slopes on the within a and b paths, indirect and contextual effects.
 
     Blimp: ``INT_w ~ REL_w@RSa``, ``ACH_w ~ INT_w@RSb REL_w``, ``RSa ~ 1@a_w``,
@@ -73,7 +79,7 @@ def model3(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
     from pymsem.specification.objects import RandomSlope
 
     _check_columns(data, [i for f in FACTORS for i in _indicators(f)])
-    model = MSEM(data, cluster=cluster)
+    model = MSEM(data, cluster=cluster, drop_missing_cluster=drop_missing_cluster)
     for f in FACTORS:
         model.latent(f, _indicators(f), levels=("within", "between"))
     model.path("INT", on="REL", level="within", random=RandomSlope("RSa", mean_label="a_w"))
@@ -91,7 +97,7 @@ def model3(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
     return model
 
 
-def model4(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
+def model4(data: pd.DataFrame, cluster: str = "schid", drop_missing_cluster: bool = False) -> MSEM:
     """Model 4: Model 3 with SES as a covariate at both levels and a cross-level moderator of the slopes.
 
     Blimp: ``SES ~ 1@SES_b`` (latent mean centering), ``ACH_w ~ INT_w@RSb REL_w SES_w``,
@@ -103,7 +109,7 @@ def model4(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
     from pymsem.specification.objects import RandomSlope
 
     _check_columns(data, [i for f in FACTORS for i in _indicators(f)] + ["SES"])
-    model = MSEM(data, cluster=cluster)
+    model = MSEM(data, cluster=cluster, drop_missing_cluster=drop_missing_cluster)
     for f in FACTORS:
         model.latent(f, _indicators(f), levels=("within", "between"))
     model.path("INT", on=["REL", "SES"], level="within", label=[None, "ses_int_w"],
@@ -126,8 +132,10 @@ def model4(data: pd.DataFrame, cluster: str = "schid") -> MSEM:
 MODELS = {1: model1, 2: model2, 3: model3, 4: model4}
 
 
-def tutorial_model(number: int, data: pd.DataFrame, cluster: str = "schid") -> MSEM:
-    """The tutorial's Model ``number`` on ``data``."""
+def tutorial_model(
+    number: int, data: pd.DataFrame, cluster: str = "schid", drop_missing_cluster: bool = False
+) -> MSEM:
+    """The tutorial's Model ``number`` on ``data`` (see :class:`~pymsem.MSEM` for ``drop_missing_cluster``)."""
     if number not in MODELS:
         raise ValueError(f"Tutorial model {number} is not available; choose one of {sorted(MODELS)}.")
-    return MODELS[number](data, cluster)
+    return MODELS[number](data, cluster, drop_missing_cluster=drop_missing_cluster)

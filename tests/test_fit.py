@@ -114,29 +114,29 @@ def test_build_returns_an_open_pymc_model(model2_data: pd.DataFrame) -> None:
     assert m.build() is model
 
 
-def test_cli_tutorial_1_writes_summary(tmp_path, capsys) -> None:
-    out = tmp_path / "m1.csv"
-    rc = main(
-        [
-            "tutorial",
-            "1",
-            "--draws",
-            "200",
-            "--tune",
-            "200",
-            "--chains",
-            "2",
-            "--no-progress",
-            "--out",
-            str(out),
-        ]
-    )
-    assert rc == 0
+def test_cli_tutorial_1_with_missing_cells_writes_summary_and_imputations(tmp_path, capsys) -> None:
+    """A CSV with NA cells and a -999 code: modeled, reported, imputed; nothing dropped."""
+    df = ms.datasets.load_school()
+    rng = np.random.default_rng(0)
+    holes = rng.random((len(df), 3)) < 0.05
+    for j, item in enumerate(["ACH1", "INT2", "REL3"]):
+        df.loc[holes[:, j], item] = np.nan
+    df.loc[:9, ["INT1", "INT2", "INT3"]] = -999  # INT scale score missing in these rows
+    data = tmp_path / "school_na.csv"
+    df.to_csv(data, index=False, na_rep="NA")
+    out, imp = tmp_path / "m1.csv", tmp_path / "imp.csv"
+    args = ["tutorial", "1", "--data", str(data), "--missing", "-999", "--draws", "200", "--tune", "200"]
+    args += ["--chains", "2", "--no-progress", "--out", str(out), "--impute", "3", "--impute-out", str(imp)]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     assert "Tutorial Model 1" in printed and "INT <- REL" in printed
+    assert "Missing data:" in printed and "none dropped" in printed
     s = pd.read_csv(out)
     assert list(s.columns) == OUT_COLUMNS
     assert set(s["label"].dropna()) >= {"a_w", "b_w", "c_w", "a_b", "b_b", "c_b"}
+    imputed = pd.read_csv(imp)
+    assert len(imputed) == 3 * len(df) and set(imputed["imputation"]) == {1, 2, 3}
+    assert imputed["INT"].notna().all()  # the scale score, missing in rows 0-9, is imputed
 
 
 def test_cli_reports_bad_data(tmp_path, capsys) -> None:
