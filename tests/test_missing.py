@@ -281,3 +281,71 @@ def test_augmented_and_marginal_agree_with_missing_cells() -> None:
         assert np.all(np.abs(np.median(a, 0) - np.median(b, 0)) < 0.35 * sd + 0.02), var
     imp = aug.impute(m=3)
     assert not imp[[c for c in df.columns if c[0] in "xyW"]].isna().any().any()
+
+
+def test_moderated_missing_likelihood_equals_dense_conditional_normal() -> None:
+    """Cross-level moderators with missing level-1 cells: given the moderators and slope residuals,
+    each cluster's observed values are normal (the dense check of test_moderation, on observed cells)."""
+    import pymc as pm
+    import pytensor
+    import pytensor.tensor as pt
+    from scipy.stats import multivariate_normal
+
+    from tests.test_moderation import VALUES, tiny_spec
+
+    sizes = np.array([2, 3, 4, 5, 1])
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=sizes, seed=1)
+    df = _punch(df, ["X", "M", "Y", "W"], 0.3, 6)
+    model = tiny_spec(df)
+    st, data = model.structure(), model.clustered_data()
+    ps = pattern_statistics(st, data)
+    rng = np.random.default_rng(2)
+    vals = {n: 0.2 + 0.1 * rng.standard_normal(len(g)) for n, g in st.groups.items()}
+    for n in ("lv_sd_w", "lv_sd_b", "slope_sd_b"):
+        vals[n] = 0.5 + 0.1 * rng.random(len(st.groups[n]))
+    u = 0.3 * rng.standard_normal((5, 2))
+    with pm.Model(coords={"cluster": [str(c) for c in data.cluster_ids]}):
+        syms = {n: pt.vector(n) for n in st.groups}
+        W = level_matrices(st.within, syms, pytensor_ops())
+        B = level_matrices(st.between, syms, pytensor_ops())
+        uu = pt.matrix("u")
+        ll = mg.moderated_random_slope_logp(None, st, W, B, uu, syms, ps)
+        raw = pm.modelcontext(None)["moderator_raw"]
+        f = pytensor.function([*syms.values(), uu, raw], ll, on_unused_input="ignore")
+    raw_val = rng.standard_normal((5, 1))
+    got = f(*[vals[n] for n in st.groups], u, raw_val)
+
+    Wm, Bm = level_matrices(st.within, vals), level_matrices(st.between, vals)
+    lb, ls = st.between, st.within
+    iw, iz = lb.latent.index("W"), lb.latent.index("Z")
+    p1 = len(st.level1)
+    zcol = p1 + st.level2.index("Z")
+    S = Bm.Sigma_eta
+    zvals = data.cluster_values("Z") - Bm.nu[zcol]
+    dense = multivariate_normal(0, S[iz, iz]).logpdf(zvals).sum()
+    k = S[iw, iz] / S[iz, iz]
+    eta_w = k * zvals + np.sqrt(S[iw, iw] - k * S[iz, iw]) * raw_val[:, 0]
+    y = data.frame[st.level1].to_numpy()
+    start = np.r_[0, np.cumsum(data.sizes)]
+    o = [iw, iz]
+    C, Soo_inv = S[:, o], np.linalg.inv(S[np.ix_(o, o)])
+    coef = {e: vals["path_b"][i] for i, e in enumerate(st.groups["path_b"].elements)}
+    for g in range(5):
+        eo = np.array([eta_w[g], zvals[g]])
+        dev = u[g] + np.array(
+            [coef["RSa <- W"] * eta_w[g] + coef["RSa <- Z"] * zvals[g], coef["RSb <- W"] * eta_w[g]]
+        )
+        Bg = Wm.B.copy()
+        Bg[ls.beta_random[:, 0], ls.beta_random[:, 1]] += dev[ls.beta_random[:, 2]]
+        A = np.linalg.inv(np.eye(ls.n_lat) - Bg)
+        Sw = Wm.Lambda @ A @ Wm.Psi @ A.T @ Wm.Lambda.T + Wm.Theta
+        mean_b = Bm.nu + Bm.Lambda @ C @ Soo_inv @ eo
+        Sb = Bm.Sigma - Bm.Lambda @ C @ Soo_inv @ C.T @ Bm.Lambda.T
+        n = data.sizes[g]
+        cov = np.kron(np.eye(n), Sw) + np.kron(np.ones((n, n)), Sb[:p1, :p1])
+        x = y[start[g] : start[g + 1]].ravel()
+        ok = ~np.isnan(x)
+        if ok.any():
+            dense += multivariate_normal(np.tile(mean_b[:p1], n)[ok], cov[np.ix_(ok, ok)]).logpdf(x[ok])
+    assert np.isnan(y).any()
+    assert got == pytest.approx(dense, rel=1e-8)

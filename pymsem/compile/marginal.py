@@ -338,7 +338,16 @@ def moderated_random_slope_logp(
         Rinv, ld = within_inverses(structure, within, ps, Wg=Wg, u=u_total)
         V = Sigma_cond[rest][:, rest]
         l2 = [i - p1 for i in rest if i >= p1]
-        ll, _ = missing_logp(ps, Rinv, ld, V, mean[:, rest], l2)
+        free_b = set(lb.resid_sd_free[:, 0].tolist())
+        fixed = [
+            structure.level1.index(lb.latent[lat])
+            for lat in latent
+            if lb.latent[lat] in structure.level1
+            and lb.latent[lat] in lb.single_indicator
+            and (i := lb.observed.index(lb.latent[lat])) not in free_b
+            and lb.resid_sd_fixed[i] == 0.0
+        ]
+        ll, _ = missing_logp(ps, Rinv, ld, V, mean[:, rest], l2, fixed=fixed)
         if terms is not None:
             terms.update({"W": Wg, "V": V, "mean": mean[:, rest], "level2_cols": l2})
         return logp + pt.sum(ll)

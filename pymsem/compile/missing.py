@@ -26,6 +26,7 @@ the same likelihood as :func:`pymsem.compile.marginal.marginal_logp`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,6 +188,7 @@ def missing_logp(
     mean: Any,
     level2_cols: list[int],
     per_pattern: bool = False,
+    fixed: Sequence[int] = (),
 ) -> tuple[Any, Any]:
     """Per-cluster log-likelihood of data with missing values.
 
@@ -207,6 +209,10 @@ def missing_logp(
     per_pattern
         ``Rinv`` and ``logdet_R`` are given per pattern (the same within covariance in every
         cluster), not per pair.
+    fixed
+        Level-1 cluster means that are known given what ``mean`` conditions on (zero
+        conditional variance, e.g. the latent mean of an observed moderator of a random
+        slope): they are left out of the integral instead of factoring a singular matrix.
 
     Returns
     -------
@@ -236,10 +242,14 @@ def missing_logp(
         white = pt.linalg.solve_triangular(Lx[l2inv], dx[:, :, None], lower=True)[:, :, 0]  # (G, q)
         logp_x = -0.5 * (Xm.sum(1) * _LOG2PI + chol_logdet(Lx)[l2inv] + pt.sum(pt.square(white), 1))
         m = mean_g[:, :p1] + pt.sum(A[l2inv] * white[:, :, None], axis=1)
-        L = cholesky(C)[l2inv]
     else:
         m = mean_g[:, :p1]
-        L = pt.zeros((G, 1, 1)) + cholesky(V[:p1, :p1])[None]
+        C = V[:p1, :p1][None]
+        l2inv = np.zeros(G, dtype=np.int64)
+    # z1 = m + L w, w ~ N(0, I): coordinates known given the conditioning get a zero row of L.
+    free = np.asarray([i for i in range(p1) if i not in set(fixed)], dtype=np.int64)
+    Lf = cholesky(C[:, free][:, :, free])
+    L = pt.set_subtensor(pt.zeros((Lf.shape[0], p1, len(free)))[:, free], Lf)[l2inv]
 
     Rp = Rinv[ps.pair_pattern] if per_pattern else Rinv
     ldp = logdet_R[ps.pair_pattern] if per_pattern else logdet_R
@@ -256,7 +266,7 @@ def missing_logp(
     b = _segment_sum(n[:, None] * Rd, ps.pair_cluster, G)  # (G, p1)
     Wt = _segment_sum(n[:, None, None] * Rp, ps.pair_cluster, G)  # (G, p1, p1); Rp is 0 off the pattern
     Lt = L.swapaxes(1, 2)
-    M = pt.eye(p1) + pt.matmul(pt.matmul(Lt, Wt), L)
+    M = pt.eye(len(free)) + pt.matmul(pt.matmul(Lt, Wt), L)
     LM = cholesky(M)
     v = pt.linalg.solve_triangular(LM, pt.matmul(Lt, b[:, :, None]), lower=True)
     logp = logp_x + rows - 0.5 * chol_logdet(LM) + 0.5 * pt.sum(pt.square(v), axis=(1, 2))
