@@ -8,6 +8,7 @@ from pymsem import datasets, tutorial
 from pymsem.effects.derived import contextual, indirect, total
 from pymsem.priors import Prior
 from pymsem.results.compare import compare_tables
+from pymsem.results.loo import compare
 from pymsem.simulate import simulate
 from pymsem.specification import (
     MSEM,
@@ -38,6 +39,7 @@ __all__ = [
     "Prior",
     "RandomSlope",
     "between",
+    "compare",
     "compare_tables",
     "contextual",
     "datasets",

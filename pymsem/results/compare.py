@@ -6,9 +6,10 @@ the others'.  A row missing from a model is left blank there.  The table
 renders like :class:`~pymsem.results.table.Table` (text, HTML, Markdown, LaTeX,
 CSV) and marks, per model, estimates whose credible interval excludes 0.
 
-Model-level statistics (information criteria such as LOO or WAIC, computed
-elsewhere) can be passed as ``statistics`` and are printed in a final *Model
-fit* section; nothing here computes or requires them.
+Model-level statistics (information criteria such as LOO or WAIC) can be passed
+as ``statistics`` and are printed in a final *Model fit* section;
+``statistics="loo"`` (or ``"waic"``) computes leave-one-cluster-out elpd,
+its SE, p and the IC for each fitted model (:func:`pymsem.results.loo.ic_statistics`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def compare_tables(
     blocks: Sequence[str] | str | None = None,
     title: str = "Model comparison",
     digits: int = 3,
-    statistics: pd.DataFrame | Mapping[str, Mapping[str, float]] | None = None,
+    statistics: pd.DataFrame | Mapping[str, Mapping[str, float]] | str | None = None,
 ) -> ComparisonTable:
     """Put the estimates of several models side by side.
 
@@ -77,8 +78,11 @@ def compare_tables(
     digits
         Decimals.
     statistics
-        Optional model-level statistics (e.g. LOO, WAIC), one row per statistic and one
-        column per model, shown in a final *Model fit* section.
+        Optional model-level statistics, one row per statistic and one column per model,
+        shown in a final *Model fit* section. ``"loo"`` or ``"waic"`` computes them
+        (leave-one-cluster-out ``elpd``, its SE, ``p``, ``LOOIC`` or ``WAIC``; models must
+        be fitted to the same clusters and variables); or pass
+        ``pymsem.results.loo.ic_statistics(fits, ic, thin=..., slope_draws=...)``.
 
     Returns
     -------
@@ -108,6 +112,12 @@ def compare_tables(
             raise TypeError(
                 f"{name!r}: expected a fitted model or a summary DataFrame, got {type(f).__name__}."
             )
+    if isinstance(statistics, str):
+        from pymsem.results.loo import ic_statistics
+
+        if any(isinstance(f, pd.DataFrame) for f in fits.values()):
+            raise TypeError(f"statistics={statistics!r} needs fitted models, not summary DataFrames.")
+        statistics = ic_statistics({str(n): f for n, f in fits.items()}, ic=statistics)
     if blocks is None:
         present = {b for s in summaries.values() for b in _frame(s)["block"]}
         blocks = [b for b in PAPER_BLOCKS if b in present]

@@ -504,6 +504,34 @@ class MSEMFit:
             indicators=indicators, suffixes=suffixes, title=title, ax=ax,
         )  # fmt: skip
 
+    # ------------------------------------------------------- model comparison
+    def cluster_loglik(self, **kwargs: Any) -> Any:
+        """Each cluster's log-likelihood per draw, latent variables integrated out (dims chain, draw, cluster).
+
+        See :func:`pymsem.results.loo.cluster_loglik` (``thin``, ``slope_draws``, ``seed``, ``slope_proposal``).
+        """
+        from pymsem.results.loo import cluster_loglik
+
+        return cluster_loglik(self, **kwargs)
+
+    def loo(self, pointwise: bool = False, **kwargs: Any) -> Any:
+        """Leave-one-cluster-out PSIS-LOO: how well the model predicts a new cluster (school).
+
+        The unit is a whole cluster, all its students and level-2 values together, with its
+        latent means (and random slopes) integrated out; see :mod:`pymsem.results.loo`.
+        Warns naming the clusters whose Pareto k is too high. ``kwargs``: ``thin``,
+        ``slope_draws``, ``seed``, ``slope_proposal``. Returns ``arviz_stats.ELPDDataLOO``.
+        """
+        from pymsem.results.loo import loo
+
+        return loo(self, pointwise=pointwise, **kwargs)
+
+    def waic(self, pointwise: bool = False, **kwargs: Any) -> Any:
+        """WAIC with clusters as the unit (see :func:`pymsem.results.loo.waic`); prefer :meth:`loo`."""
+        from pymsem.results.loo import waic
+
+        return waic(self, pointwise=pointwise, **kwargs)
+
     # ---------------------------------------------------------------- summary
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """Posterior summary of every parameter, by level.
