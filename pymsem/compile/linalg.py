@@ -20,7 +20,7 @@ from pytensor.tensor.blockwise import Blockwise
 from pytensor.tensor.linalg.decomposition.cholesky import Cholesky
 from pytensor.tensor.linalg.solvers.triangular import SolveTriangular
 
-__all__ = ["MaskedGradCholesky", "chol_logdet", "cholesky"]
+__all__ = ["MaskedGradCholesky", "chol_logdet", "cholesky", "solve_lower"]
 
 
 class MaskedGradCholesky(Cholesky):
@@ -43,12 +43,62 @@ class MaskedGradCholesky(Cholesky):
 _LOWER = MaskedGradCholesky(lower=True)
 
 
+#: Batches of matrices up to this size are factored with unrolled elementwise arithmetic.
+UNROLL_MAX = 8
+
+
+def _static_size(x: Any) -> int | None:
+    n = x.type.shape[-1]
+    return int(n) if n is not None and x.type.shape[-2] == n else None
+
+
 def cholesky(x: Any) -> Any:
-    """Lower Cholesky factor of a (batch of) symmetric positive definite matrices (NaN if not PD)."""
+    """Lower Cholesky factor of a (batch of) symmetric positive definite matrices (NaN if not PD).
+
+    A batch of small matrices (static size up to :data:`UNROLL_MAX`) is factored with the
+    Cholesky-Banachiewicz recursion written out in elementwise operations over the batch:
+    a batched LAPACK call costs a few microseconds per matrix in the numba backend (and as
+    much again for each solve in its gradient), which dominates when there is one small
+    matrix per cluster or per (cluster, missingness pattern).
+    """
     x = pt.as_tensor_variable(x)
     if x.ndim == 2:
         return _LOWER(x)
+    n = _static_size(x)
+    if n is not None and n <= UNROLL_MAX:
+        return _unrolled_cholesky(x, n)
     return Blockwise(_LOWER)(x)
+
+
+def _unrolled_cholesky(x: Any, n: int) -> Any:
+    L: list[list[Any]] = [[None] * n for _ in range(n)]
+    zero = pt.zeros_like(x[..., 0, 0])
+    for j in range(n):
+        d = x[..., j, j]
+        for k in range(j):
+            d = d - pt.square(L[j][k])
+        L[j][j] = pt.sqrt(d)  # NaN when not positive definite, as the LAPACK path
+        for i in range(j + 1, n):
+            v = x[..., i, j]
+            for k in range(j):
+                v = v - L[i][k] * L[j][k]
+            L[i][j] = v / L[j][j]
+    rows = [pt.stack([L[i][j] if j <= i else zero for j in range(n)], axis=-1) for i in range(n)]
+    return pt.stack(rows, axis=-2)
+
+
+def solve_lower(L: Any, b: Any) -> Any:
+    """``L^-1 b`` for (batched) lower-triangular ``L`` and matrices ``b`` (unrolled when small)."""
+    n = _static_size(L)
+    if L.ndim == 2 or n is None or n > UNROLL_MAX:
+        return pt.linalg.solve_triangular(L, b, lower=True)
+    out: list[Any] = []
+    for i in range(n):
+        v = b[..., i, :]
+        for k in range(i):
+            v = v - L[..., i, k][..., None] * out[k]
+        out.append(v / L[..., i, i][..., None])
+    return pt.stack(out, axis=-2)
 
 
 def chol_logdet(L: Any) -> Any:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pymsem.compile.likelihood import register
-from pymsem.compile.linalg import chol_logdet, cholesky
+from pymsem.compile.linalg import chol_logdet, cholesky, solve_lower
 from pymsem.compile.matrices import LevelMatrices
 from pymsem.compile.missing import (
     PatternStatistics,
@@ -129,7 +129,7 @@ def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: A
     L_W = cholesky(Sigma_W)
     logdet_W = chol_logdet(L_W)
     within = -0.5 * n_within * (p1 * log2pi + logdet_W)
-    within -= 0.5 * pt.sum(pt.square(pt.linalg.solve_triangular(L_W, stats.within_root, lower=True)))
+    within -= 0.5 * pt.sum(pt.square(solve_lower(L_W, stats.within_root)))
     within -= 0.5 * p1 * stats.log_n_sum
 
     pad = pt.zeros((pb, pb))
@@ -137,9 +137,9 @@ def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: A
     V = Sigma_B[None, :, :] + pad[None, :, :] / stats.sizes[:, None, None]
     L = cholesky(V)
     logdet = chol_logdet(L)
-    scatter = pt.sum(pt.square(pt.linalg.solve_triangular(L, stats.roots, lower=True)), axis=(1, 2))
+    scatter = pt.sum(pt.square(solve_lower(L, stats.roots)), axis=(1, 2))
     d = (stats.means - nu[None, :])[:, :, None]
-    quad = pt.sum(pt.square(pt.linalg.solve_triangular(L, d, lower=True)), axis=(1, 2))
+    quad = pt.sum(pt.square(solve_lower(L, d)), axis=(1, 2))
     between = pt.sum(-0.5 * stats.counts * (pb * log2pi + logdet + quad) - 0.5 * scatter)
     return within + between
 
@@ -221,7 +221,7 @@ def random_slope_logp_woodbury(
     logdet_W = pt.sum(pt.log(theta)) + chol_logdet(Lpsi) + chol_logdet(LC)
     P = pt.matmul(LamD.T[None, :, :], stats.cluster_roots)  # (G, m, p1)
     tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - pt.sum(
-        pt.square(pt.linalg.solve_triangular(LC, P, lower=True)), axis=(1, 2)
+        pt.square(solve_lower(LC, P)), axis=(1, 2)
     )
     within_ll = -0.5 * (n - 1) * (p1 * log2pi + logdet_W) - 0.5 * tr - 0.5 * p1 * np.log(n)
 
@@ -245,9 +245,7 @@ def random_slope_logp_woodbury(
     logdet_V = pt.sum(pt.log(E), axis=1) + logdet_K + chol_logdet(Lcap)
     d = stats.cluster_vectors - between.nu[None, :]
     w = pt.sum(UE * d[:, :, None], axis=1)[:, :, None]  # (G, k, 1)
-    quad = pt.sum(pt.square(d) / E, axis=1) - pt.sum(
-        pt.square(pt.linalg.solve_triangular(Lcap, w, lower=True)), axis=(1, 2)
-    )
+    quad = pt.sum(pt.square(d) / E, axis=1) - pt.sum(pt.square(solve_lower(Lcap, w)), axis=(1, 2))
     between_ll = -0.5 * (pb * log2pi + logdet_V + quad)
     return pt.sum(within_ll + between_ll)
 
@@ -294,7 +292,7 @@ def moderated_random_slope_logp(
         cols = [level2_cols[lb.latent[lat]] for lat in known]
         eta_k = Z[:, cols] - between.nu[cols][None, :]
         Lk = cholesky(S[known][:, known])
-        white = pt.linalg.solve_triangular(Lk, eta_k.T, lower=True)  # (k, G)
+        white = solve_lower(Lk, eta_k.T)  # (k, G)
         logp += -0.5 * pt.sum(pt.square(white)) - G * (
             0.5 * len(known) * np.log(2 * np.pi) + 0.5 * chol_logdet(Lk)
         )
@@ -306,7 +304,7 @@ def moderated_random_slope_logp(
         raw = pm.Normal("moderator_raw", 0.0, 1.0, dims=("cluster", "moderator"))
         if known:
             # eta_l | eta_k ~ N(K eta_k, S_ll - K S_kl), K = S_lk S_kk^-1, through the whitened eta_k.
-            Wt = pt.linalg.solve_triangular(Lk, S[known][:, latent], lower=True)  # (k, l)
+            Wt = solve_lower(Lk, S[known][:, latent])  # (k, l)
             mean = pt.dot(white.T, Wt)
             cond = S[latent][:, latent] - pt.dot(Wt.T, Wt)
         else:
@@ -330,9 +328,9 @@ def moderated_random_slope_logp(
     C = S[:, mods]
     Lo = cholesky(S[mods][:, mods])
     LC = pt.dot(between.Lambda, C)  # (pb, o)
-    A_ = pt.linalg.solve_triangular(Lo, LC.T, lower=True)  # (o, pb): Lo^-1 C' Lambda'
+    A_ = solve_lower(Lo, LC.T)  # (o, pb): Lo^-1 C' Lambda'
     Sigma_cond = between.Sigma - pt.dot(A_.T, A_)
-    mean = between.nu[None, :] + pt.dot(pt.linalg.solve_triangular(Lo, eta_o.T, lower=True).T, A_)
+    mean = between.nu[None, :] + pt.dot(solve_lower(Lo, eta_o.T).T, A_)
     rest = [i for i in range(pb) if i not in {level2_cols[lb.latent[lat]] for lat in known}]
     if ps is not None:
         Rinv, ld = within_inverses(structure, within, ps, Wg=Wg, u=u_total)
@@ -423,7 +421,7 @@ def _within_part(stats: SufficientStatistics, Wg: Any) -> Any:
 
     n, p1 = stats.cluster_sizes, stats.p1
     LW = cholesky(Wg)
-    tr = pt.sum(pt.square(pt.linalg.solve_triangular(LW, stats.cluster_roots, lower=True)), axis=(1, 2))
+    tr = pt.sum(pt.square(solve_lower(LW, stats.cluster_roots)), axis=(1, 2))
     return -0.5 * (n - 1) * (p1 * np.log(2 * np.pi) + chol_logdet(LW)) - 0.5 * tr - 0.5 * p1 * np.log(n)
 
 
@@ -438,7 +436,7 @@ def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any,
     V = (Sigma_B[None, :, :] + pad / n[:, None, None])[:, rest][:, :, rest]
     LV = cholesky(V)
     d = (stats.cluster_vectors[:, rest] - (mean[:, rest] if mean.ndim == 2 else mean[None, rest]))[:, :, None]
-    quad = pt.sum(pt.square(pt.linalg.solve_triangular(LV, d, lower=True)), axis=(1, 2))
+    quad = pt.sum(pt.square(solve_lower(LV, d)), axis=(1, 2))
     return -0.5 * (len(rest) * np.log(2 * np.pi) + chol_logdet(LV) + quad)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pymsem.compile.linalg import chol_logdet, cholesky
+from pymsem.compile.linalg import chol_logdet, cholesky, solve_lower
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.data import ClusteredData
 
@@ -147,7 +147,7 @@ def padded_inverse(S: Any, mask: Any) -> tuple[Any, Any]:
     Sp = _padded(S, mask)
     L = cholesky(Sp)
     p = mask.shape[-1]
-    Li = pt.linalg.solve_triangular(L, pt.eye(p) + pt.zeros_like(Sp), lower=True)
+    Li = solve_lower(L, pt.eye(p) + pt.zeros_like(Sp))
     return pt.matmul(Li.swapaxes(-1, -2), Li) * mask[..., :, None] * mask[..., None, :], chol_logdet(L)
 
 
@@ -161,13 +161,16 @@ def woodbury_padded_inverse(theta: Any, Lambda: Any, Sinv: Any, logdet_S: Any, m
 
     t_inv = mask / theta  # 0 at missing coordinates
     LamD = Lambda * t_inv[..., :, None]  # (.., p, m)
-    cap = Sinv + pt.matmul(Lambda.T, LamD)
+    # Products over the p indicators and the m factors as broadcast sums: batched matmuls of
+    # tiny matrices cost a call per matrix in the numba backend.
+    cap = Sinv + pt.sum(Lambda[..., :, :, None] * LamD[..., :, None, :], axis=-3)
     Lc = cholesky(cap)
-    X = pt.linalg.solve_triangular(Lc, LamD.swapaxes(-1, -2), lower=True)  # (.., m, p)
+    X = solve_lower(Lc, LamD.swapaxes(-1, -2))  # (.., m, p)
     i = np.arange(mask.shape[-1])
     # Adding the diagonal by indexing: ``eye * t_inv`` is rewritten to a batched AllocDiag,
     # which the numba backend runs in object mode.
-    Rinv = pt.inc_subtensor((-pt.matmul(X.swapaxes(-1, -2), X))[..., i, i], t_inv)
+    XtX = pt.sum(X[..., :, :, None] * X[..., :, None, :], axis=-3)
+    Rinv = pt.inc_subtensor((-XtX)[..., i, i], t_inv)
     logdet = pt.sum(mask * pt.log(theta), axis=-1) + logdet_S + chol_logdet(Lc)
     return Rinv, logdet
 
@@ -236,10 +239,10 @@ def missing_logp(
         l2inv = l2inv.ravel()
         V11, V1x, Vxx = V[:p1, :p1], V[:p1, p1:], V[p1:, p1:]
         Lx = cholesky(_padded(Vxx[None], l2pat))  # (Q, q, q)
-        A = pt.linalg.solve_triangular(Lx, V1x.T[None] * l2pat[:, :, None], lower=True)  # (Q, q, p1)
+        A = solve_lower(Lx, V1x.T[None] * l2pat[:, :, None])  # (Q, q, p1)
         C = V11[None] - pt.matmul(A.swapaxes(1, 2), A)
         dx = (X - mean_g[:, p1:]) * Xm
-        white = pt.linalg.solve_triangular(Lx[l2inv], dx[:, :, None], lower=True)[:, :, 0]  # (G, q)
+        white = solve_lower(Lx[l2inv], dx[:, :, None])[:, :, 0]  # (G, q)
         logp_x = -0.5 * (Xm.sum(1) * _LOG2PI + chol_logdet(Lx)[l2inv] + pt.sum(pt.square(white), 1))
         m = mean_g[:, :p1] + pt.sum(A[l2inv] * white[:, :, None], axis=1)
     else:
@@ -268,6 +271,6 @@ def missing_logp(
     Lt = L.swapaxes(1, 2)
     M = pt.eye(len(free)) + pt.matmul(pt.matmul(Lt, Wt), L)
     LM = cholesky(M)
-    v = pt.linalg.solve_triangular(LM, pt.matmul(Lt, b[:, :, None]), lower=True)
+    v = solve_lower(LM, pt.matmul(Lt, b[:, :, None]))
     logp = logp_x + rows - 0.5 * chol_logdet(LM) + 0.5 * pt.sum(pt.square(v), axis=(1, 2))
     return logp, (m, L, LM, b)
