@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 from scipy.special import logsumexp
@@ -312,3 +313,17 @@ def test_statistics_for_compare_tables(model2_fit) -> None:
     assert s.loc["Clusters", "Model 2"] == model2_fit.compiled.data.n_clusters
     text = str(ms.compare_tables({"Model 2": model2_fit}, statistics=s))
     assert "elpd_loo" in text and "p_loo" in text
+    table = ms.compare_tables({"Model 2": model2_fit}, statistics="loo")
+    pd.testing.assert_frame_equal(table.statistics, s)
+    with pytest.raises(TypeError, match="needs fitted models"):
+        ms.compare_tables({"Model 2": model2_fit.summary()}, statistics="loo")
+
+
+def test_high_pareto_k_warning_names_the_clusters() -> None:
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    k = xr.DataArray([0.2, 0.9, 0.75, 0.1], dims="cluster", coords={"cluster": ["s1", "s2", "s3", "s4"]})
+    with pytest.warns(lo.LooWarning, match=r"2 of 4 cluster\(s\): s2 \(k=0.90\), s3 \(k=0.75\)"):
+        lo._warn_pareto(SimpleNamespace(pareto_k=k, good_k=0.7), "LOO")
