@@ -62,7 +62,7 @@ class MissingReport:
             if len(l2):
                 parts.append(f"level-2 values missing in {int(l2['n_missing'].sum())} cluster cell(s)")
         else:
-            parts.append("no missing values")
+            parts.append("none")
         if self.n_excluded_rows:
             parts.append(f"{self.n_excluded_rows} row(s) without a cluster id excluded")
         return "; ".join(parts)
