@@ -15,7 +15,10 @@ from tests.conftest import model2_spec
 @pytest.fixture(scope="session")
 def bundled_model2_fit():
     data = ms.datasets.load_school()
-    return ms.tutorial.model2(data).fit(draws=1000, tune=1000, chains=4, seed=46, progress=False, warn=False)
+    # tune=1500: with 1000, a between residual SD near 0 reaches R-hat 1.012-1.015 on some seeds
+    # (bench/rhat_seeds.py: 9 of 10 seeds pass at tune 1000, 10 of 10 at 1500), and draws differ
+    # slightly between processes (floating-point order in the compiled graph).
+    return ms.tutorial.model2(data).fit(draws=1000, tune=1500, chains=4, seed=46, progress=False, warn=False)
 
 
 def test_bundled_model2_paths_agree_with_generating_values(bundled_model2_fit) -> None:
