@@ -21,45 +21,10 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import pymsem as ms
-from pymsem.compile.matrices import level_matrices
 from pymsem.results import loo as lo
 from tests.test_formulations import CASES, SIZES_TINY, _eval, _params
-from tests.test_missing import _punch, _tiny_case
+from tests.test_missing import _dense_per_cluster, _punch, _tiny_case
 from tests.test_random_slopes import MODEL3_TRUTH, model3_spec
-
-
-def _dense_per_cluster(
-    m: ms.MSEM, vec: dict[str, np.ndarray], slopes: np.ndarray | None = None
-) -> np.ndarray:
-    """Each cluster's dense normal log density of its observed values (students stacked, level-2 last)."""
-    st, cd = m.structure(), m.clustered_data()
-    W, B = level_matrices(st.within, vec), level_matrices(st.between, vec)
-    p1 = len(st.level1)
-    Y = cd.frame[st.level1].to_numpy(float)
-    Z2 = (
-        np.column_stack([cd.cluster_values(c) for c in st.level2])
-        if st.level2
-        else np.zeros((cd.n_clusters, 0))
-    )
-    out = np.zeros(cd.n_clusters)
-    for g in range(cd.n_clusters):
-        SW = W.Sigma
-        if slopes is not None:
-            ls = st.within
-            Bg = W.B.copy()
-            Bg[ls.beta_random[:, 0], ls.beta_random[:, 1]] += slopes[g, ls.beta_random[:, 2]]
-            A = np.linalg.inv(np.eye(ls.n_lat) - Bg)
-            SW = W.Lambda @ A @ W.Psi @ A.T @ W.Lambda.T + W.Theta
-        y = Y[cd.cluster_index == g]
-        n = len(y)
-        x = np.concatenate([y.ravel(), Z2[g]])
-        mean = np.concatenate([np.tile(B.nu[:p1], n), B.nu[p1:]])
-        S11 = np.kron(np.eye(n), SW) + np.kron(np.ones((n, n)), B.Sigma[:p1, :p1])
-        S12 = np.kron(np.ones((n, 1)), B.Sigma[:p1, p1:])
-        cov = np.block([[S11, S12], [S12.T, B.Sigma[p1:, p1:]]])
-        o = ~np.isnan(x)
-        out[g] = stats.multivariate_normal(mean[o], cov[np.ix_(o, o)]).logpdf(x[o])
-    return out
 
 
 def _quick(st, cd) -> dict:

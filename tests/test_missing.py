@@ -35,8 +35,10 @@ def _punch(df: pd.DataFrame, cols: list[str], share: float, seed: int) -> pd.Dat
     return out
 
 
-def _dense_observed(m: ms.MSEM, vec: dict[str, np.ndarray], slopes: np.ndarray | None = None) -> float:
-    """Sum over clusters of the dense normal density of the cluster's observed values."""
+def _dense_per_cluster(
+    m: ms.MSEM, vec: dict[str, np.ndarray], slopes: np.ndarray | None = None
+) -> np.ndarray:
+    """Each cluster's dense normal log density of its observed values (students stacked, level-2 last)."""
     st, cd = m.structure(), m.clustered_data()
     W, B = level_matrices(st.within, vec), level_matrices(st.between, vec)
     p1 = len(st.level1)
@@ -46,7 +48,7 @@ def _dense_observed(m: ms.MSEM, vec: dict[str, np.ndarray], slopes: np.ndarray |
         if st.level2
         else np.zeros((cd.n_clusters, 0))
     )
-    total = 0.0
+    out = np.zeros(cd.n_clusters)
     for g in range(cd.n_clusters):
         SW = W.Sigma
         if slopes is not None:
@@ -64,8 +66,13 @@ def _dense_observed(m: ms.MSEM, vec: dict[str, np.ndarray], slopes: np.ndarray |
         cov = np.block([[S11, S12], [S12.T, B.Sigma[p1:, p1:]]])
         o = ~np.isnan(x)
         if o.any():
-            total += stats.multivariate_normal(mean[o], cov[np.ix_(o, o)]).logpdf(x[o])
-    return total
+            out[g] = stats.multivariate_normal(mean[o], cov[np.ix_(o, o)]).logpdf(x[o])
+    return out
+
+
+def _dense_observed(m: ms.MSEM, vec: dict[str, np.ndarray], slopes: np.ndarray | None = None) -> float:
+    """Sum over clusters of the dense normal density of the cluster's observed values."""
+    return float(_dense_per_cluster(m, vec, slopes).sum())
 
 
 def _tiny_case(name: str, share: float = 0.25) -> tuple[ms.MSEM, dict[str, np.ndarray]]:

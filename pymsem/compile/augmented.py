@@ -345,10 +345,7 @@ class AugmentedLikelihood:
         p1 = len(structure.level1)
         G, N = data.n_clusters, data.n_obs
         Y = data.frame[structure.level1].to_numpy(float)  # (N, p1)
-        if structure.level2:
-            Z2 = np.column_stack([data.cluster_values(c).astype(float) for c in structure.level2])
-        else:
-            Z2 = np.zeros((G, 0))
+        Z2 = data.level2_values(structure.level2)
         Y = _fill_missing(model, "y_missing", Y, data.cluster_index)
         Z2 = _fill_missing(model, "level2_missing", Z2, np.zeros(G, dtype=np.int64))
         nu = between.nu if between.nu is not None else pt.zeros(be.n_obs)

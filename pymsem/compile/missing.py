@@ -113,10 +113,7 @@ def pattern_statistics(structure: ModelStructure, data: ClusteredData) -> Patter
             s = np.bincount(idx, weights=dev[rows, j] * dev[rows, k], minlength=len(multi))
             scatter[:, j, k] = s
             scatter[:, k, j] = s
-    if structure.level2:
-        X = np.column_stack([data.cluster_values(c) for c in structure.level2]).astype(float)
-    else:
-        X = np.zeros((G, 0))
+    X = data.level2_values(structure.level2)
     return PatternStatistics(
         n_clusters=G,
         p1=p1,

@@ -144,10 +144,7 @@ def _impute_marginal(fit: MSEMFit, draws: list[tuple[int, int]], seed: int | Non
 
 
 def _level2_values(fit: MSEMFit) -> np.ndarray:
-    st, data = fit.compiled.structure, fit.compiled.data
-    if not st.level2:
-        return np.zeros((data.n_clusters, 0))
-    return np.column_stack([data.cluster_values(c) for c in st.level2])
+    return fit.compiled.data.level2_values(fit.compiled.structure.level2)
 
 
 def _impute_augmented(fit: MSEMFit, draws: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -66,6 +66,12 @@ class ClusteredData:
         out[self.cluster_index[ok]] = x[ok]
         return out
 
+    def level2_values(self, columns: list[str]) -> np.ndarray:
+        """``(clusters, len(columns))`` values of level-2 columns (NaN where a cluster has none)."""
+        if not columns:
+            return np.zeros((self.n_clusters, 0))
+        return np.column_stack([self.cluster_values(c) for c in columns])
+
     def variance_components(self, column: str) -> tuple[float, float]:
         """Within and between variance of a column (one-way ANOVA estimates).
 
