@@ -20,10 +20,11 @@ from pymsem.results.fit import MSEMFit
 from pymsem.sample import sample_compiled
 
 
-def run(model_number: int, sampler: str, draws: int, tune: int, seed: int) -> dict:
+def run(model_number: int, sampler: str, draws: int, tune: int, seed: int, formulation: str = "auto") -> dict:
+    """Fit tutorial Model ``model_number`` on the bundled data once and time it."""
     model = ms.tutorial.tutorial_model(model_number, ms.datasets.load_school())
     t0 = time.perf_counter()
-    compiled = model.compile()
+    compiled = model.compile(formulation)
     build_s = time.perf_counter() - t0
     run = sample_compiled(
         compiled, draws=draws, tune=tune, chains=4, seed=seed, sampler=sampler, progress=False

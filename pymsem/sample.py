@@ -53,12 +53,18 @@ def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> 
     # at exactly 0 the gradient with respect to their scales and correlations vanishes, and nutpie
     # refuses an initial point with a zero gradient entry.
     fixed = np.random.default_rng(20260101)
-    raw = [rv for rv in model.free_RVs if rv.name.endswith("_raw") and rv.name not in out]
+    # Centered slope deviations likewise, on the scale of a small slope.
+    raw = [
+        rv
+        for rv in model.free_RVs
+        if (rv.name.endswith("_raw") or rv.name == "slope_dev") and rv.name not in out
+    ]
     if raw:
         point = model.initial_point()
         for rv in raw:
             shape = point[model.rvs_to_values[rv].name].shape
-            out[rv.name] = 0.1 * (rng or fixed).standard_normal(shape)
+            scale = 0.1 if rv.name.endswith("_raw") else 0.02
+            out[rv.name] = scale * (rng or fixed).standard_normal(shape)
     return out
 
 

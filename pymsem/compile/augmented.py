@@ -53,6 +53,12 @@ import numpy as np
 
 from pymsem.compile.likelihood import register
 from pymsem.compile.matrices import LevelMatrices
+from pymsem.compile.slopes import (
+    SlopeSettings,
+    add_random_slopes,
+    cluster_latent_covariance,
+    moderated_deviations,
+)
 from pymsem.compile.structure import LevelStructure, ModelStructure
 from pymsem.specification.data import ClusteredData
 
@@ -220,6 +226,52 @@ def split_gaussian(
     return logp, unknown_values
 
 
+def split_gaussian_grouped(
+    covs: Any,
+    known: np.ndarray,
+    unknown: np.ndarray,
+    known_values: Any,
+    raw: Any,
+    groups: np.ndarray,
+) -> tuple[Any, Any]:
+    """:func:`split_gaussian` when each row's covariance is its group's (one per cluster).
+
+    ``covs`` is ``(G, m, m)`` and row ``i`` is a draw of ``N(0, covs[groups[i]])``; this is
+    the within level with random slopes, whose latent covariance differs between clusters.
+    Factorizations are per group, the whitening per row.
+    """
+    import pytensor.tensor as pt
+
+    from pymsem.compile.linalg import chol_logdet, cholesky, solve_lower
+
+    no, nu_ = len(known), len(unknown)
+    G = int(groups.max()) + 1 if len(groups) else 0
+    logp: Any = pt.constant(0.0)
+    unknown_values = None
+    if no:
+        L_o = cholesky(covs[:, known][:, :, known])  # (G, no, no)
+        Linv = solve_lower(L_o, pt.zeros((G, no, no)) + pt.eye(no)[None])
+        V = pt.sum(Linv[groups] * known_values[:, None, :], axis=-1)  # (N, no): L_o^-1 x_o per row
+        counts = np.bincount(groups, minlength=G).astype(float)
+        logp = (
+            -0.5 * pt.sum(pt.square(V))
+            - 0.5 * pt.sum(counts * chol_logdet(L_o))
+            - 0.5 * len(groups) * no * _LOG2PI
+        )
+    if nu_:
+        cov_uu = covs[:, unknown][:, :, unknown]
+        if no:
+            W = solve_lower(L_o, covs[:, known][:, :, unknown])  # (G, no, nu)
+            cond = cov_uu - pt.matmul(W.transpose(0, 2, 1), W)
+            L_u = cholesky(0.5 * (cond + cond.transpose(0, 2, 1)))
+            unknown_values = pt.sum(V[:, :, None] * W[groups], axis=1)
+        else:
+            L_u = cholesky(cov_uu)
+            unknown_values = 0.0
+        unknown_values = unknown_values + pt.sum(L_u[groups] * raw[:, None, :], axis=-1)
+    return logp, unknown_values
+
+
 def _add_coord(model: Any, name: str, values: list[str]) -> None:
     if name not in model.coords:
         model.add_coord(name, values)
@@ -305,13 +357,12 @@ class AugmentedLikelihood:
     """
 
     name: ClassVar[str] = "augmented"
+    slopes: SlopeSettings = SlopeSettings()
 
     def supports(self, structure: ModelStructure) -> str | None:
         """``None`` if the model can be augmented, else why not."""
         if not structure.level1:
             return "it needs at least one level-1 (within-varying) variable"
-        if getattr(structure, "random_slopes", None):
-            return "random slopes are not implemented in the augmented formulation yet (use 'marginal')"
         wi, be = structure.within, structure.between
         w_res = set(_nonzero_residuals(wi).tolist())
         for i, v in enumerate(wi.observed):
@@ -382,6 +433,9 @@ class AugmentedLikelihood:
         mu = nu[:p1][None, :] + lam_eta[:, :p1]  # latent cluster means (G, p1)
         if eps_u is not None:
             mu = pt.inc_subtensor(mu[:, lay.b_resid_sampled], eps_u)
+        u_total = None
+        if structure.random_slopes:
+            u_total = self._slopes(structure, params, eta_o, eta_u, lay)
 
         # -------------------------------------------------------------- within
         Lw = within.Lambda
@@ -392,7 +446,13 @@ class AugmentedLikelihood:
             _add_coord(model, "latent_w", [wi.latent[j] for j in lay.w_unknown])
             eta_w_raw = _innovations("eta_w_raw", ("obs", "latent_w"), (N, len(lay.w_unknown)), 3)
         xi_o = dev[:, lay.w_known_obs] if len(lay.w_known) else None
-        lp, xi_u = split_gaussian(within.Sigma_eta, lay.w_known, lay.w_unknown, xi_o, eta_w_raw)
+        if u_total is None:
+            lp, xi_u = split_gaussian(within.Sigma_eta, lay.w_known, lay.w_unknown, xi_o, eta_w_raw)
+        else:
+            Sg = cluster_latent_covariance(structure, within, u_total, G)
+            lp, xi_u = split_gaussian_grouped(
+                Sg, lay.w_known, lay.w_unknown, xi_o, eta_w_raw, data.cluster_index
+            )
         terms.append(lp)
         if len(lay.w_resid):
             r = lay.w_resid
@@ -405,3 +465,28 @@ class AugmentedLikelihood:
             lp, _ = split_gaussian(within.Theta, r, empty, resid, None, lay.w_resid_diagonal)
             terms.append(lp)
         pm.Potential("loglik", pt.add(*terms))
+
+    def _slopes(
+        self, structure: ModelStructure, params: dict[str, Any], eta_o: Any, eta_u: Any, lay: AugmentedLayout
+    ) -> Any:
+        """The clusters' slope deviations ``u_g + Gamma eta_o,g``; the moderators are between latents here."""
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        u = add_random_slopes(structure, params, self.slopes)
+        mods = sorted({lat for r in structure.random_slopes for lat, _ in r.moderators})
+        if not mods:
+            return u
+        known, unknown = lay.b_known.tolist(), lay.b_unknown.tolist()
+        eta = {
+            lat: (eta_o[:, known.index(lat)] if lat in known else eta_u[:, unknown.index(lat)])
+            for lat in mods
+        }
+        model = pm.modelcontext(None)
+        _add_coord(model, "slope_moderator", [structure.between.latent[lat] for lat in mods])
+        pm.Deterministic(
+            "moderator_values",
+            pt.stack([eta[lat] for lat in mods], axis=1),
+            dims=("cluster", "slope_moderator"),
+        )
+        return moderated_deviations(structure, u, params, eta)

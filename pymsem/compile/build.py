@@ -11,6 +11,7 @@ import pandas as pd
 from pymsem.compile.likelihood import Formulation, get_formulation
 from pymsem.compile.matrices import level_matrices, pytensor_ops
 from pymsem.compile.scales import Scales, initial_values
+from pymsem.compile.slopes import SlopeSettings, centered_slopes
 from pymsem.compile.structure import KIND_TITLES, ModelStructure, ParamGroup
 from pymsem.priors import Prior, ResolvedPrior, default_prior
 from pymsem.specification.data import ClusteredData
@@ -153,12 +154,15 @@ def build_pymc_model(
     data: ClusteredData,
     overrides: dict[str, Prior] | None = None,
     formulation: str = "auto",
+    slopes: str = "auto",
 ) -> CompiledModel:
     """Compile the structure and data into a ``pm.Model``.
 
     Parameters are vectors named after their kind and level (``path_w``,
     ``loading_b``, ``lv_sd_w``, ...), with dimensions whose coordinates are
-    the parameters (``"INT <- REL"``, ``"ACH2 by ACH"``).
+    the parameters (``"INT <- REL"``, ``"ACH2 by ACH"``). ``slopes`` chooses the random
+    slopes' parametrization (``"auto"``, ``"centered"``, ``"noncentered"``; see
+    :mod:`pymsem.compile.slopes`).
     """
     import pymc as pm
 
@@ -167,8 +171,10 @@ def build_pymc_model(
     form = get_formulation(formulation, structure)
     coords = {g.dim: list(g.elements) for g in structure.groups.values()}
     coords["cluster"] = [str(c) for c in data.cluster_ids]
-    if "slope_cor" in priors:
-        form.slope_corr_prior = priors["slope_cor"][0].prior  # type: ignore[attr-defined]
+    centered = centered_slopes(slopes, data.sizes)
+    if structure.random_slopes:
+        corr = priors["slope_cor"][0].prior if "slope_cor" in priors else SlopeSettings.corr_prior
+        form.slopes = SlopeSettings(corr, centered)  # type: ignore[attr-defined]
     with pm.Model(coords=coords) as model:
         params = {name: _create_group(g, priors[name]) for name, g in structure.groups.items()}
         ops = pytensor_ops()

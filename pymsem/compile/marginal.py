@@ -35,6 +35,12 @@ from pymsem.compile.missing import (
     pattern_statistics,
     woodbury_padded_inverse,
 )
+from pymsem.compile.slopes import (
+    SlopeSettings,
+    add_random_slopes,
+    cluster_latent_covariance,
+    moderated_deviations,
+)
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.data import ClusteredData
 
@@ -312,13 +318,7 @@ def moderated_random_slope_logp(
         eta_l = mean + pt.dot(raw, cholesky(cond).T)
         for i, lat in enumerate(latent):
             eta[lat] = eta_l[:, i]
-    slope_dev = []
-    for j, r in enumerate(structure.random_slopes):
-        dev = u[:, j]
-        for lat, k in r.moderators:
-            dev = dev + params["path_b"][k] * eta[lat]
-        slope_dev.append(dev)
-    u_total = pt.stack(slope_dev, axis=1)
+    u_total = moderated_deviations(structure, u, params, eta)
     Wg = _cluster_within_cov(structure, within, u_total, G)
     # Between part conditional on the moderators.
     eta_o = pt.stack([eta[lat] for lat in mods], axis=1)  # (G, o)
@@ -399,17 +399,7 @@ def _cluster_within_cov(structure: ModelStructure, within: LevelMatrices, u: Any
     """Each cluster's within covariance ``Sigma_W,g`` given its slope deviations ``u`` (G, k)."""
     import pytensor.tensor as pt
 
-    ls = structure.within
-    m = ls.n_lat
-    r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
-    Bg = pt.zeros((G, m, m)) + within.B[None, :, :]
-    Bg = pt.inc_subtensor(Bg[:, r, c], u[:, j])
-    Ag = pt.eye(m)[None, :, :] + Bg
-    power = Bg
-    for _ in range(ls.depth - 1):
-        power = pt.matmul(power, Bg)
-        Ag = Ag + power
-    Seta = pt.matmul(pt.matmul(Ag, within.Psi[None, :, :]), Ag.transpose(0, 2, 1))
+    Seta = cluster_latent_covariance(structure, within, u, G)
     return (
         pt.matmul(pt.matmul(within.Lambda[None, :, :], Seta), within.Lambda.T[None, :, :])
         + within.Theta[None]
@@ -449,6 +439,7 @@ class MarginalLikelihood:
     """
 
     name: ClassVar[str] = "marginal"
+    slopes: SlopeSettings = SlopeSettings()
 
     def supports(self, structure: ModelStructure) -> str | None:
         if not structure.level1:
@@ -465,8 +456,6 @@ class MarginalLikelihood:
     ) -> None:
         import pymc as pm
 
-        from pymsem.compile.slopes import add_random_slopes
-
         if data.has_missing:
             self._add_missing(structure, data, within, between, params)
             return
@@ -474,7 +463,7 @@ class MarginalLikelihood:
             # The slopes stay explicit (non-centered); given them, every latent variable
             # still integrates out exactly, cluster by cluster.
             stats = sufficient_statistics(structure, data, per_cluster=True)
-            u = add_random_slopes(structure, params, getattr(self, "slope_corr_prior", None))
+            u = add_random_slopes(structure, params, self.slopes)
             if any(r.moderators for r in structure.random_slopes):
                 ll = moderated_random_slope_logp(stats, structure, within, between, u, params)
             elif woodbury_applies(structure):
@@ -498,8 +487,6 @@ class MarginalLikelihood:
         import pymc as pm
         import pytensor.tensor as pt
 
-        from pymsem.compile.slopes import add_random_slopes
-
         ps = pattern_statistics(structure, data)
         q = len(structure.level2)
         self.pattern_stats = ps
@@ -521,7 +508,7 @@ class MarginalLikelihood:
             pm.Potential("loglik", ll.sum())
             return
         _refuse_missing_known_moderators(structure, ps)
-        u = add_random_slopes(structure, params, getattr(self, "slope_corr_prior", None))
+        u = add_random_slopes(structure, params, self.slopes)
         if any(r.moderators for r in structure.random_slopes):
             self.imputation_terms = {}
             ll = moderated_random_slope_logp(

@@ -1,13 +1,26 @@
-"""Random slopes: cluster deviations ``u_g ~ MvNormal(0, diag(sd) R diag(sd))``, non-centered.
+"""Random slopes: cluster deviations ``u_g ~ MvNormal(0, diag(sd) R diag(sd))``.
 
 ``R`` has an LKJ prior (``eta = 2`` by default: mild shrinkage toward zero
-correlation); its Cholesky factor ``L`` and standard normal draws ``z_g`` give
-``u_g = diag(sd) L z_g``.  The slope of cluster ``g`` is the path's mean
-(``path_w``, labelled e.g. ``a_w``) plus ``u_g``.
+correlation). The slope of cluster ``g`` is the path's mean (``path_w``,
+labelled e.g. ``a_w``) plus ``u_g``.
+
+Two parametrizations, the same posterior:
+
+* non-centered (``slope_raw``): standard normal ``z_g`` and ``u_g = diag(sd) L z_g``
+  with ``L`` the Cholesky factor of ``R``. Best when clusters carry little
+  information about their own slopes (small clusters, small slope variance): the
+  prior of ``z_g`` does not depend on ``sd``, so there is no funnel.
+* centered (``slope_dev``): ``u_g`` itself. Best when each cluster's data pin its
+  slopes down (large clusters): then ``u_g`` is nearly independent of ``sd`` a
+  posteriori, while ``z_g = u_g / sd`` would move with ``sd`` in lockstep and
+  slow down every trajectory.
+
+``"auto"`` picks by the clusters' sizes (:func:`centered_slopes`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,14 +28,46 @@ import numpy as np
 from pymsem.compile.structure import ModelStructure
 from pymsem.priors import Prior
 
-__all__ = ["DEFAULT_SLOPE_CORR_PRIOR", "add_random_slopes", "slope_deviations"]
+__all__ = [
+    "DEFAULT_SLOPE_CORR_PRIOR",
+    "SLOPE_PARAMETRIZATIONS",
+    "SlopeSettings",
+    "add_random_slopes",
+    "centered_slopes",
+    "cluster_latent_covariance",
+    "moderated_deviations",
+    "slope_deviations",
+]
 
 DEFAULT_SLOPE_CORR_PRIOR = Prior("LKJCorr", eta=2.0)
 
+SLOPE_PARAMETRIZATIONS = ("auto", "centered", "noncentered")
 
-def add_random_slopes(
-    structure: ModelStructure, params: dict[str, Any], corr_prior: Prior | None = None
-) -> Any:
+#: With ``"auto"``, slopes are centered when the median cluster has at least this many
+#: level-1 units. See ``bench/results/slope_parametrization.md`` for the measurements.
+CENTERED_MIN_MEDIAN_SIZE = 50
+
+
+@dataclass(frozen=True)
+class SlopeSettings:
+    """How the random slopes enter the PyMC model: their correlation prior and parametrization."""
+
+    corr_prior: Prior = DEFAULT_SLOPE_CORR_PRIOR
+    centered: bool = False
+
+
+def centered_slopes(parametrization: str, cluster_sizes: np.ndarray) -> bool:
+    """Whether to center the slopes: ``"centered"``, ``"noncentered"`` or ``"auto"`` by cluster size."""
+    if parametrization not in SLOPE_PARAMETRIZATIONS:
+        raise ValueError(
+            f"Unknown slope parametrization {parametrization!r}; use one of {', '.join(SLOPE_PARAMETRIZATIONS)}."
+        )
+    if parametrization == "auto":
+        return bool(len(cluster_sizes)) and float(np.median(cluster_sizes)) >= CENTERED_MIN_MEDIAN_SIZE
+    return parametrization == "centered"
+
+
+def add_random_slopes(structure: ModelStructure, params: dict[str, Any], settings: SlopeSettings) -> Any:
     """Create the slope deviations in the current PyMC model; returns ``u`` shaped (cluster, slope)."""
     import pymc as pm
     import pytensor.tensor as pt
@@ -30,17 +75,63 @@ def add_random_slopes(
     k = len(structure.random_slopes)
     model = pm.modelcontext(None)
     model.add_coord("random_slope", [r.name for r in structure.random_slopes])
-    z = pm.Normal("slope_raw", 0.0, 1.0, dims=("cluster", "random_slope"))
     sd = params["slope_sd_b"]
-    if k == 1:
+    dims = ("cluster", "random_slope")
+    L = pm.LKJCorr("slope_corr_chol", n=k, **settings.corr_prior.params) if k > 1 else None
+    if settings.centered:
+        if L is None:
+            return pm.Normal("slope_dev", 0.0, sd, dims=dims)
+        return pm.MvNormal("slope_dev", mu=pt.zeros(k), chol=sd[:, None] * L, dims=dims)
+    z = pm.Normal("slope_raw", 0.0, 1.0, dims=dims)
+    if L is None:
         return z * sd[None, :]
-    prior = corr_prior or DEFAULT_SLOPE_CORR_PRIOR
-    L = pm.LKJCorr("slope_corr_chol", n=k, **prior.params)
     return pt.dot(z, L.T) * sd[None, :]
+
+
+def moderated_deviations(
+    structure: ModelStructure, u: Any, params: dict[str, Any], eta: dict[int, Any]
+) -> Any:
+    """Slope deviations from the path means, ``u_g + Gamma eta_o,g`` (cluster, slope).
+
+    ``eta`` maps a between latent index to its cluster values (a vector over clusters)
+    for every moderator of a slope; ``Gamma`` holds the moderators' ``path_b`` coefficients.
+    """
+    import pytensor.tensor as pt
+
+    cols = []
+    for j, r in enumerate(structure.random_slopes):
+        dev = u[:, j]
+        for lat, k in r.moderators:
+            dev = dev + params["path_b"][k] * eta[lat]
+        cols.append(dev)
+    return pt.stack(cols, axis=1)
+
+
+def cluster_latent_covariance(structure: ModelStructure, within: Any, u: Any, G: int) -> Any:
+    """Each cluster's within latent covariance ``A_g Psi A_g'`` given its slope deviations ``u`` (G, k).
+
+    ``A_g = (I - B_g)^-1`` is summed as ``I + B_g + B_g^2 + ...`` up to the path depth: the
+    within regressions are recursive, so ``B_g`` is nilpotent and the series is exact.
+    """
+    import pytensor.tensor as pt
+
+    ls = structure.within
+    m = ls.n_lat
+    r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
+    Bg = pt.zeros((G, m, m)) + within.B[None, :, :]
+    Bg = pt.inc_subtensor(Bg[:, r, c], u[:, j])
+    Ag = pt.eye(m)[None, :, :] + Bg
+    power = Bg
+    for _ in range(ls.depth - 1):
+        power = pt.matmul(power, Bg)
+        Ag = Ag + power
+    return pt.matmul(pt.matmul(Ag, within.Psi[None, :, :]), Ag.transpose(0, 2, 1))
 
 
 def slope_deviations(structure: ModelStructure, posterior: Any) -> np.ndarray:
     """Cluster slope deviations from posterior draws, shaped (chain, draw, cluster, slope)."""
+    if "slope_dev" in posterior:
+        return np.asarray(posterior["slope_dev"].values)
     z = np.asarray(posterior["slope_raw"].values)
     sd = np.asarray(posterior["slope_sd_b"].values)
     if "slope_corr_chol" in posterior:

@@ -501,25 +501,25 @@ class MSEM:
         )
 
     # ----------------------------------------------------------- compile & fit
-    def compile(self, formulation: str = "auto") -> CompiledModel:
-        """Build the PyMC model and keep what sampling needs (cached per formulation)."""
+    def compile(self, formulation: str = "auto", slopes: str = "auto") -> CompiledModel:
+        """Build the PyMC model and keep what sampling needs (cached per formulation and slopes)."""
         from pymsem.compile.build import build_pymc_model
 
-        key = f"compiled:{formulation}"
+        key = f"compiled:{formulation}:{slopes}"
         if key not in self._cache:
             self._cache[key] = build_pymc_model(
-                self.structure(), self.clustered_data(), self.prior_overrides, formulation
+                self.structure(), self.clustered_data(), self.prior_overrides, formulation, slopes
             )
         return self._cache[key]
 
-    def build(self, formulation: str = "auto") -> Any:
+    def build(self, formulation: str = "auto", slopes: str = "auto") -> Any:
         """The ``pm.Model`` that :meth:`fit` will sample (built once and cached).
 
         Add terms or priors to it inside ``with model.build():``; the next :meth:`fit` with the
         same formulation samples the modified model. Changing the specification (or a prior via
         :meth:`set_prior`) rebuilds it from scratch.
         """
-        return self.compile(formulation).pymc_model
+        return self.compile(formulation, slopes).pymc_model
 
     def fit(
         self,
@@ -533,6 +533,7 @@ class MSEM:
         progress: bool = True,
         target_accept: float = 0.8,
         warn: bool = True,
+        slopes: str = "auto",
     ) -> MSEMFit:
         """Sample the posterior with NUTS.
 
@@ -556,11 +557,16 @@ class MSEM:
             NUTS target acceptance rate.
         warn
             Warn about R-hat > 1.01, bulk ESS < 400, divergences and disagreeing chains.
+        slopes
+            Parametrization of the random slopes: ``"auto"`` (centered when the median
+            cluster has 50 or more units, else non-centered), ``"centered"`` or
+            ``"noncentered"``. The posterior is the same; the speed of sampling differs
+            (see :mod:`pymsem.compile.slopes`).
         """
         from pymsem.results.fit import MSEMFit
         from pymsem.sample import sample_compiled
 
-        compiled = self.compile(formulation)
+        compiled = self.compile(formulation, slopes)
         run = sample_compiled(
             compiled,
             draws=draws,
