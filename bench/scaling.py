@@ -5,6 +5,10 @@ levels, random a and b slopes) at 100 clusters x 30, 100 and 300 students, and w
 10,000 clusters x 100 students (1,000,000 rows); compiles the collapsed model for each and
 times the numba-compiled log density and gradient (1 core, median of 200 evaluations).
 Writes ``bench/results/scaling.csv`` and prints a markdown table.
+
+``python bench/scaling.py --fit 10000 100 [--chains 4 --draws 1000 --tune 1000 --slopes auto]``
+instead samples Model 3 end to end on that many rows and appends wall time, peak memory,
+leapfrog steps, ESS and R-hat to ``bench/results/scaling_fit.csv``.
 """
 
 from __future__ import annotations
@@ -90,10 +94,66 @@ def gradient_seconds(clusters: int, size: int) -> dict:
     }
 
 
+def full_fit(clusters: int, size: int, chains: int, draws: int, tune: int, slopes: str) -> dict:
+    """Simulate, compile and sample Model 3 end to end; wall time, peak memory and diagnostics."""
+    import resource
+    import warnings
+
+    t0 = time.perf_counter()
+    df = ms.simulate(spec(None), TRUTH, n_clusters=clusters, cluster_size=size, seed=1)
+    t1 = time.perf_counter()
+    fit = spec(df).fit(
+        draws=draws, tune=tune, chains=chains, seed=1, slopes=slopes, progress=False, warn=False
+    )
+    t2 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = fit.diagnostics()
+        s = fit.summary()
+    steps = fit.idata["sample_stats"]["n_steps"].values
+    structural = s[s["block"].isin(["Regressions", "Random slopes"])]
+    return {
+        "clusters": clusters,
+        "students_per_cluster": size,
+        "rows": clusters * size,
+        "slopes": "centered" if "slope_dev" in fit.posterior else "noncentered",
+        "chains": chains,
+        "draws": draws,
+        "tune": tune,
+        "simulate_s": round(t1 - t0, 1),
+        "compile_s": round(fit.run.compile_seconds, 1),
+        "sampling_s": round(fit.run.sampling_seconds, 1),
+        "wall_s": round(t2 - t1, 1),
+        "mean_leapfrog_steps": round(float(steps.mean()), 1),
+        "min_ess_structural": round(float(structural["ess_bulk"].min())),
+        "min_ess_all": round(d["min_ess_bulk"]),
+        "max_rhat": round(d["max_rhat"], 4),
+        "divergences": d["divergences"],
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--big", action="store_true", help="also 10,000 clusters x 100 students")
+    p.add_argument(
+        "--fit",
+        nargs=2,
+        type=int,
+        metavar=("CLUSTERS", "SIZE"),
+        help="instead: sample Model 3 end to end on CLUSTERS x SIZE rows (e.g. 10000 100)",
+    )
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--tune", type=int, default=1000)
+    p.add_argument("--slopes", default="auto", choices=["auto", "centered", "noncentered"])
     args = p.parse_args()
+    if args.fit:
+        row = full_fit(*args.fit, args.chains, args.draws, args.tune, args.slopes)
+        print(row, flush=True)
+        out = Path(__file__).parent / "results" / "scaling_fit.csv"
+        pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
+        return
     sizes = [(100, 30), (100, 100), (100, 300)] + ([(10_000, 100)] if args.big else [])
     rows = []
     for clusters, size in sizes:

@@ -53,18 +53,21 @@ def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> 
     # at exactly 0 the gradient with respect to their scales and correlations vanishes, and nutpie
     # refuses an initial point with a zero gradient entry.
     fixed = np.random.default_rng(20260101)
-    # Centered slope deviations likewise, on the scale of a small slope.
+    # Centered cluster slopes likewise start near their mean's starting value.
     raw = [
-        rv
-        for rv in model.free_RVs
-        if (rv.name.endswith("_raw") or rv.name == "slope_dev") and rv.name not in out
+        rv for rv in model.free_RVs if (rv.name.endswith("_raw") or rv.name == "slope") and rv.name not in out
     ]
     if raw:
         point = model.initial_point()
         for rv in raw:
             shape = point[model.rvs_to_values[rv].name].shape
-            scale = 0.1 if rv.name.endswith("_raw") else 0.02
-            out[rv.name] = scale * (rng or fixed).standard_normal(shape)
+            noise = (rng or fixed).standard_normal(shape)
+            if rv.name == "slope":
+                idx = [r.mean_index for r in compiled.structure.random_slopes]
+                mean = np.asarray(out["path_w"])[idx] if "path_w" in out else 0.0
+                out[rv.name] = mean + 0.02 * noise
+            else:
+                out[rv.name] = 0.1 * noise
     return out
 
 

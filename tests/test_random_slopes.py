@@ -70,12 +70,16 @@ def _param_values(structure, rng) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    """A tiny Model-3 data set with unbalanced clusters (sizes 1 to 5)."""
+def tiny_model() -> ms.MSEM:
+    """Model 3 with three indicators per factor on tiny unbalanced data (cluster sizes 1 to 5)."""
     sizes = np.array([1, 2, 3, 5, 4, 2])
     df = ms.simulate(model3_spec(None, indicators=3), MODEL3_TRUTH, n_clusters=6, cluster_size=sizes, seed=3)
-    m = model3_spec(df, indicators=3)
-    return m.structure(), m.clustered_data()
+    return model3_spec(df, indicators=3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    return tiny_model.structure(), tiny_model.clustered_data()
 
 
 def _logp_functions(structure, data):
@@ -324,3 +328,39 @@ def test_between_latent_scores_with_random_slopes(model3_fit, model3_data) -> No
         hi = scores[name].quantile(0.975, dim=("chain", "draw")).values
         cover = np.mean((lo <= truth[name].to_numpy()) & (truth[name].to_numpy() <= hi))
         assert 0.85 <= cover <= 1.0, (name, cover)
+
+
+def test_centered_and_noncentered_slopes_define_the_same_model(tiny_model) -> None:
+    """Slopes ``mean + diag(sd) L z``: same likelihood, priors differing by the Jacobian ``|diag(sd) L|^G``."""
+    m = tiny_model
+    nc = m.compile(slopes="noncentered").pymc_model
+    c = m.compile(slopes="centered").pymc_model
+    assert "slope_raw" in nc.named_vars and "slope" in c.named_vars
+    point = nc.initial_point()
+    rng = np.random.default_rng(2)
+    point = {k: v + 0.3 * rng.standard_normal(np.shape(v)) for k, v in point.items()}
+
+    def fn(model, outs):  # the model's variables as functions of its value variables
+        return model.compile_fn(
+            model.replace_rvs_by_values(outs), inputs=model.value_vars, on_unused_input="ignore"
+        )
+
+    ll_nc, sd, L = fn(nc, [nc["loglik"], nc["slope_sd_b"], nc["slope_corr_chol"]])(point)
+    u = point["slope_raw"] @ (sd[:, None] * L).T
+    mean = point["path_w"][[r.mean_index for r in m.structure().random_slopes]]
+    cpoint = {k: v for k, v in point.items() if k != "slope_raw"} | {"slope": mean + u}
+    (ll_c,) = fn(c, [c["loglik"]])(cpoint)
+    assert ll_c == pytest.approx(ll_nc, rel=1e-10)
+    G = m.clustered_data().n_clusters
+    jacobian = G * (np.log(sd).sum() + np.log(np.diag(L)).sum())
+    assert c.compile_logp()(cpoint) == pytest.approx(nc.compile_logp()(point) - jacobian, rel=1e-10)
+
+
+def test_auto_slope_parametrization_follows_cluster_size() -> None:
+    from pymsem.compile.slopes import CENTERED_MIN_MEDIAN_SIZE, centered_slopes
+
+    assert not centered_slopes("auto", np.full(100, 30))
+    assert centered_slopes("auto", np.full(100, CENTERED_MIN_MEDIAN_SIZE))
+    assert centered_slopes("centered", np.full(3, 2)) and not centered_slopes("noncentered", np.full(3, 500))
+    with pytest.raises(ValueError, match="centred"):
+        centered_slopes("centred", np.full(3, 2))

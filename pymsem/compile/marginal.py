@@ -20,7 +20,7 @@ single size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -65,6 +65,23 @@ class SufficientStatistics:
     cluster_vectors: np.ndarray  # z_g (G, pb)
     cluster_roots: np.ndarray | None  # R_g with R_g R_g' = within scatter of cluster g (G, p1, p1)
     cluster_scatter_diag: np.ndarray | None = None  # diag of each cluster's within scatter (G, p1)
+
+    def as_model_data(self) -> SufficientStatistics:
+        """The same statistics with every array registered as ``pm.Data`` in the current model.
+
+        As graph constants, arrays over 1 MB (about 900 clusters in Model 3) make numba's compiled
+        function uncacheable, and any constant makes it specific to one data set. As data
+        (shared variables), the compiled log density is cached on disk across processes and
+        sessions, and nutpie passes the arrays at call time.
+        """
+        import pymc as pm
+
+        arrays = {
+            f.name: pm.Data(f"stats_{f.name}", getattr(self, f.name))
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        }
+        return replace(self, **arrays)
 
 
 def _root(S: np.ndarray) -> np.ndarray:
@@ -229,7 +246,7 @@ def random_slope_logp_woodbury(
     tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - pt.sum(
         pt.square(solve_lower(LC, P)), axis=(1, 2)
     )
-    within_ll = -0.5 * (n - 1) * (p1 * log2pi + logdet_W) - 0.5 * tr - 0.5 * p1 * np.log(n)
+    within_ll = -0.5 * (n - 1) * (p1 * log2pi + logdet_W) - 0.5 * tr - 0.5 * p1 * pt.log(n)
 
     theta_b = pt.diagonal(between.Theta)
     theta_pad = pt.zeros(pb)
@@ -247,7 +264,7 @@ def random_slope_logp_woodbury(
     UE = U[None, :, :] / E[:, :, None]  # (G, pb, k)
     cap = Kinv + pt.matmul(U.T[None, :, :], UE)
     Lcap = cholesky(cap)
-    logdet_K = chol_logdet(Lpsib) + chol_logdet(Lpsi) - m * np.log(n)
+    logdet_K = chol_logdet(Lpsib) + chol_logdet(Lpsi) - m * pt.log(n)
     logdet_V = pt.sum(pt.log(E), axis=1) + logdet_K + chol_logdet(Lcap)
     d = stats.cluster_vectors - between.nu[None, :]
     w = pt.sum(UE * d[:, :, None], axis=1)[:, :, None]  # (G, k, 1)
@@ -412,7 +429,7 @@ def _within_part(stats: SufficientStatistics, Wg: Any) -> Any:
     n, p1 = stats.cluster_sizes, stats.p1
     LW = cholesky(Wg)
     tr = pt.sum(pt.square(solve_lower(LW, stats.cluster_roots)), axis=(1, 2))
-    return -0.5 * (n - 1) * (p1 * np.log(2 * np.pi) + chol_logdet(LW)) - 0.5 * tr - 0.5 * p1 * np.log(n)
+    return -0.5 * (n - 1) * (p1 * np.log(2 * np.pi) + chol_logdet(LW)) - 0.5 * tr - 0.5 * p1 * pt.log(n)
 
 
 def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any, rest: list[int]) -> Any:
@@ -462,7 +479,7 @@ class MarginalLikelihood:
         if structure.random_slopes:
             # The slopes stay explicit (non-centered); given them, every latent variable
             # still integrates out exactly, cluster by cluster.
-            stats = sufficient_statistics(structure, data, per_cluster=True)
+            stats = sufficient_statistics(structure, data, per_cluster=True).as_model_data()
             u = add_random_slopes(structure, params, self.slopes)
             if any(r.moderators for r in structure.random_slopes):
                 ll = moderated_random_slope_logp(stats, structure, within, between, u, params)
@@ -472,7 +489,7 @@ class MarginalLikelihood:
                 ll = random_slope_logp(stats, structure, within, between, u)
             pm.Potential("loglik", ll)
             return
-        stats = sufficient_statistics(structure, data)
+        stats = sufficient_statistics(structure, data).as_model_data()
         pm.Potential("loglik", marginal_logp(stats, within.Sigma, between.Sigma, between.nu))
 
     def _add_missing(

@@ -10,7 +10,7 @@ Two parametrizations, the same posterior:
   with ``L`` the Cholesky factor of ``R``. Best when clusters carry little
   information about their own slopes (small clusters, small slope variance): the
   prior of ``z_g`` does not depend on ``sd``, so there is no funnel.
-* centered (``slope_dev``): ``u_g`` itself. Best when each cluster's data pin its
+* centered (``slope``): the cluster's slopes ``mean + u_g`` themselves. Best when each cluster's data pin its
   slopes down (large clusters): then ``u_g`` is nearly independent of ``sd`` a
   posteriori, while ``z_g = u_g / sd`` would move with ``sd`` in lockstep and
   slow down every trajectory.
@@ -56,12 +56,22 @@ class SlopeSettings:
     centered: bool = False
 
 
-def centered_slopes(parametrization: str, cluster_sizes: np.ndarray) -> bool:
-    """Whether to center the slopes: ``"centered"``, ``"noncentered"`` or ``"auto"`` by cluster size."""
+def centered_slopes(parametrization: str, cluster_sizes: np.ndarray, moderated: bool = False) -> bool:
+    """Whether to center the slopes: ``"centered"``, ``"noncentered"`` or ``"auto"`` by cluster size.
+
+    Slopes regressed on between-level variables (``moderated``) are always non-centered.
+    """
     if parametrization not in SLOPE_PARAMETRIZATIONS:
         raise ValueError(
             f"Unknown slope parametrization {parametrization!r}; use one of {', '.join(SLOPE_PARAMETRIZATIONS)}."
         )
+    if moderated:
+        if parametrization == "centered":
+            raise ValueError(
+                "slopes='centered' is not available when random slopes are regressed on between-level "
+                "variables; use 'noncentered' or 'auto'."
+            )
+        return False
     if parametrization == "auto":
         return bool(len(cluster_sizes)) and float(np.median(cluster_sizes)) >= CENTERED_MIN_MEDIAN_SIZE
     return parametrization == "centered"
@@ -79,9 +89,14 @@ def add_random_slopes(structure: ModelStructure, params: dict[str, Any], setting
     dims = ("cluster", "random_slope")
     L = pm.LKJCorr("slope_corr_chol", n=k, **settings.corr_prior.params) if k > 1 else None
     if settings.centered:
+        # The clusters' slopes themselves are sampled, around their means: centering only the
+        # deviations would leave a ridge between the mean and the average deviation.
+        mean = params["path_w"][np.asarray([r.mean_index for r in structure.random_slopes])]
         if L is None:
-            return pm.Normal("slope_dev", 0.0, sd, dims=dims)
-        return pm.MvNormal("slope_dev", mu=pt.zeros(k), chol=sd[:, None] * L, dims=dims)
+            slopes = pm.Normal("slope", mean, sd, dims=dims)
+        else:
+            slopes = pm.MvNormal("slope", mu=mean, chol=sd[:, None] * L, dims=dims)
+        return slopes - mean[None, :]
     z = pm.Normal("slope_raw", 0.0, 1.0, dims=dims)
     if L is None:
         return z * sd[None, :]
@@ -130,8 +145,9 @@ def cluster_latent_covariance(structure: ModelStructure, within: Any, u: Any, G:
 
 def slope_deviations(structure: ModelStructure, posterior: Any) -> np.ndarray:
     """Cluster slope deviations from posterior draws, shaped (chain, draw, cluster, slope)."""
-    if "slope_dev" in posterior:
-        return np.asarray(posterior["slope_dev"].values)
+    if "slope" in posterior:
+        mean = np.asarray(posterior["path_w"].values)[..., [r.mean_index for r in structure.random_slopes]]
+        return np.asarray(posterior["slope"].values) - mean[..., None, :]
     z = np.asarray(posterior["slope_raw"].values)
     sd = np.asarray(posterior["slope_sd_b"].values)
     if "slope_corr_chol" in posterior:

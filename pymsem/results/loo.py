@@ -389,7 +389,7 @@ def cluster_loglik(
         from pymsem.compile.slopes import slope_covariance, slope_deviations
 
         slope_cov = slope_covariance(fit.structure, post)
-        if slope_proposal == "posterior" and ("slope_raw" in fit.posterior or "slope_dev" in fit.posterior):
+        if slope_proposal == "posterior" and ("slope_raw" in fit.posterior or "slope" in fit.posterior):
             # Moments over all draws (not only the thinned ones): the proposal only places samples.
             U = slope_deviations(fit.structure, fit.posterior)
             U = U.reshape(-1, *U.shape[-2:])  # (samples, cluster, slope)
