@@ -116,7 +116,7 @@ def full_fit(clusters: int, size: int, chains: int, draws: int, tune: int, slope
         "clusters": clusters,
         "students_per_cluster": size,
         "rows": clusters * size,
-        "slopes": "centered" if "slope_dev" in fit.posterior else "noncentered",
+        "slopes": "centered" if "slope" in fit.posterior else "noncentered",
         "chains": chains,
         "draws": draws,
         "tune": tune,

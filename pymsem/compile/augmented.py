@@ -336,6 +336,13 @@ class AugmentedLikelihood:
     ``eta_w_raw`` (``obs`` x ``latent_w``)
         Standard normal innovations of the within factors of every student,
         conditional on the known within single-indicator latents.
+    ``slope_raw`` (``cluster`` x ``random_slope``) or ``slope``
+        The clusters' random slopes (:mod:`pymsem.compile.slopes`). With them the
+        within latents' covariance differs between clusters, and the within
+        innovations are conditioned cluster by cluster
+        (:func:`split_gaussian_grouped`). Slopes regressed on between-level
+        variables use the sampled between latents as moderators
+        (``moderator_values``).
     ``loglik`` (Potential)
         ``log p(data | parameters, latents)``: the level-2 single-indicator
         latents, the residuals of other level-2 columns, the within

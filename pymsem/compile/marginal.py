@@ -310,7 +310,7 @@ def moderated_random_slope_logp(
     S = between.Sigma_eta
     eta = {}
     logp = 0.0
-    Z = stats.cluster_vectors if ps is None else np.column_stack([np.full((G, p1), np.nan), ps.level2])
+    Z = stats.cluster_vectors if ps is None else pt.concatenate([pt.zeros((G, p1)), ps.level2], axis=1)
     if known:
         cols = [level2_cols[lb.latent[lat]] for lat in known]
         eta_k = Z[:, cols] - between.nu[cols][None, :]
@@ -504,9 +504,9 @@ class MarginalLikelihood:
         import pymc as pm
         import pytensor.tensor as pt
 
-        ps = pattern_statistics(structure, data)
+        self.pattern_stats = pattern_statistics(structure, data)  # NumPy, for imputation
+        ps = self.pattern_stats.as_model_data()
         q = len(structure.level2)
-        self.pattern_stats = ps
         if not structure.random_slopes:
             if within_woodbury_applies(structure):
                 u0 = pt.zeros((1, len(structure.random_slopes)))

@@ -27,7 +27,7 @@ the same likelihood as :func:`pymsem.compile.marginal.marginal_logp`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,17 @@ class PatternStatistics:
     pair_scatter: np.ndarray
     level2: np.ndarray
     level2_mask: np.ndarray
+
+    def as_model_data(self) -> PatternStatistics:
+        """The pairs' moments and the level-2 values as ``pm.Data`` in the current model.
+
+        Index arrays and masks stay constants (they shape the graph); see
+        :meth:`pymsem.compile.marginal.SufficientStatistics.as_model_data` for why data.
+        """
+        import pymc as pm
+
+        names = ("pair_n", "pair_mean", "pair_scatter", "level2")
+        return replace(self, **{f: pm.Data(f"stats_{f}", getattr(self, f)) for f in names})
 
     @property
     def pair_mask(self) -> np.ndarray:

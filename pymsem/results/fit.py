@@ -578,7 +578,7 @@ class MSEMFit:
             "Clusters": cd.n_clusters,
             "Chains x draws": f"{self.run.chains} x {self.run.draws} (tune {self.run.tune})",
             "Seed": self.run.seed,
-            "Sampler": f"{self.run.sampler} NUTS, {self.compiled.formulation.name} likelihood",
+            "Sampler": f"{self.run.sampler} NUTS, {self._likelihood_line()}",
             "Max R-hat": round(diag["max_rhat"], 4),
             "Min bulk ESS": int(diag["min_ess_bulk"]),
             "Divergences": diag["divergences"],
@@ -727,11 +727,18 @@ class MSEMFit:
                 warnings.warn(m, SamplingWarning, stacklevel=3)
         return msgs
 
+    def _likelihood_line(self) -> str:
+        """``"marginal likelihood"``, with the slopes' parametrization when the model has random slopes."""
+        line = f"{self.compiled.formulation.name} likelihood"
+        if self.structure.random_slopes:
+            line += ", centered slopes" if "slope" in self.posterior else ", non-centered slopes"
+        return line
+
     def __repr__(self) -> str:
         d = self.diagnostics()
         return (
             f"MSEMFit({self.run.chains} chains x {self.run.draws} draws, {self.run.sampler}, "
-            f"{self.compiled.formulation.name} likelihood; max R-hat {d['max_rhat']:.3f}, "
+            f"{self._likelihood_line()}; max R-hat {d['max_rhat']:.3f}, "
             f"min bulk ESS {d['min_ess_bulk']:.0f}, {d['divergences']} divergences; "
             f"missing data: {self.missing().line()})"
         )
