@@ -70,9 +70,10 @@ class SufficientStatistics:
         """The same statistics with every array registered as ``pm.Data`` in the current model.
 
         As graph constants, arrays over 1 MB (about 900 clusters in Model 3) make numba's compiled
-        function uncacheable, and any constant makes it specific to one data set. As data
+        function uncacheable, and their values make it specific to one data set. As data
         (shared variables), the compiled log density is cached on disk across processes and
-        sessions, and nutpie passes the arrays at call time.
+        sessions and reused for any data with the same number of clusters; nutpie passes the
+        arrays at call time.
         """
         import pymc as pm
 
