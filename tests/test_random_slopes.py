@@ -364,3 +364,7 @@ def test_auto_slope_parametrization_follows_cluster_size() -> None:
     assert centered_slopes("centered", np.full(3, 2)) and not centered_slopes("noncentered", np.full(3, 500))
     with pytest.raises(ValueError, match="centred"):
         centered_slopes("centred", np.full(3, 2))
+    # Slopes regressed on between-level variables stay non-centered.
+    assert not centered_slopes("auto", np.full(3, 500), moderated=True)
+    with pytest.raises(ValueError, match="regressed on between-level"):
+        centered_slopes("centered", np.full(3, 500), moderated=True)
