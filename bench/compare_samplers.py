@@ -51,6 +51,14 @@ def run(model_number: int, sampler: str, draws: int, tune: int, seed: int, formu
     }
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """The rows of ``df`` as a markdown table."""
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in df.to_dict("records")]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", type=int, nargs="+", default=[1, 2, 3])
@@ -69,10 +77,7 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"compare_samplers_models{tag}.csv"
     out.parent.mkdir(exist_ok=True)
     df.to_csv(out, index=False)
-    cols = list(df.columns)
-    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    print("\n" + markdown_table(df))
 
 
 if __name__ == "__main__":

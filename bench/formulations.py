@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-from compare_samplers import run  # bench/ is on sys.path when run as a script
+from compare_samplers import markdown_table, run  # bench/ is on sys.path when run as a script
 
 
 def main() -> None:
@@ -36,10 +36,7 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     df.to_csv(out / "formulations.csv", index=False)
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in df.to_dict("records")]
-    text = "\n".join(lines)
+    text = markdown_table(df)
     (out / "formulations.md").write_text(
         f"# Collapsed vs augmented likelihood (tutorial models, bundled data, nutpie, 4 chains x "
         f"{args.draws} draws, tune {args.tune}, seed {args.seed})\n\n{text}\n"

@@ -58,6 +58,7 @@ from pymsem.compile.slopes import (
     add_random_slopes,
     cluster_latent_covariance,
     moderated_deviations,
+    moderator_values,
 )
 from pymsem.compile.structure import LevelStructure, ModelStructure
 from pymsem.specification.data import ClusteredData
@@ -477,8 +478,6 @@ class AugmentedLikelihood:
         self, structure: ModelStructure, params: dict[str, Any], eta_o: Any, eta_u: Any, lay: AugmentedLayout
     ) -> Any:
         """The clusters' slope deviations ``u_g + Gamma eta_o,g``; the moderators are between latents here."""
-        import pymc as pm
-        import pytensor.tensor as pt
 
         u = add_random_slopes(structure, params, self.slopes)
         mods = sorted({lat for r in structure.random_slopes for lat, _ in r.moderators})
@@ -489,11 +488,5 @@ class AugmentedLikelihood:
             lat: (eta_o[:, known.index(lat)] if lat in known else eta_u[:, unknown.index(lat)])
             for lat in mods
         }
-        model = pm.modelcontext(None)
-        _add_coord(model, "slope_moderator", [structure.between.latent[lat] for lat in mods])
-        pm.Deterministic(
-            "moderator_values",
-            pt.stack([eta[lat] for lat in mods], axis=1),
-            dims=("cluster", "slope_moderator"),
-        )
+        moderator_values(structure, mods, eta)
         return moderated_deviations(structure, u, params, eta)

@@ -40,6 +40,7 @@ from pymsem.compile.slopes import (
     add_random_slopes,
     cluster_latent_covariance,
     moderated_deviations,
+    moderator_values,
 )
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.data import ClusteredData
@@ -232,17 +233,12 @@ def random_slope_logp_woodbury(
     m, mb = ls.n_lat, lb.n_lat
     n = stats.cluster_sizes
     log2pi = np.log(2 * np.pi)
-    r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
-    IBg = pt.zeros((G, m, m)) + (pt.eye(m) - within.B)[None, :, :]
-    IBg = pt.inc_subtensor(IBg[:, r, c], -u[:, j])
-    Lpsi = cholesky(within.Psi)
-    Psi_inv = pt.linalg.cho_solve((Lpsi, True), pt.eye(m))
-    Sinv = pt.matmul(pt.matmul(IBg.transpose(0, 2, 1), Psi_inv[None, :, :]), IBg)
+    Sinv, logdet_psi = _cluster_precisions(structure, within, u, G)
     theta = pt.diagonal(within.Theta)
     LamD = within.Lambda / theta[:, None]
     C = Sinv + pt.dot(within.Lambda.T, LamD)[None, :, :]
     LC = cholesky(C)
-    logdet_W = pt.sum(pt.log(theta)) + chol_logdet(Lpsi) + chol_logdet(LC)
+    logdet_W = pt.sum(pt.log(theta)) + logdet_psi + chol_logdet(LC)
     P = pt.matmul(LamD.T[None, :, :], stats.cluster_roots)  # (G, m, p1)
     tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - pt.sum(
         pt.square(solve_lower(LC, P)), axis=(1, 2)
@@ -265,7 +261,7 @@ def random_slope_logp_woodbury(
     UE = U[None, :, :] / E[:, :, None]  # (G, pb, k)
     cap = Kinv + pt.matmul(U.T[None, :, :], UE)
     Lcap = cholesky(cap)
-    logdet_K = chol_logdet(Lpsib) + chol_logdet(Lpsi) - m * pt.log(n)
+    logdet_K = chol_logdet(Lpsib) + logdet_psi - m * pt.log(n)
     logdet_V = pt.sum(pt.log(E), axis=1) + logdet_K + chol_logdet(Lcap)
     d = stats.cluster_vectors - between.nu[None, :]
     w = pt.sum(UE * d[:, :, None], axis=1)[:, :, None]  # (G, k, 1)
@@ -339,10 +335,7 @@ def moderated_random_slope_logp(
     u_total = moderated_deviations(structure, u, params, eta)
     Wg = _cluster_within_cov(structure, within, u_total, G)
     # Between part conditional on the moderators.
-    eta_o = pt.stack([eta[lat] for lat in mods], axis=1)  # (G, o)
-    model = pm.modelcontext(None)
-    model.add_coord("slope_moderator", [lb.latent[lat] for lat in mods])
-    pm.Deterministic("moderator_values", eta_o, dims=("cluster", "slope_moderator"))
+    eta_o = moderator_values(structure, mods, eta)  # (G, o)
     C = S[:, mods]
     Lo = cholesky(S[mods][:, mods])
     LC = pt.dot(between.Lambda, C)  # (pb, o)

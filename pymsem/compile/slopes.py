@@ -36,6 +36,7 @@ __all__ = [
     "centered_slopes",
     "cluster_latent_covariance",
     "moderated_deviations",
+    "moderator_values",
     "slope_deviations",
 ]
 
@@ -120,6 +121,23 @@ def moderated_deviations(
             dev = dev + params["path_b"][k] * eta[lat]
         cols.append(dev)
     return pt.stack(cols, axis=1)
+
+
+def moderator_values(structure: ModelStructure, mods: list[int], eta: dict[int, Any]) -> Any:
+    """The moderators' cluster values (cluster, moderator), kept in the trace as ``moderator_values``.
+
+    :func:`pymsem.effects.random_slopes.cluster_slopes` reads them back to rebuild each
+    cluster's slopes.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    model = pm.modelcontext(None)
+    if "slope_moderator" not in model.coords:
+        model.add_coord("slope_moderator", [structure.between.latent[lat] for lat in mods])
+    values = pt.stack([eta[lat] for lat in mods], axis=1)
+    pm.Deterministic("moderator_values", values, dims=("cluster", "slope_moderator"))
+    return values
 
 
 def cluster_latent_covariance(structure: ModelStructure, within: Any, u: Any, G: int) -> Any:
