@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pymsem import reuse
 from pymsem.compile.build import CompiledModel
 
 __all__ = ["SAMPLERS", "SamplingRun", "sample_compiled"]
@@ -29,6 +30,8 @@ class SamplingRun:
     seed: int | None
     compile_seconds: float
     sampling_seconds: float
+    #: The compiled log density came from an earlier model of the same shape (see pymsem.reuse).
+    reused_compiled: bool = False
 
 
 def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
@@ -101,13 +104,16 @@ def sample_compiled(
         t0 = time.perf_counter()
         key = ("nutpie", tuple(sorted(_initial_point(compiled, None))))
         cache = compiled.__dict__.setdefault("_sampler_cache", {})
+        reused = False
         if key not in cache:
-            cache[key] = nutpie.compile_pymc_model(
-                model,
-                backend="numba",
-                initial_points=_initial_point(compiled, None),
-                jitter_rvs=set(),
-            )
+            init = _initial_point(compiled, None)
+            cache[key] = reuse.find(model, init)
+            reused = cache[key] is not None
+            if not reused:
+                cache[key] = nutpie.compile_pymc_model(
+                    model, backend="numba", initial_points=init, jitter_rvs=set()
+                )
+                reuse.remember(model, init, cache[key])
         nut = cache[key]
         t1 = time.perf_counter()
         idata = nutpie.sample(
@@ -122,6 +128,7 @@ def sample_compiled(
             adaptation=_adaptation(compiled),
         )
         t2 = time.perf_counter()
+        return SamplingRun(idata, sampler, draws, tune, chains, seed, t1 - t0, t2 - t1, reused)
     else:
         import importlib.util
 

@@ -118,21 +118,27 @@ def _create_group(g: ParamGroup, priors: list[ResolvedPrior]) -> Any:
     import pymc as pm
     import pytensor.tensor as pt
 
+    def hyper(name: str, idx: list[int], keys: tuple[str, ...]) -> dict[str, Any]:
+        # Hyperparameters as data, not constants: the default priors scale with the data, and as
+        # constants they would make the compiled log density specific to one data set.
+        return {
+            k: pm.Data(f"prior_{name}_{k}", np.asarray([priors[i].prior.params[k] for i in idx], float))
+            for k in keys
+        }
+
     parts: dict[tuple, list[int]] = {}
     for i, rp in enumerate(priors):
         parts.setdefault((rp.prior.distribution, tuple(rp.prior.params)), []).append(i)
     if len(parts) == 1:
         ((dist, keys),) = parts
-        kwargs = {k: np.asarray([priors[i].prior.params[k] for i in range(len(g))]) for k in keys}
-        return getattr(pm, dist)(g.name, **kwargs, dims=g.dim)
+        return getattr(pm, dist)(g.name, **hyper(g.name, list(range(len(g))), keys), dims=g.dim)
     vec = pt.zeros(len(g))
     model = pm.modelcontext(None)
     for (dist, keys), idx in parts.items():
         name = f"{g.name}_{dist.lower()}"
         dim = f"{name}_dim"
         model.add_coord(dim, [g.elements[i] for i in idx])
-        kwargs = {k: np.asarray([priors[i].prior.params[k] for i in idx]) for k in keys}
-        rv = getattr(pm, dist)(name, **kwargs, dims=dim)
+        rv = getattr(pm, dist)(name, **hyper(name, idx, keys), dims=dim)
         vec = pt.set_subtensor(vec[np.asarray(idx)], rv)
     return pm.Deterministic(g.name, vec, dims=g.dim)
 

@@ -52,7 +52,7 @@ __all__ = ["MarginalLikelihood", "SufficientStatistics", "sufficient_statistics"
 class SufficientStatistics:
     """What the marginal likelihood needs from the data, computed once before sampling."""
 
-    n_obs: int
+    n_obs: Any  # int, or a pm.Data scalar in the model
     n_clusters: int
     p1: int
     pb: int
@@ -61,7 +61,7 @@ class SufficientStatistics:
     counts: np.ndarray  # clusters of each size (K,)
     means: np.ndarray  # mean cluster vector per size (K, pb)
     roots: np.ndarray  # R_k with R_k R_k' = scatter of cluster vectors of size k (K, pb, pb)
-    log_n_sum: float  # sum over clusters of log n_g
+    log_n_sum: Any  # sum over clusters of log n_g (float, or a pm.Data scalar)
     cluster_sizes: np.ndarray  # n_g (G,)
     cluster_vectors: np.ndarray  # z_g (G, pb)
     cluster_roots: np.ndarray | None  # R_g with R_g R_g' = within scatter of cluster g (G, p1, p1)
@@ -83,6 +83,10 @@ class SufficientStatistics:
             for f in fields(self)
             if isinstance(getattr(self, f.name), np.ndarray)
         }
+        # Totals that differ between data sets of the same shape (the count of clusters fixes
+        # array shapes, so it stays a constant).
+        for name in ("n_obs", "log_n_sum"):
+            arrays[name] = pm.Data(f"stats_{name}", float(getattr(self, name)))
         return replace(self, **arrays)
 
 
