@@ -20,7 +20,7 @@ from pytensor.tensor.blockwise import Blockwise
 from pytensor.tensor.linalg.decomposition.cholesky import Cholesky
 from pytensor.tensor.linalg.solvers.triangular import SolveTriangular
 
-__all__ = ["MaskedGradCholesky", "chol_logdet", "cholesky", "solve_lower"]
+__all__ = ["MaskedGradCholesky", "batched_matmul", "chol_logdet", "cholesky", "solve_lower"]
 
 
 class MaskedGradCholesky(Cholesky):
@@ -105,3 +105,17 @@ def chol_logdet(L: Any) -> Any:
     """``log|L L'|`` of (batched) Cholesky factors (the diagonal taken with a mask, for the same reason)."""
     n = L.type.shape[-1] if L.type.shape[-1] is not None else L.shape[-1]
     return 2 * pt.sum(pt.log(pt.sum(L * pt.eye(n), axis=-1)), axis=-1)
+
+
+def batched_matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` over a batch of small matrices, as broadcast products and a sum when small.
+
+    A batched ``matmul`` runs one ``dot`` call per matrix in the numba backend (and two more
+    in its gradient); for factor-sized matrices the call overhead dominates, while products
+    and sums over the batch fuse into a few loops.
+    """
+    a, b = pt.as_tensor_variable(a), pt.as_tensor_variable(b)
+    k = a.type.shape[-1]
+    if k is None or k > UNROLL_MAX or a.ndim < 2 or b.ndim < 2:
+        return pt.matmul(a, b)
+    return pt.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pymsem.compile.likelihood import register
-from pymsem.compile.linalg import chol_logdet, cholesky, solve_lower
+from pymsem.compile.linalg import batched_matmul, chol_logdet, cholesky, solve_lower
 from pymsem.compile.matrices import LevelMatrices
 from pymsem.compile.missing import (
     PatternStatistics,
@@ -66,6 +66,7 @@ class SufficientStatistics:
     cluster_vectors: np.ndarray  # z_g (G, pb)
     cluster_roots: np.ndarray | None  # R_g with R_g R_g' = within scatter of cluster g (G, p1, p1)
     cluster_scatter_diag: np.ndarray | None = None  # diag of each cluster's within scatter (G, p1)
+    cluster_size_index: np.ndarray | None = None  # index of n_g in ``sizes`` (G,)
 
     def as_model_data(self) -> SufficientStatistics:
         """The same statistics with every array registered as ``pm.Data`` in the current model.
@@ -138,6 +139,7 @@ def sufficient_statistics(
         )
         if per_cluster
         else None,
+        cluster_size_index=inv.astype(np.int64) if per_cluster else None,
     )
 
 
@@ -243,7 +245,8 @@ def random_slope_logp_woodbury(
     C = Sinv + pt.dot(within.Lambda.T, LamD)[None, :, :]
     LC = cholesky(C)
     logdet_W = pt.sum(pt.log(theta)) + logdet_psi + chol_logdet(LC)
-    P = pt.matmul(LamD.T[None, :, :], stats.cluster_roots)  # (G, m, p1)
+    # One matrix product over all clusters (a single GEMM), not one small product per cluster.
+    P = pt.tensordot(stats.cluster_roots, LamD, axes=[[1], [0]]).transpose(0, 2, 1)  # (G, m, p1)
     tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - pt.sum(
         pt.square(solve_lower(LC, P)), axis=(1, 2)
     )
@@ -252,24 +255,27 @@ def random_slope_logp_woodbury(
     theta_b = pt.diagonal(between.Theta)
     theta_pad = pt.zeros(pb)
     theta_pad = pt.set_subtensor(theta_pad[:p1], theta)
-    E = theta_b[None, :] + theta_pad[None, :] / n[:, None]  # (G, pb)
+    # E_g and U' E_g^-1 U depend on the cluster only through its size: computed once per
+    # distinct size and gathered.
+    size = stats.cluster_size_index
+    E_k = theta_b[None, :] + theta_pad[None, :] / stats.sizes[:, None]  # (K, pb)
     lam_w_pad = pt.zeros((pb, m))
     lam_w_pad = pt.set_subtensor(lam_w_pad[:p1], within.Lambda)
     U = pt.concatenate([between.Lambda, lam_w_pad], axis=1)  # (pb, mb + m)
     Lpsib = cholesky(between.Psi)
     IBb = pt.eye(mb) - between.B
     SBinv = pt.dot(pt.dot(IBb.T, pt.linalg.cho_solve((Lpsib, True), pt.eye(mb))), IBb)
-    Kinv = pt.zeros((G, mb + m, mb + m))
-    Kinv = pt.set_subtensor(Kinv[:, :mb, :mb], SBinv[None, :, :])
-    Kinv = pt.set_subtensor(Kinv[:, mb:, mb:], Sinv * n[:, None, None])
-    UE = U[None, :, :] / E[:, :, None]  # (G, pb, k)
-    cap = Kinv + pt.matmul(U.T[None, :, :], UE)
+    K_pad = pt.zeros((mb + m, mb + m))
+    K_pad = pt.set_subtensor(K_pad[:mb, :mb], SBinv)
+    UEU_k = pt.matmul(U.T[None, :, :] / E_k[:, None, :], U[None, :, :]) + K_pad[None, :, :]
+    cap = pt.inc_subtensor(UEU_k[size][:, mb:, mb:], Sinv * n[:, None, None])
     Lcap = cholesky(cap)
     logdet_K = chol_logdet(Lpsib) + logdet_psi - m * pt.log(n)
-    logdet_V = pt.sum(pt.log(E), axis=1) + logdet_K + chol_logdet(Lcap)
+    logdet_V = pt.sum(pt.log(E_k), axis=1)[size] + logdet_K + chol_logdet(Lcap)
     d = stats.cluster_vectors - between.nu[None, :]
-    w = pt.sum(UE * d[:, :, None], axis=1)[:, :, None]  # (G, k, 1)
-    quad = pt.sum(pt.square(d) / E, axis=1) - pt.sum(pt.square(solve_lower(Lcap, w)), axis=(1, 2))
+    dE = d / E_k[size]
+    w = pt.dot(dE, U)[:, :, None]  # (G, k, 1)
+    quad = pt.sum(d * dE, axis=1) - pt.sum(pt.square(solve_lower(Lcap, w)), axis=(1, 2))
     between_ll = -0.5 * (pb * log2pi + logdet_V + quad)
     return pt.sum(within_ll + between_ll)
 
@@ -386,7 +392,8 @@ def _cluster_precisions(structure: ModelStructure, within: LevelMatrices, u: Any
     IBg = pt.inc_subtensor(IBg[:, r, c], -u[:, j])
     Lpsi = cholesky(within.Psi)
     Psi_inv = pt.linalg.cho_solve((Lpsi, True), pt.eye(m))
-    return pt.matmul(pt.matmul(IBg.transpose(0, 2, 1), Psi_inv[None, :, :]), IBg), chol_logdet(Lpsi)
+    left = batched_matmul(IBg.transpose(0, 2, 1), Psi_inv[None, :, :])
+    return batched_matmul(left, IBg), chol_logdet(Lpsi)
 
 
 def within_inverses(
