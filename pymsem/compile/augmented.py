@@ -243,7 +243,7 @@ def split_gaussian_grouped(
     """
     import pytensor.tensor as pt
 
-    from pymsem.compile.linalg import chol_logdet, cholesky, solve_lower
+    from pymsem.compile.linalg import batched_matmul, chol_logdet, cholesky, solve_lower
 
     no, nu_ = len(known), len(unknown)
     G = int(groups.max()) + 1 if len(groups) else 0
@@ -263,7 +263,7 @@ def split_gaussian_grouped(
         cov_uu = covs[:, unknown][:, :, unknown]
         if no:
             W = solve_lower(L_o, covs[:, known][:, :, unknown])  # (G, no, nu)
-            cond = cov_uu - pt.matmul(W.transpose(0, 2, 1), W)
+            cond = cov_uu - batched_matmul(W.transpose(0, 2, 1), W)
             L_u = cholesky(0.5 * (cond + cond.transpose(0, 2, 1)))
             unknown_values = pt.sum(V[:, :, None] * W[groups], axis=1)
         else:

@@ -113,8 +113,12 @@ def prior_table(structure: ModelStructure, priors: dict[str, list[ResolvedPrior]
     return pd.DataFrame(rows)
 
 
-def _create_group(g: ParamGroup, priors: list[ResolvedPrior]) -> Any:
-    """One PyMC variable per group; elements whose prior family differs get their own variable."""
+def _create_group(g: ParamGroup, priors: list[ResolvedPrior], white: np.ndarray | None = None) -> Any:
+    """One PyMC variable per group; elements whose prior family differs get their own variable.
+
+    With ``white`` (a matrix ``R``), the group is sampled as ``center + R z`` instead; see
+    :func:`_whitened_group`.
+    """
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -129,6 +133,8 @@ def _create_group(g: ParamGroup, priors: list[ResolvedPrior]) -> Any:
     parts: dict[tuple, list[int]] = {}
     for i, rp in enumerate(priors):
         parts.setdefault((rp.prior.distribution, tuple(rp.prior.params)), []).append(i)
+    if white is not None:
+        return _whitened_group(g, parts, hyper, white)
     if len(parts) == 1:
         ((dist, keys),) = parts
         return getattr(pm, dist)(g.name, **hyper(g.name, list(range(len(g))), keys), dims=g.dim)
@@ -141,6 +147,42 @@ def _create_group(g: ParamGroup, priors: list[ResolvedPrior]) -> Any:
         rv = getattr(pm, dist)(name, **hyper(name, idx, keys), dims=dim)
         vec = pt.set_subtensor(vec[np.asarray(idx)], rv)
     return pm.Deterministic(g.name, vec, dims=g.dim)
+
+
+def _whitened_group(g: ParamGroup, parts: dict[tuple, list[int]], hyper: Any, white: np.ndarray) -> Any:
+    """The grand means as ``center + R z``, with ``R R'`` the data's covariance of cluster means / G.
+
+    The grand means of indicators of one between factor are strongly correlated a posteriori
+    (their posterior covariance is about ``Cov(cluster means) / G``), a ridge that a diagonal
+    mass matrix crosses slowly. ``z`` (``<name>_white``) is nearly uncorrelated. The map is
+    linear with a constant Jacobian, so the priors, added on the grand means themselves as a
+    ``pm.Potential``, and the posterior are unchanged.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    center = pm.Data(f"white_{g.name}_center", white[:, 0])
+    root = pm.Data(f"white_{g.name}_root", white[:, 1:])
+    z = pm.Flat(f"{g.name}_white", dims=g.dim)
+    value = pm.Deterministic(g.name, center + pt.dot(root, z), dims=g.dim)
+    logp = 0.0
+    for (dist, keys), idx in parts.items():
+        name = g.name if len(parts) == 1 else f"{g.name}_{dist.lower()}"
+        rv = getattr(pm, dist).dist(**hyper(name, idx, keys))
+        logp = logp + pm.logp(rv, value[np.asarray(idx)]).sum()
+    pm.Potential(f"{g.name}_prior", logp)
+    return value
+
+
+def whitening(structure: ModelStructure, scales: Scales) -> dict[str, np.ndarray]:
+    """``[center | R]`` for each intercept group with two or more grand means (see ``_whitened_group``)."""
+    out = {}
+    for name, g in structure.groups.items():
+        if g.kind == "intercept" and len(g) > 1:
+            cols = list(g.elements)
+            center = np.asarray([scales.mean[c] for c in cols])
+            out[name] = np.column_stack([center, scales.cluster_mean_root(cols)])
+    return out
 
 
 @dataclass
@@ -161,6 +203,7 @@ def build_pymc_model(
     overrides: dict[str, Prior] | None = None,
     formulation: str = "auto",
     slopes: str = "auto",
+    whiten: bool = True,
 ) -> CompiledModel:
     """Compile the structure and data into a ``pm.Model``.
 
@@ -168,7 +211,8 @@ def build_pymc_model(
     ``loading_b``, ``lv_sd_w``, ...), with dimensions whose coordinates are
     the parameters (``"INT <- REL"``, ``"ACH2 by ACH"``). ``slopes`` chooses the random
     slopes' parametrization (``"auto"``, ``"centered"``, ``"noncentered"``; see
-    :mod:`pymsem.compile.slopes`).
+    :mod:`pymsem.compile.slopes`). ``whiten`` samples the grand means through a data-based
+    linear map (see ``_whitened_group``; the posterior is the same either way).
     """
     import pymc as pm
 
@@ -181,10 +225,16 @@ def build_pymc_model(
     if structure.random_slopes:
         corr = priors["slope_cor"][0].prior if "slope_cor" in priors else SlopeSettings.corr_prior
         form.slopes = SlopeSettings(corr, centered)  # type: ignore[attr-defined]
+    white = whitening(structure, scales) if whiten else {}
+    inits = initial_values(structure, scales)
+    for name, w in white.items():
+        inits[f"{name}_white"] = np.linalg.solve(w[:, 1:], inits[name] - w[:, 0])
     with pm.Model(coords=coords) as model:
-        params = {name: _create_group(g, priors[name]) for name, g in structure.groups.items()}
+        params = {
+            name: _create_group(g, priors[name], white.get(name)) for name, g in structure.groups.items()
+        }
         ops = pytensor_ops()
         within = level_matrices(structure.within, params, ops)
         between = level_matrices(structure.between, params, ops)
         form.add(structure, data, within, between, params)
-    return CompiledModel(model, structure, data, form, priors, initial_values(structure, scales))
+    return CompiledModel(model, structure, data, form, priors, inits)

@@ -419,11 +419,10 @@ def within_inverses(
 
 def _cluster_within_cov(structure: ModelStructure, within: LevelMatrices, u: Any, G: int) -> Any:
     """Each cluster's within covariance ``Sigma_W,g`` given its slope deviations ``u`` (G, k)."""
-    import pytensor.tensor as pt
 
     Seta = cluster_latent_covariance(structure, within, u, G)
     return (
-        pt.matmul(pt.matmul(within.Lambda[None, :, :], Seta), within.Lambda.T[None, :, :])
+        batched_matmul(batched_matmul(within.Lambda[None, :, :], Seta), within.Lambda.T[None, :, :])
         + within.Theta[None]
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from pymsem.compile.structure import LevelStructure, ModelStructure
 from pymsem.specification.data import ClusteredData
@@ -30,6 +31,31 @@ class Scales:
             vals = vals[~np.isnan(vals)]
             self.mean[c] = float(vals.mean())
             self.total_sd[c] = float(vals.std(ddof=1)) or 1.0
+
+    def cluster_mean_root(self, columns: list[str]) -> np.ndarray:
+        """``R`` with ``R R' = Cov(cluster means) / clusters``: the data's scale for the grand means.
+
+        The cluster means of level-1 columns (level-2 columns: their values), pairwise
+        complete; eigenvalues are floored so that ``R`` is invertible with few clusters.
+        """
+        level2 = set(self.structure.level2)
+        cols = []
+        for c in columns:
+            if c in level2:
+                cols.append(self.data.cluster_values(c))
+            else:
+                x = self.data.frame[c].to_numpy(float)
+                ok = ~np.isnan(x)
+                n = np.bincount(self.data.cluster_index[ok], minlength=self.data.n_clusters)
+                tot = np.bincount(self.data.cluster_index[ok], weights=x[ok], minlength=self.data.n_clusters)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    cols.append(np.where(n > 0, tot / np.maximum(n, 1), np.nan))
+        S = pd.DataFrame(np.column_stack(cols)).cov().to_numpy()
+        S = np.nan_to_num((S + S.T) / 2)
+        w, Q = np.linalg.eigh(S)
+        floor = 1e-3 * max(float(np.mean(np.diag(S))), 1e-12)
+        S = (Q * np.maximum(w, floor)) @ Q.T
+        return np.linalg.cholesky(S / max(self.data.n_clusters, 1))
 
     def marker(self, factor: str) -> str:
         f = self.structure.factors[factor]

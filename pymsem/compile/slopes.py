@@ -148,6 +148,8 @@ def cluster_latent_covariance(structure: ModelStructure, within: Any, u: Any, G:
     """
     import pytensor.tensor as pt
 
+    from pymsem.compile.linalg import batched_matmul
+
     ls = structure.within
     m = ls.n_lat
     r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]
@@ -156,9 +158,9 @@ def cluster_latent_covariance(structure: ModelStructure, within: Any, u: Any, G:
     Ag = pt.eye(m)[None, :, :] + Bg
     power = Bg
     for _ in range(ls.depth - 1):
-        power = pt.matmul(power, Bg)
+        power = batched_matmul(power, Bg)
         Ag = Ag + power
-    return pt.matmul(pt.matmul(Ag, within.Psi[None, :, :]), Ag.transpose(0, 2, 1))
+    return batched_matmul(batched_matmul(Ag, within.Psi[None, :, :]), Ag.transpose(0, 2, 1))
 
 
 def slope_deviations(structure: ModelStructure, posterior: Any) -> np.ndarray:
