@@ -48,7 +48,7 @@ def spec(data: pd.DataFrame | None) -> ms.MSEM:
     return m
 
 
-def gradient_seconds(clusters: int, size: int) -> dict:
+def gradient_seconds(clusters: int, size: int, slopes: str = "auto") -> dict:
     import pytensor
     import pytensor.tensor as pt
 
@@ -57,7 +57,7 @@ def gradient_seconds(clusters: int, size: int) -> dict:
     sim_s = time.perf_counter() - t0
     model = spec(df)
     t0 = time.perf_counter()
-    compiled = model.compile()
+    compiled = model.compile(slopes=slopes)
     build_s = time.perf_counter() - t0
     pm_model = compiled.pymc_model
     t0 = time.perf_counter()
@@ -86,6 +86,7 @@ def gradient_seconds(clusters: int, size: int) -> dict:
         "clusters": clusters,
         "students_per_cluster": size,
         "rows": clusters * size,
+        "slopes": "centered" if "slope" in pm_model.named_vars else "noncentered",
         "simulate_s": round(sim_s, 1),
         "build_s": round(build_s, 1),
         "compile_s": round(compile_s, 1),
@@ -157,20 +158,21 @@ def main() -> None:
     sizes = [(100, 30), (100, 100), (100, 300)] + ([(10_000, 100)] if args.big else [])
     rows = []
     for clusters, size in sizes:
-        rows.append(gradient_seconds(clusters, size))
+        rows.append(gradient_seconds(clusters, size, args.slopes))
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    out = Path(__file__).parent / "results" / "scaling.csv"
+    suffix = "" if args.slopes == "auto" else f"_{args.slopes}"
+    out = Path(__file__).parent / "results" / f"scaling{suffix}.csv"
     out.parent.mkdir(exist_ok=True)
     df.to_csv(out, index=False)
     base = rows[0]["ms_per_gradient"]
     print(
-        "\n| clusters | students/cluster | rows | ms/gradient | ratio to 100x30 | free params | compile s |"
+        "\n| clusters | students/cluster | rows | slopes | ms/gradient | ratio to 100x30 | free params | compile s |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['clusters']} | {r['students_per_cluster']} | {r['rows']} | {r['ms_per_gradient']} | "
+            f"| {r['clusters']} | {r['students_per_cluster']} | {r['rows']} | {r['slopes']} | {r['ms_per_gradient']} | "
             f"{r['ms_per_gradient'] / base:.2f} | {r['free_parameters']} | {r['compile_s']} |"
         )
 
