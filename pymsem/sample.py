@@ -146,7 +146,14 @@ def sample_compiled(
         inits = (
             _initial_point(compiled, None) if jax else [_initial_point(compiled, rng) for _ in range(chains)]
         )
-        extra = {} if jax else {"cores": cores or min(chains, _n_cores()), "init": "adapt_diag"}
+        # Chain processes start from a fresh interpreter ("forkserver"), not a fork: a fork of a
+        # process that has run nutpie or numba threads copies their thread pools' state, and
+        # same-seed runs then differed in a long test session.
+        extra = (
+            {}
+            if jax
+            else {"cores": cores or min(chains, _n_cores()), "init": "adapt_diag", "mp_ctx": "forkserver"}
+        )
         t0 = t1 = time.perf_counter()
         with model:
             idata = pm.sample(
