@@ -113,7 +113,48 @@ def prior_table(structure: ModelStructure, priors: dict[str, list[ResolvedPrior]
     return pd.DataFrame(rows)
 
 
-def _create_group(g: ParamGroup, priors: list[ResolvedPrior], white: np.ndarray | None = None) -> Any:
+def _parts(priors: list[ResolvedPrior]) -> dict[tuple, list[int]]:
+    """Elements grouped by prior family and parameter names, in first-seen order."""
+    parts: dict[tuple, list[int]] = {}
+    for i, rp in enumerate(priors):
+        parts.setdefault((rp.prior.distribution, tuple(rp.prior.params)), []).append(i)
+    return parts
+
+
+class _Hyperparameters:
+    """Every prior hyperparameter in one ``pm.Data`` vector, handed out in creation order.
+
+    Data, not constants: the default priors scale with the data, and as constants they would
+    tie the compiled log density to one data set. One vector, not one ``pm.Data`` each: every
+    shared variable adds to nutpie's compiled wrapper, which is never cached.
+    """
+
+    def __init__(self, structure: ModelStructure, priors: dict[str, list[ResolvedPrior]]) -> None:
+        import pymc as pm
+
+        flat = [
+            np.asarray([priors[name][i].prior.params[k] for i in idx], float)
+            for name in structure.groups
+            for (_, keys), idx in _parts(priors[name]).items()
+            for k in keys
+        ]
+        self.data = pm.Data("prior_hyperparameters", np.concatenate(flat) if flat else np.zeros(0))
+        self.pos = 0
+
+    def take(self, idx: list[int], keys: tuple[str, ...]) -> dict[str, Any]:
+        out = {}
+        for k in keys:
+            out[k] = self.data[self.pos : self.pos + len(idx)]
+            self.pos += len(idx)
+        return out
+
+
+def _create_group(
+    g: ParamGroup,
+    priors: list[ResolvedPrior],
+    hyperparameters: _Hyperparameters,
+    white: np.ndarray | None = None,
+) -> Any:
     """One PyMC variable per group; elements whose prior family differs get their own variable.
 
     With ``white`` (a matrix ``R``), the group is sampled as ``center + R z`` instead; see
@@ -123,16 +164,9 @@ def _create_group(g: ParamGroup, priors: list[ResolvedPrior], white: np.ndarray 
     import pytensor.tensor as pt
 
     def hyper(name: str, idx: list[int], keys: tuple[str, ...]) -> dict[str, Any]:
-        # Hyperparameters as data, not constants: the default priors scale with the data, and as
-        # constants they would make the compiled log density specific to one data set.
-        return {
-            k: pm.Data(f"prior_{name}_{k}", np.asarray([priors[i].prior.params[k] for i in idx], float))
-            for k in keys
-        }
+        return hyperparameters.take(idx, keys)
 
-    parts: dict[tuple, list[int]] = {}
-    for i, rp in enumerate(priors):
-        parts.setdefault((rp.prior.distribution, tuple(rp.prior.params)), []).append(i)
+    parts = _parts(priors)
     if white is not None:
         return _whitened_group(g, parts, hyper, white)
     if len(parts) == 1:
@@ -161,8 +195,8 @@ def _whitened_group(g: ParamGroup, parts: dict[tuple, list[int]], hyper: Any, wh
     import pymc as pm
     import pytensor.tensor as pt
 
-    center = pm.Data(f"white_{g.name}_center", white[:, 0])
-    root = pm.Data(f"white_{g.name}_root", white[:, 1:])
+    white_data = pm.Data(f"white_{g.name}", white)  # [center | R]
+    center, root = white_data[:, 0], white_data[:, 1:]
     z = pm.Flat(f"{g.name}_white", dims=g.dim)
     value = pm.Deterministic(g.name, center + pt.dot(root, z), dims=g.dim)
     logp = 0.0
@@ -230,8 +264,10 @@ def build_pymc_model(
     for name, w in white.items():
         inits[f"{name}_white"] = np.linalg.solve(w[:, 1:], inits[name] - w[:, 0])
     with pm.Model(coords=coords) as model:
+        hyperparameters = _Hyperparameters(structure, priors)
         params = {
-            name: _create_group(g, priors[name], white.get(name)) for name, g in structure.groups.items()
+            name: _create_group(g, priors[name], hyperparameters, white.get(name))
+            for name, g in structure.groups.items()
         }
         ops = pytensor_ops()
         within = level_matrices(structure.within, params, ops)
