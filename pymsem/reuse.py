@@ -70,8 +70,10 @@ def find(model: Any, initial_point: dict[str, np.ndarray]) -> Any | None:
     """A compiled function for ``model``, with its data and starting values, if one can be reused."""
     key = _fingerprint(model, tuple(sorted(initial_point)))
     entry = _CACHE.get(key)
-    if entry is None or entry.model is model:
-        return entry.compiled if entry is not None else None
+    if entry is None:
+        return None
+    if entry.model is model:
+        return entry.compiled
     outputs = _outputs(model)
     if not _same_computation(entry, model, outputs):
         return None

@@ -102,11 +102,11 @@ def sample_compiled(
         import nutpie
 
         t0 = time.perf_counter()
-        key = ("nutpie", tuple(sorted(_initial_point(compiled, None))))
+        init = _initial_point(compiled, None)
+        key = ("nutpie", tuple(sorted(init)))
         cache = compiled.__dict__.setdefault("_sampler_cache", {})
         reused = False
         if key not in cache:
-            init = _initial_point(compiled, None)
             cache[key] = reuse.find(model, init)
             reused = cache[key] is not None
             if not reused:

@@ -478,7 +478,6 @@ class AugmentedLikelihood:
         self, structure: ModelStructure, params: dict[str, Any], eta_o: Any, eta_u: Any, lay: AugmentedLayout
     ) -> Any:
         """The clusters' slope deviations ``u_g + Gamma eta_o,g``; the moderators are between latents here."""
-
         u = add_random_slopes(structure, params, self.slopes)
         mods = sorted({lat for r in structure.random_slopes for lat, _ in r.moderators})
         if not mods:

@@ -163,22 +163,20 @@ def _create_group(
     import pymc as pm
     import pytensor.tensor as pt
 
-    def hyper(name: str, idx: list[int], keys: tuple[str, ...]) -> dict[str, Any]:
-        return hyperparameters.take(idx, keys)
-
+    hyper = hyperparameters.take
     parts = _parts(priors)
     if white is not None:
         return _whitened_group(g, parts, hyper, white)
     if len(parts) == 1:
         ((dist, keys),) = parts
-        return getattr(pm, dist)(g.name, **hyper(g.name, list(range(len(g))), keys), dims=g.dim)
+        return getattr(pm, dist)(g.name, **hyper(list(range(len(g))), keys), dims=g.dim)
     vec = pt.zeros(len(g))
     model = pm.modelcontext(None)
     for (dist, keys), idx in parts.items():
         name = f"{g.name}_{dist.lower()}"
         dim = f"{name}_dim"
         model.add_coord(dim, [g.elements[i] for i in idx])
-        rv = getattr(pm, dist)(name, **hyper(name, idx, keys), dims=dim)
+        rv = getattr(pm, dist)(name, **hyper(idx, keys), dims=dim)
         vec = pt.set_subtensor(vec[np.asarray(idx)], rv)
     return pm.Deterministic(g.name, vec, dims=g.dim)
 
@@ -201,8 +199,7 @@ def _whitened_group(g: ParamGroup, parts: dict[tuple, list[int]], hyper: Any, wh
     value = pm.Deterministic(g.name, center + pt.dot(root, z), dims=g.dim)
     logp = 0.0
     for (dist, keys), idx in parts.items():
-        name = g.name if len(parts) == 1 else f"{g.name}_{dist.lower()}"
-        rv = getattr(pm, dist).dist(**hyper(name, idx, keys))
+        rv = getattr(pm, dist).dist(**hyper(idx, keys))
         logp = logp + pm.logp(rv, value[np.asarray(idx)]).sum()
     pm.Potential(f"{g.name}_prior", logp)
     return value

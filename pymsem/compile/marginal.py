@@ -419,7 +419,6 @@ def within_inverses(
 
 def _cluster_within_cov(structure: ModelStructure, within: LevelMatrices, u: Any, G: int) -> Any:
     """Each cluster's within covariance ``Sigma_W,g`` given its slope deviations ``u`` (G, k)."""
-
     Seta = cluster_latent_covariance(structure, within, u, G)
     return (
         batched_matmul(batched_matmul(within.Lambda[None, :, :], Seta), within.Lambda.T[None, :, :])

@@ -38,19 +38,8 @@ class Scales:
         The cluster means of level-1 columns (level-2 columns: their values), pairwise
         complete; eigenvalues are floored so that ``R`` is invertible with few clusters.
         """
-        level2 = set(self.structure.level2)
-        cols = []
-        for c in columns:
-            if c in level2:
-                cols.append(self.data.cluster_values(c))
-            else:
-                x = self.data.frame[c].to_numpy(float)
-                ok = ~np.isnan(x)
-                n = np.bincount(self.data.cluster_index[ok], minlength=self.data.n_clusters)
-                tot = np.bincount(self.data.cluster_index[ok], weights=x[ok], minlength=self.data.n_clusters)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    cols.append(np.where(n > 0, tot / np.maximum(n, 1), np.nan))
-        S = pd.DataFrame(np.column_stack(cols)).cov().to_numpy()
+        means = np.column_stack([self.data.cluster_means(c) for c in columns])
+        S = pd.DataFrame(means).cov().to_numpy()
         S = np.nan_to_num((S + S.T) / 2)
         w, Q = np.linalg.eigh(S)
         floor = 1e-3 * max(float(np.mean(np.diag(S))), 1e-12)

@@ -66,6 +66,16 @@ class ClusteredData:
         out[self.cluster_index[ok]] = x[ok]
         return out
 
+    def cluster_means(self, column: str) -> np.ndarray:
+        """Each cluster's mean of its observed values (NaN where it has none); a level-2 column's value."""
+        if column in self.level2:
+            return self.cluster_values(column)
+        x = self.frame[column].to_numpy(dtype=float)
+        ok = ~np.isnan(x)
+        n = np.bincount(self.cluster_index[ok], minlength=self.n_clusters)
+        tot = np.bincount(self.cluster_index[ok], weights=x[ok], minlength=self.n_clusters)
+        return np.where(n > 0, tot / np.maximum(n, 1), np.nan)
+
     def level2_values(self, columns: list[str]) -> np.ndarray:
         """``(clusters, len(columns))`` values of level-2 columns (NaN where a cluster has none)."""
         if not columns:
@@ -87,8 +97,9 @@ class ClusteredData:
         idx, x = self.cluster_index[ok], x[ok]
         sizes = np.bincount(idx, minlength=self.n_clusters)
         has = sizes > 0
-        means = np.bincount(idx, weights=x, minlength=self.n_clusters)[has] / sizes[has]
-        dev = x - (np.bincount(idx, weights=x, minlength=self.n_clusters) / np.maximum(sizes, 1))[idx]
+        cluster_means = self.cluster_means(column)
+        means = cluster_means[has]
+        dev = x - cluster_means[idx]
         dof = max(len(x) - int(has.sum()), 1)
         within = float(dev @ dev / dof)
         n_bar = float(np.mean(sizes[has]))
