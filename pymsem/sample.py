@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from pymsem import reuse
 from pymsem.compile.build import CompiledModel
@@ -116,17 +117,21 @@ def sample_compiled(
                 reuse.remember(model, init, cache[key])
         nut = cache[key]
         t1 = time.perf_counter()
-        idata = nutpie.sample(
-            nut,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            cores=cores or min(chains, _n_cores()),
-            seed=seed,
-            progress_bar=progress,
-            target_accept=target_accept,
-            adaptation=_adaptation(compiled),
-        )
+        # nutpie runs one chain per thread; each chain's gradient calls BLAS (numba's dot), and
+        # OpenBLAS's own thread pool on top of that oversubscribed the cores: 2 chains on 2 cores
+        # cost 4.8 instead of 1.2 ms per gradient at 1,000 clusters (bench/results/blas_threads.md).
+        with threadpool_limits(limits=1, user_api="blas"):
+            idata = nutpie.sample(
+                nut,
+                draws=draws,
+                tune=tune,
+                chains=chains,
+                cores=cores or min(chains, _n_cores()),
+                seed=seed,
+                progress_bar=progress,
+                target_accept=target_accept,
+                adaptation=_adaptation(compiled),
+            )
         t2 = time.perf_counter()
         return SamplingRun(idata, sampler, draws, tune, chains, seed, t1 - t0, t2 - t1, reused)
     else:
