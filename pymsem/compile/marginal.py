@@ -27,6 +27,7 @@ import numpy as np
 
 from pymsem.compile.likelihood import register
 from pymsem.compile.linalg import batched_matmul, chol_logdet, cholesky, solve_lower
+from pymsem.compile.logdet_quad import logdet_quad
 from pymsem.compile.matrices import LevelMatrices
 from pymsem.compile.missing import (
     PatternStatistics,
@@ -243,13 +244,11 @@ def random_slope_logp_woodbury(
     theta = pt.diagonal(within.Theta)
     LamD = within.Lambda / theta[:, None]
     C = Sinv + pt.dot(within.Lambda.T, LamD)[None, :, :]
-    LC = cholesky(C)
-    logdet_W = pt.sum(pt.log(theta)) + logdet_psi + chol_logdet(LC)
     # One matrix product over all clusters (a single GEMM), not one small product per cluster.
     P = pt.tensordot(stats.cluster_roots, LamD, axes=[[1], [0]]).transpose(0, 2, 1)  # (G, m, p1)
-    tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - pt.sum(
-        pt.square(solve_lower(LC, P)), axis=(1, 2)
-    )
+    logdet_C, quad_P = logdet_quad(C, P)
+    logdet_W = pt.sum(pt.log(theta)) + logdet_psi + logdet_C
+    tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - quad_P
     within_ll = -0.5 * (n - 1) * (p1 * log2pi + logdet_W) - 0.5 * tr - 0.5 * p1 * pt.log(n)
 
     theta_b = pt.diagonal(between.Theta)
@@ -269,13 +268,12 @@ def random_slope_logp_woodbury(
     K_pad = pt.set_subtensor(K_pad[:mb, :mb], SBinv)
     UEU_k = pt.matmul(U.T[None, :, :] / E_k[:, None, :], U[None, :, :]) + K_pad[None, :, :]
     cap = pt.inc_subtensor(UEU_k[size][:, mb:, mb:], Sinv * n[:, None, None])
-    Lcap = cholesky(cap)
-    logdet_K = chol_logdet(Lpsib) + logdet_psi - m * pt.log(n)
-    logdet_V = pt.sum(pt.log(E_k), axis=1)[size] + logdet_K + chol_logdet(Lcap)
     d = stats.cluster_vectors - between.nu[None, :]
     dE = d / E_k[size]
-    w = pt.dot(dE, U)[:, :, None]  # (G, k, 1)
-    quad = pt.sum(d * dE, axis=1) - pt.sum(pt.square(solve_lower(Lcap, w)), axis=(1, 2))
+    logdet_cap, quad_w = logdet_quad(cap, pt.dot(dE, U))
+    logdet_K = chol_logdet(Lpsib) + logdet_psi - m * pt.log(n)
+    logdet_V = pt.sum(pt.log(E_k), axis=1)[size] + logdet_K + logdet_cap
+    quad = pt.sum(d * dE, axis=1) - quad_w
     between_ll = -0.5 * (pb * log2pi + logdet_V + quad)
     return pt.sum(within_ll + between_ll)
 
@@ -430,9 +428,8 @@ def _within_part(stats: SufficientStatistics, Wg: Any) -> Any:
     import pytensor.tensor as pt
 
     n, p1 = stats.cluster_sizes, stats.p1
-    LW = cholesky(Wg)
-    tr = pt.sum(pt.square(solve_lower(LW, stats.cluster_roots)), axis=(1, 2))
-    return -0.5 * (n - 1) * (p1 * np.log(2 * np.pi) + chol_logdet(LW)) - 0.5 * tr - 0.5 * p1 * pt.log(n)
+    logdet, tr = logdet_quad(Wg, stats.cluster_roots)
+    return -0.5 * (n - 1) * (p1 * np.log(2 * np.pi) + logdet) - 0.5 * tr - 0.5 * p1 * pt.log(n)
 
 
 def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any, rest: list[int]) -> Any:
@@ -444,10 +441,9 @@ def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any,
     pad = pt.zeros((G, pb, pb))
     pad = pt.set_subtensor(pad[:, :p1, :p1], Wg)
     V = (Sigma_B[None, :, :] + pad / n[:, None, None])[:, rest][:, :, rest]
-    LV = cholesky(V)
-    d = (stats.cluster_vectors[:, rest] - (mean[:, rest] if mean.ndim == 2 else mean[None, rest]))[:, :, None]
-    quad = pt.sum(pt.square(solve_lower(LV, d)), axis=(1, 2))
-    return -0.5 * (len(rest) * np.log(2 * np.pi) + chol_logdet(LV) + quad)
+    d = stats.cluster_vectors[:, rest] - (mean[:, rest] if mean.ndim == 2 else mean[None, rest])
+    logdet, quad = logdet_quad(V, d)
+    return -0.5 * (len(rest) * np.log(2 * np.pi) + logdet + quad)
 
 
 @register
