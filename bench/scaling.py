@@ -3,7 +3,8 @@
 Run: ``python bench/scaling.py [--big]``. Simulates Model 3 (3 factors x 4 indicators at both
 levels, random a and b slopes) at 100 clusters x 30, 100 and 300 students, and with ``--big``
 10,000 clusters x 100 students (1,000,000 rows); compiles the collapsed model for each and
-times the numba-compiled log density and gradient (1 core, median of 200 evaluations).
+times the numba-compiled log density and gradient (1 core and one BLAS thread, median of 200
+evaluations).
 Writes ``bench/results/scaling.csv`` and prints a markdown table.
 
 ``python bench/scaling.py --fit 10000 100 [--chains 4 --draws 1000 --tune 1000 --slopes auto]``
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 import pymsem as ms
 from pymsem.sample import _initial_point
@@ -77,10 +79,13 @@ def gradient_seconds(clusters: int, size: int, slopes: str = "auto") -> dict:
     args = [point[v.name] for v in values]
     fn(*args)
     times = []
-    for _ in range(200):
-        t = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t)
+    # One BLAS thread, as in sampling (pymsem.sample): OpenBLAS's pool would otherwise time a
+    # second core that the chains use themselves.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(200):
+            t = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - t)
     per_grad = float(np.median(times))
     return {
         "clusters": clusters,
