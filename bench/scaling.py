@@ -7,9 +7,11 @@ times the numba-compiled log density and gradient (1 core and one BLAS thread, m
 evaluations).
 Writes ``bench/results/scaling.csv`` and prints a markdown table.
 
-``python bench/scaling.py --fit 10000 100 [--chains 4 --draws 1000 --tune 1000 --slopes auto]``
+``python bench/scaling.py --fit 10000 100 [--chains 4 --draws 1000 --tune 1000 --slopes auto
+--target-accept 0.8]``
 instead samples Model 3 end to end on that many rows and appends wall time, peak memory,
-leapfrog steps, ESS and R-hat to ``bench/results/scaling_fit.csv``.
+leapfrog steps (after and during warm-up), step size, ESS and R-hat to
+``bench/results/scaling_fit.csv``.
 """
 
 from __future__ import annotations
@@ -100,7 +102,9 @@ def gradient_seconds(clusters: int, size: int, slopes: str = "auto") -> dict:
     }
 
 
-def full_fit(clusters: int, size: int, chains: int, draws: int, tune: int, slopes: str) -> dict:
+def full_fit(
+    clusters: int, size: int, chains: int, draws: int, tune: int, slopes: str, target_accept: float = 0.8
+) -> dict:
     """Simulate, compile and sample Model 3 end to end; wall time, peak memory and diagnostics."""
     import resource
     import warnings
@@ -109,7 +113,14 @@ def full_fit(clusters: int, size: int, chains: int, draws: int, tune: int, slope
     df = ms.simulate(spec(None), TRUTH, n_clusters=clusters, cluster_size=size, seed=1)
     t1 = time.perf_counter()
     fit = spec(df).fit(
-        draws=draws, tune=tune, chains=chains, seed=1, slopes=slopes, progress=False, warn=False
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=1,
+        slopes=slopes,
+        progress=False,
+        warn=False,
+        target_accept=target_accept,
     )
     t2 = time.perf_counter()
     with warnings.catch_warnings():
@@ -117,6 +128,7 @@ def full_fit(clusters: int, size: int, chains: int, draws: int, tune: int, slope
         d = fit.diagnostics()
         s = fit.summary()
     steps = fit.idata["sample_stats"]["n_steps"].values
+    warm = fit.idata["warmup_sample_stats"]["n_steps"].values
     structural = s[s["block"].isin(["Regressions", "Random slopes"])]
     return {
         "clusters": clusters,
@@ -130,7 +142,12 @@ def full_fit(clusters: int, size: int, chains: int, draws: int, tune: int, slope
         "compile_s": round(fit.run.compile_seconds, 1),
         "sampling_s": round(fit.run.sampling_seconds, 1),
         "wall_s": round(t2 - t1, 1),
+        "target_accept": target_accept,
         "mean_leapfrog_steps": round(float(steps.mean()), 1),
+        # The first warm-up window is where a poor start costs most (153 steps at 10,000 x 100).
+        "warmup_steps_first100": round(float(warm[:, :100].mean()), 1),
+        "warmup_steps_rest": round(float(warm[:, 100:].mean()), 1) if warm.shape[1] > 100 else None,
+        "step_size": round(float(fit.idata["sample_stats"]["step_size"].values.mean()), 3),
         "min_ess_structural": round(float(structural["ess_bulk"].min())),
         "min_ess_all": round(d["min_ess_bulk"]),
         "max_rhat": round(d["max_rhat"], 4),
@@ -153,9 +170,10 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--slopes", default="auto", choices=["auto", "centered", "noncentered"])
+    p.add_argument("--target-accept", type=float, default=0.8)
     args = p.parse_args()
     if args.fit:
-        row = full_fit(*args.fit, args.chains, args.draws, args.tune, args.slopes)
+        row = full_fit(*args.fit, args.chains, args.draws, args.tune, args.slopes, args.target_accept)
         print(row, flush=True)
         out = Path(__file__).parent / "results" / "scaling_fit.csv"
         pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
