@@ -119,7 +119,7 @@ def sample_compiled(
         t1 = time.perf_counter()
         # nutpie runs one chain per thread; each chain's gradient calls BLAS (numba's dot), and
         # OpenBLAS's own thread pool on top of that oversubscribed the cores: 2 chains on 2 cores
-        # cost 4.8 instead of 1.2 ms per gradient at 1,000 clusters (bench/results/blas_threads.md).
+        # cost 4.8 instead of 1.2 ms per gradient at 1,000 clusters (bench/results/parallel_chains.md).
         with threadpool_limits(limits=1, user_api="blas"):
             idata = nutpie.sample(
                 nut,

@@ -37,7 +37,7 @@ def _np_forward(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     quad = np.full(G, np.nan)
     for g in range(G):
         try:
-            L = np.linalg.cholesky(np.tril(A[g]) + np.tril(A[g], -1).T)
+            L = np.linalg.cholesky(A[g])  # reads the lower triangle only
         except np.linalg.LinAlgError:
             continue
         logdet[g] = 2 * np.log(np.diag(L)).sum()
@@ -87,8 +87,7 @@ class LogdetQuad(Op):
             g_logdet = pt.zeros((G,))
         if isinstance(g_quad.type, DisconnectedType):
             g_quad = pt.zeros((G,))
-        gA, gB = LogdetQuadGrad()(A, B, g_logdet, g_quad)
-        return [gA, gB]
+        return list(_GRAD_OP(A, B, g_logdet, g_quad))
 
 
 class LogdetQuadGrad(Op):
@@ -110,6 +109,7 @@ class LogdetQuadGrad(Op):
 
 
 _OP = LogdetQuad()
+_GRAD_OP = LogdetQuadGrad()
 
 
 def logdet_quad(A: Any, B: Any) -> tuple[Any, Any]:
@@ -193,12 +193,10 @@ def _register_numba() -> None:
                     gA[g] = np.nan
                     gB[g] = np.nan
                     continue
-                # L^-1 by forward substitution on the identity's columns.
+                # L^-1 by forward substitution on the identity's columns (lower triangle only:
+                # nothing below reads the upper one).
                 for c in range(k):
-                    for i in range(k):
-                        if i < c:
-                            Linv[i, c] = 0.0
-                            continue
+                    for i in range(c, k):
                         v = 1.0 if i == c else 0.0
                         for m in range(c, i):
                             v -= L[i, m] * Linv[m, c]
