@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pymsem.compile.cluster_woodbury import cluster_woodbury_logp, packed_lower
 from pymsem.compile.likelihood import register
 from pymsem.compile.linalg import batched_matmul, chol_logdet, cholesky, solve_lower
 from pymsem.compile.logdet_quad import logdet_quad
@@ -66,7 +67,9 @@ class SufficientStatistics:
     cluster_sizes: np.ndarray  # n_g (G,)
     cluster_vectors: np.ndarray  # z_g (G, pb)
     cluster_roots: np.ndarray | None  # R_g with R_g R_g' = within scatter of cluster g (G, p1, p1)
-    cluster_scatter_diag: np.ndarray | None = None  # diag of each cluster's within scatter (G, p1)
+    cluster_scatter: np.ndarray | None = (
+        None  # each cluster's within scatter, packed lower triangle (G, p1(p1+1)/2)
+    )
     cluster_size_index: np.ndarray | None = None  # index of n_g in ``sizes`` (G,)
 
     def as_model_data(self) -> SufficientStatistics:
@@ -112,6 +115,7 @@ def sufficient_statistics(
     z = means1
     if structure.level2:
         z = np.column_stack([means1, np.column_stack([data.cluster_values(c) for c in structure.level2])])
+    scatter = _cluster_scatter(dev, idx, G) if per_cluster else None
     uniq, inv = np.unique(sizes, return_inverse=True)
     counts = np.bincount(inv)
     m = np.zeros((len(uniq), z.shape[1]))
@@ -134,21 +138,20 @@ def sufficient_statistics(
         log_n_sum=float(np.log(sizes).sum()),
         cluster_sizes=sizes.astype(float),
         cluster_vectors=z,
-        cluster_roots=_cluster_roots(dev, idx, G) if per_cluster else None,
-        cluster_scatter_diag=np.stack(
-            [np.bincount(idx, weights=dev[:, j] ** 2, minlength=G) for j in range(dev.shape[1])], 1
-        )
-        if per_cluster
-        else None,
+        cluster_roots=np.stack([_root(S) for S in scatter]) if per_cluster else None,
+        cluster_scatter=packed_lower(scatter) if per_cluster else None,
         cluster_size_index=inv.astype(np.int64) if per_cluster else None,
     )
 
 
-def _cluster_roots(dev: np.ndarray, idx: np.ndarray, G: int) -> np.ndarray:
+def _cluster_scatter(dev: np.ndarray, idx: np.ndarray, G: int) -> np.ndarray:
+    """Each cluster's within scatter matrix (G, p, p), one weighted count per entry."""
     p = dev.shape[1]
-    S = np.zeros((G, p, p))
-    np.add.at(S, idx, dev[:, :, None] * dev[:, None, :])
-    return np.stack([_root(S[g]) for g in range(G)])
+    S = np.empty((G, p, p))
+    for i in range(p):
+        for j in range(i + 1):
+            S[:, i, j] = S[:, j, i] = np.bincount(idx, weights=dev[:, i] * dev[:, j], minlength=G)
+    return S
 
 
 def marginal_logp(stats: SufficientStatistics, Sigma_W: Any, Sigma_B: Any, nu: Any) -> Any:
@@ -231,7 +234,10 @@ def random_slope_logp_woodbury(
     (no inverse of ``I - B_g`` is needed, and ``|S_g| = |Psi|``), and
     ``V_g = E_g + U K_g U'`` with ``E_g = Theta_B + Theta_W/n_g`` diagonal,
     ``U = [Lambda_B, Lambda_W]`` and ``K_g = diag(S_B, S_g/n_g)``. Each cluster then
-    needs Cholesky factors of factor-sized (3x3 and 6x6 in Model 3) matrices only.
+    needs Cholesky factors of factor-sized (3x3 and 6x6 in Model 3) matrices only, which
+    one fused operation (:mod:`pymsem.compile.cluster_woodbury`) does, value and gradient,
+    in a single loop over the clusters. Everything that does not depend on the cluster's
+    slopes is summed here from pooled or per-size statistics.
     """
     import pytensor.tensor as pt
 
@@ -240,23 +246,18 @@ def random_slope_logp_woodbury(
     m, mb = ls.n_lat, lb.n_lat
     n = stats.cluster_sizes
     log2pi = np.log(2 * np.pi)
-    Sinv, logdet_psi = _cluster_precisions(structure, within, u, G)
+    Lpsi = cholesky(within.Psi)
+    Psi_inv = pt.linalg.cho_solve((Lpsi, True), pt.eye(m))
+    logdet_psi = chol_logdet(Lpsi)
     theta = pt.diagonal(within.Theta)
     LamD = within.Lambda / theta[:, None]
-    C = Sinv + pt.dot(within.Lambda.T, LamD)[None, :, :]
-    # One matrix product over all clusters (a single GEMM), not one small product per cluster.
-    P = pt.tensordot(stats.cluster_roots, LamD, axes=[[1], [0]]).transpose(0, 2, 1)  # (G, m, p1)
-    logdet_C, quad_P = logdet_quad(C, P)
-    logdet_W = pt.sum(pt.log(theta)) + logdet_psi + logdet_C
-    tr = pt.sum(stats.cluster_scatter_diag / theta[None, :], axis=1) - quad_P
-    within_ll = -0.5 * (n - 1) * (p1 * log2pi + logdet_W) - 0.5 * tr - 0.5 * p1 * pt.log(n)
+    LtL = pt.dot(within.Lambda.T, LamD)
 
     theta_b = pt.diagonal(between.Theta)
     theta_pad = pt.zeros(pb)
     theta_pad = pt.set_subtensor(theta_pad[:p1], theta)
     # E_g and U' E_g^-1 U depend on the cluster only through its size: computed once per
-    # distinct size and gathered.
-    size = stats.cluster_size_index
+    # distinct size.
     E_k = theta_b[None, :] + theta_pad[None, :] / stats.sizes[:, None]  # (K, pb)
     lam_w_pad = pt.zeros((pb, m))
     lam_w_pad = pt.set_subtensor(lam_w_pad[:p1], within.Lambda)
@@ -267,15 +268,43 @@ def random_slope_logp_woodbury(
     K_pad = pt.zeros((mb + m, mb + m))
     K_pad = pt.set_subtensor(K_pad[:mb, :mb], SBinv)
     UEU_k = pt.matmul(U.T[None, :, :] / E_k[:, None, :], U[None, :, :]) + K_pad[None, :, :]
-    cap = pt.inc_subtensor(UEU_k[size][:, mb:, mb:], Sinv * n[:, None, None])
-    d = stats.cluster_vectors - between.nu[None, :]
-    dE = d / E_k[size]
-    logdet_cap, quad_w = logdet_quad(cap, pt.dot(dE, U))
-    logdet_K = chol_logdet(Lpsib) + logdet_psi - m * pt.log(n)
-    logdet_V = pt.sum(pt.log(E_k), axis=1)[size] + logdet_K + logdet_cap
-    quad = pt.sum(d * dE, axis=1) - quad_w
-    between_ll = -0.5 * (pb * log2pi + logdet_V + quad)
-    return pt.sum(within_ll + between_ll)
+    per_cluster = cluster_woodbury_logp(
+        ls,
+        lb,
+        p1,
+        u=u,
+        IB0=pt.eye(m) - within.B,
+        Psi_inv=Psi_inv,
+        LtL=LtL,
+        LamD=LamD,
+        S=stats.cluster_scatter,
+        w=n - 1,
+        n=n,
+        size=stats.cluster_size_index,
+        UEU=UEU_k,
+        z=stats.cluster_vectors,
+        nu=between.nu,
+        Einv=1.0 / E_k,
+        U=U,
+    )
+
+    n_within = stats.n_obs - G
+    pooled_diag = pt.sum(pt.square(stats.within_root), axis=1)  # diag of the pooled within scatter
+    within_ll = (
+        -0.5 * n_within * (p1 * log2pi + pt.sum(pt.log(theta)) + logdet_psi)
+        - 0.5 * pt.sum(pooled_diag / theta)
+        - 0.5 * p1 * stats.log_n_sum
+    )
+    # sum_g (z_g - nu)' E_g^-1 (z_g - nu), from each size's mean and scatter.
+    dev = stats.means - between.nu[None, :]
+    sq = pt.sum(pt.square(stats.roots), axis=2) + stats.counts[:, None] * pt.square(dev)
+    between_ll = (
+        -0.5 * G * (pb * log2pi + chol_logdet(Lpsib) + logdet_psi)
+        - 0.5 * pt.sum(stats.counts * pt.sum(pt.log(E_k), axis=1))
+        + 0.5 * m * stats.log_n_sum
+        - 0.5 * pt.sum(sq / E_k)
+    )
+    return per_cluster + within_ll + between_ll
 
 
 def moderated_random_slope_logp(
