@@ -8,7 +8,7 @@ evaluations).
 Writes ``bench/results/scaling.csv`` and prints a markdown table.
 
 ``python bench/scaling.py --fit 10000 100 [--chains 4 --draws 1000 --tune 1000 --slopes auto
---target-accept 0.8]``
+--target-accept 0.8 --save-warmup]``
 instead samples Model 3 end to end on that many rows and appends wall time, peak memory,
 leapfrog steps (after and during warm-up), step size, ESS and R-hat to
 ``bench/results/scaling_fit.csv``.
@@ -103,7 +103,14 @@ def gradient_seconds(clusters: int, size: int, slopes: str = "auto") -> dict:
 
 
 def full_fit(
-    clusters: int, size: int, chains: int, draws: int, tune: int, slopes: str, target_accept: float = 0.8
+    clusters: int,
+    size: int,
+    chains: int,
+    draws: int,
+    tune: int,
+    slopes: str,
+    target_accept: float = 0.8,
+    save_warmup: bool = False,
 ) -> dict:
     """Simulate, compile and sample Model 3 end to end; wall time, peak memory and diagnostics."""
     import resource
@@ -121,6 +128,7 @@ def full_fit(
         progress=False,
         warn=False,
         target_accept=target_accept,
+        save_warmup=save_warmup,
     )
     t2 = time.perf_counter()
     with warnings.catch_warnings():
@@ -128,7 +136,8 @@ def full_fit(
         d = fit.diagnostics()
         s = fit.summary()
     steps = fit.idata["sample_stats"]["n_steps"].values
-    warm = fit.idata["warmup_sample_stats"]["n_steps"].values
+    # Warm-up statistics exist only with --save-warmup (which doubles the trace's memory).
+    warm = fit.idata["warmup_sample_stats"]["n_steps"].values if save_warmup else None
     structural = s[s["block"].isin(["Regressions", "Random slopes"])]
     return {
         "clusters": clusters,
@@ -145,8 +154,10 @@ def full_fit(
         "target_accept": target_accept,
         "mean_leapfrog_steps": round(float(steps.mean()), 1),
         # The first warm-up window is where a poor start costs most (153 steps at 10,000 x 100).
-        "warmup_steps_first100": round(float(warm[:, :100].mean()), 1),
-        "warmup_steps_rest": round(float(warm[:, 100:].mean()), 1) if warm.shape[1] > 100 else None,
+        "warmup_steps_first100": round(float(warm[:, :100].mean()), 1) if warm is not None else None,
+        "warmup_steps_rest": round(float(warm[:, 100:].mean()), 1)
+        if warm is not None and warm.shape[1] > 100
+        else None,
         "step_size": round(float(fit.idata["sample_stats"]["step_size"].values.mean()), 3),
         "min_ess_structural": round(float(structural["ess_bulk"].min())),
         "min_ess_all": round(d["min_ess_bulk"]),
@@ -171,9 +182,12 @@ def main() -> None:
     p.add_argument("--tune", type=int, default=1000)
     p.add_argument("--slopes", default="auto", choices=["auto", "centered", "noncentered"])
     p.add_argument("--target-accept", type=float, default=0.8)
+    p.add_argument("--save-warmup", action="store_true", help="keep warm-up draws (reports warm-up steps)")
     args = p.parse_args()
     if args.fit:
-        row = full_fit(*args.fit, args.chains, args.draws, args.tune, args.slopes, args.target_accept)
+        row = full_fit(
+            *args.fit, args.chains, args.draws, args.tune, args.slopes, args.target_accept, args.save_warmup
+        )
         print(row, flush=True)
         out = Path(__file__).parent / "results" / "scaling_fit.csv"
         pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)

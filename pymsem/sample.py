@@ -86,12 +86,13 @@ def sample_compiled(
     sampler: str = "nutpie",
     progress: bool = True,
     target_accept: float = 0.8,
+    save_warmup: bool = False,
 ) -> SamplingRun:
     """Run NUTS on a compiled model.
 
     Chains start from data-based values (see :func:`pymsem.compile.scales.initial_values`)
     with a small jitter, so that all chains begin in the main mode of the
-    marker-identified model.
+    marker-identified model. Warm-up draws are kept only with ``save_warmup``.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
@@ -131,6 +132,7 @@ def sample_compiled(
                 progress_bar=progress,
                 target_accept=target_accept,
                 adaptation=_adaptation(compiled),
+                save_warmup=save_warmup,
             )
         t2 = time.perf_counter()
         return SamplingRun(idata, sampler, draws, tune, chains, seed, t1 - t0, t2 - t1, reused)
@@ -171,6 +173,7 @@ def sample_compiled(
                 target_accept=target_accept,
                 nuts_sampler=sampler,
                 compute_convergence_checks=False,
+                discard_tuned_samples=not save_warmup,
                 **extra,
             )
         t2 = time.perf_counter()

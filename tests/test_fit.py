@@ -84,6 +84,16 @@ def test_same_seed_same_draws(model2_fit) -> None:
     assert not np.array_equal(pa, pc)
 
 
+def test_warmup_draws_kept_only_on_request(model2_fit) -> None:
+    """As in PyMC, warm-up draws are dropped by default (they double a large trace's memory)."""
+    assert "warmup_posterior" not in model2_fit.idata.children
+    kept = sample_compiled(
+        model2_fit.compiled, draws=20, tune=30, chains=1, seed=9, progress=False, save_warmup=True
+    )
+    assert kept.idata["warmup_posterior"]["path_w"].shape[:2] == (1, 30)
+    assert kept.idata["warmup_sample_stats"]["n_steps"].shape == (1, 30)
+
+
 def test_priors_table_and_overrides(model2_data: pd.DataFrame) -> None:
     m = model2_spec(model2_data)
     p = m.priors()
