@@ -308,6 +308,9 @@ def _register_numba() -> None:
                 hi, lo = max(i, k), min(i, k)
                 mult = 2.0 if (a == b and i != k) else 1.0
                 rows.append((hi * (hi + 1) // 2 + lo, a, b, i, k, mult))
+        # Sorted by (a, b): each entry of M is then one run of terms summed in a register
+        # (accumulating into M in memory serialized the adds through store-to-load forwarding).
+        rows.sort(key=lambda r: (r[1], r[2], r[0]))
         arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
         ints = arr[:, :5].astype(np.int64)
         return (
@@ -332,6 +335,13 @@ def _register_numba() -> None:
         n_terms = len(t_e)
         # d quad_C / d M[a, b] over the lower triangle: C^-1[a, b], halved on the diagonal.
         t_half = np.where(t_a == t_b, 0.5, 1.0)
+        # Runs of terms per entry (a, b) of M's lower triangle: terms grp_ptr[h]:grp_ptr[h + 1].
+        grp_a = np.asarray([a for a in range(m) for b in range(a + 1)], dtype=np.int64)
+        grp_b = np.asarray([b for a in range(m) for b in range(a + 1)], dtype=np.int64)
+        grp_ptr = np.zeros(len(grp_a) + 1, dtype=np.int64)
+        for h in range(len(grp_a)):
+            grp_ptr[h + 1] = grp_ptr[h] + int(np.sum((t_a == grp_a[h]) & (t_b == grp_b[h])))
+        n_grp = len(grp_a)
         u_i = np.asarray([i for i, _ in op.u_pattern], dtype=np.int64)
         u_a = np.asarray([a for _, a in op.u_pattern], dtype=np.int64)
         n_u = len(u_i)
@@ -413,11 +423,11 @@ def _register_numba() -> None:
                 logdet_C = _inverse(Lc, dc, Li, Cinv, m)
                 logdet_K = _inverse(Lk, dk, Lki, Kinv, q)
                 # M_g = LamD' S_g LamD (lower triangle), then its full symmetric form.
-                for a in range(m):
-                    for t in range(a + 1):
-                        M[a, t] = 0.0
-                for t in range(n_terms):
-                    M[t_a[t], t_b[t]] += S[g, t_e[t]] * coef[t]
+                for h in range(n_grp):
+                    x = 0.0
+                    for t in range(grp_ptr[h], grp_ptr[h + 1]):
+                        x += S[g, t_e[t]] * coef[t]
+                    M[grp_a[h], grp_b[h]] = x
                 quad_C = 0.0
                 for a in range(m):
                     quad_C += Cinv[a, a] * M[a, a]
@@ -463,8 +473,10 @@ def _register_numba() -> None:
                         x *= -0.5
                         gLtL[i, t] += x
                         GS[i, t] = x + ng * K[mb + i, mb + t]
-                for t in range(n_terms):
-                    gcoef[t] += t_half[t] * S[g, t_e[t]] * Cinv[t_a[t], t_b[t]]
+                for h in range(n_grp):
+                    c_ab = Cinv[grp_a[h], grp_b[h]]
+                    for t in range(grp_ptr[h], grp_ptr[h + 1]):
+                        gcoef[t] += c_ab * S[g, t_e[t]]
                 for t in range(n_u):
                     i, a = u_i[t], u_a[t]
                     guval[t] += dE[i] * b[a]
@@ -495,7 +507,7 @@ def _register_numba() -> None:
                 for s in range(n_cells):
                     gu[g, js[s]] -= CM[rr[s], cc[s]]
             for t in range(n_terms):
-                x = gcoef[t] * t_mult[t]
+                x = gcoef[t] * t_mult[t] * t_half[t]
                 gLamD[t_i[t], t_a[t]] += x * LamD[t_k[t], t_b[t]]
                 gLamD[t_k[t], t_b[t]] += x * LamD[t_i[t], t_a[t]]
             for t in range(n_u):
