@@ -92,6 +92,15 @@ def test_warmup_draws_kept_only_on_request(model2_fit) -> None:
     )
     assert kept.idata["warmup_posterior"]["path_w"].shape[:2] == (1, 30)
     assert kept.idata["warmup_sample_stats"]["n_steps"].shape == (1, 30)
+    # Without them (warm-up rows sliced off nutpie's trace before conversion), the same draws.
+    lean = sample_compiled(model2_fit.compiled, draws=20, tune=30, chains=1, seed=9, progress=False)
+    assert "warmup_posterior" not in lean.idata.children
+    np.testing.assert_array_equal(
+        lean.idata["posterior"]["path_w"].values, kept.idata["posterior"]["path_w"].values
+    )
+    np.testing.assert_array_equal(
+        lean.idata["sample_stats"]["n_steps"].values, kept.idata["sample_stats"]["n_steps"].values
+    )
 
 
 def test_priors_table_and_overrides(model2_data: pd.DataFrame) -> None:
