@@ -274,6 +274,16 @@ def _register_numba() -> None:
         return True
 
     @numba_njit(inline="always")
+    def _matmul(X: np.ndarray, Y: np.ndarray, out: np.ndarray, k: int) -> None:
+        """``out = X Y`` for k x k matrices (``X`` or ``Y`` may be a transposed view)."""
+        for i in range(k):
+            for t in range(k):
+                x = 0.0
+                for mm in range(k):
+                    x += X[i, mm] * Y[mm, t]
+                out[i, t] = x
+
+    @numba_njit(inline="always")
     def _inverse(L: np.ndarray, dinv: np.ndarray, Linv: np.ndarray, Ainv: np.ndarray, k: int) -> float:
         """``A^-1`` from ``A = L L'`` into ``Ainv`` (full); returns ``log|A|``."""
         for col in range(k):
@@ -398,19 +408,11 @@ def _register_numba() -> None:
                         IB[i, t] = IB0[i, t]
                 for s in range(n_cells):
                     IB[rr[s], cc[s]] -= u[g, js[s]]
-                for i in range(m):
-                    for t in range(m):
-                        x = 0.0
-                        for k in range(m):
-                            x += Psi_inv[i, k] * IB[k, t]
-                        A[i, t] = x
+                _matmul(Psi_inv, IB, A, m)
+                _matmul(IB.T, A, Sg, m)
                 for i in range(m):
                     for t in range(i + 1):
-                        x = 0.0
-                        for k in range(m):
-                            x += IB[k, i] * A[k, t]
-                        Sg[i, t] = x
-                        Cm[i, t] = x + LtL[i, t]
+                        Cm[i, t] = Sg[i, t] + LtL[i, t]
                 for i in range(q):
                     for t in range(i + 1):
                         K[i, t] = UEU[sz, i, t]
@@ -459,18 +461,11 @@ def _register_numba() -> None:
                         x = -0.5 * (Kinv[i, t] + b[i] * b[t])
                         gUEU[sz, i, t] += x
                         K[i, t] = x
+                _matmul(Cinv, M, CM, m)
+                _matmul(CM, Cinv, GS, m)
                 for i in range(m):
                     for t in range(m):
-                        x = 0.0
-                        for k in range(m):
-                            x += Cinv[i, k] * M[k, t]
-                        CM[i, t] = x
-                for i in range(m):
-                    for t in range(m):
-                        x = wg * Cinv[i, t]
-                        for k in range(m):
-                            x += CM[i, k] * Cinv[k, t]
-                        x *= -0.5
+                        x = -0.5 * (wg * Cinv[i, t] + GS[i, t])
                         gLtL[i, t] += x
                         GS[i, t] = x + ng * K[mb + i, mb + t]
                 for h in range(n_grp):
@@ -485,25 +480,15 @@ def _register_numba() -> None:
                     gnu[i] -= gdE[i] * Einv[sz, i]
                     gEinv[sz, i] += gdE[i] * (z[g, i] - nu[i])
                 # d/dPsi_inv = IB dS IB' and d/dIB = (Psi_inv + Psi_inv') IB dS, via A = IB dS
+                _matmul(IB, GS, A, m)
+                _matmul(A, IB.T, CM, m)
                 for i in range(m):
                     for t in range(m):
-                        x = 0.0
-                        for k in range(m):
-                            x += IB[i, k] * GS[k, t]
-                        A[i, t] = x
+                        gPsi[i, t] += CM[i, t]
+                _matmul(Psym, A, CM, m)
                 for i in range(m):
                     for t in range(m):
-                        x = 0.0
-                        for k in range(m):
-                            x += A[i, k] * IB[t, k]
-                        gPsi[i, t] += x
-                for i in range(m):
-                    for t in range(m):
-                        x = 0.0
-                        for k in range(m):
-                            x += Psym[i, k] * A[k, t]
-                        CM[i, t] = x
-                        gIB0[i, t] += x
+                        gIB0[i, t] += CM[i, t]
                 for s in range(n_cells):
                     gu[g, js[s]] -= CM[rr[s], cc[s]]
             for t in range(n_terms):
