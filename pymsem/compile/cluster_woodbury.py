@@ -39,6 +39,8 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from pymsem.compile.linalg import numba_cache_salt
+
 __all__ = ["ClusterWoodbury", "cluster_woodbury_logp"]
 
 #: Inputs, in order; the gradient outputs follow ``GRAD_INPUTS``' order.
@@ -240,15 +242,6 @@ def cluster_woodbury_logp(ls: Any, lb: Any, p1: int, **inputs: Any) -> Any:
         tuple(map(tuple, np.argwhere(pat_u).tolist())),
     )
     return op(*(inputs[k] for k in INPUTS))[0]
-
-
-def _cache_salt() -> int:
-    """This file's hash: numba's on-disk cache key covers only the Op and its props, so a new
-    pymsem version (or an edited implementation) must not reuse an old compiled loop."""
-    import hashlib
-    from pathlib import Path
-
-    return int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12], 16)
 
 
 def _register_numba() -> None:
@@ -512,7 +505,7 @@ def _register_numba() -> None:
             out[()] = f
             return out, gu, gIB0, gPsi, gLtL, gLamD, gUEU, gnu, gEinv, gU
 
-        return value_and_grad, _cache_salt()
+        return value_and_grad, numba_cache_salt(__file__)
 
 
 def _register_jax() -> None:

@@ -20,7 +20,14 @@ from pytensor.tensor.blockwise import Blockwise
 from pytensor.tensor.linalg.decomposition.cholesky import Cholesky
 from pytensor.tensor.linalg.solvers.triangular import SolveTriangular
 
-__all__ = ["MaskedGradCholesky", "batched_matmul", "chol_logdet", "cholesky", "solve_lower"]
+__all__ = [
+    "MaskedGradCholesky",
+    "batched_matmul",
+    "chol_logdet",
+    "cholesky",
+    "numba_cache_salt",
+    "solve_lower",
+]
 
 
 class MaskedGradCholesky(Cholesky):
@@ -119,3 +126,16 @@ def batched_matmul(a: Any, b: Any) -> Any:
     if k is None or k > UNROLL_MAX or a.ndim < 2 or b.ndim < 2:
         return pt.matmul(a, b)
     return pt.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def numba_cache_salt(source_file: str) -> int:
+    """A hash of a fused Op's source file, returned with its numba implementation.
+
+    PyTensor's on-disk numba cache key for a custom Op covers only the Op's class and props, so
+    an edited implementation or a new pymsem version must change the key itself, or numba
+    would run a stale compiled loop.
+    """
+    import hashlib
+    from pathlib import Path
+
+    return int(hashlib.sha256(Path(source_file).read_bytes()).hexdigest()[:12], 16)

@@ -28,6 +28,8 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 
+from pymsem.compile.linalg import numba_cache_salt
+
 __all__ = ["logdet_quad"]
 
 
@@ -125,15 +127,6 @@ def logdet_quad(A: Any, B: Any) -> tuple[Any, Any]:
     return logdet, quad
 
 
-def _cache_salt() -> int:
-    """This file's hash: numba's on-disk cache key covers only the Op and its props, so a new
-    pymsem version (or an edited implementation) must not reuse an old compiled loop."""
-    import hashlib
-    from pathlib import Path
-
-    return int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12], 16)
-
-
 def _register_numba() -> None:
     from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_default_op_cache_key
 
@@ -183,7 +176,7 @@ def _register_numba() -> None:
                 quad[g] = q
             return logdet, quad
 
-        return forward, _cache_salt()
+        return forward, numba_cache_salt(__file__)
 
     @register_funcify_default_op_cache_key(LogdetQuadGrad)
     def _funcify_backward(op: Any, node: Any = None, **kwargs: Any) -> Any:
@@ -240,7 +233,7 @@ def _register_numba() -> None:
                         gB[g, i, c] = 2.0 * gq * X[i, c]
             return gA, gB
 
-        return backward, _cache_salt()
+        return backward, numba_cache_salt(__file__)
 
 
 def _register_jax() -> None:
