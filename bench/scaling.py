@@ -52,20 +52,18 @@ def spec(data: pd.DataFrame | None) -> ms.MSEM:
     return m
 
 
-def gradient_seconds(clusters: int, size: int, slopes: str = "auto") -> dict:
+def time_gradient(compiled, evaluations: int = 200) -> tuple[float, float]:
+    """Seconds per log density and gradient (median), and seconds to compile them with numba.
+
+    The same joint log density and gradient nutpie differentiates, evaluated at the data-based
+    starting point with one BLAS thread, as in sampling (pymsem.sample): OpenBLAS's pool would
+    otherwise time a second core that the chains use themselves.
+    """
     import pytensor
     import pytensor.tensor as pt
 
-    t0 = time.perf_counter()
-    df = ms.simulate(spec(None), TRUTH, n_clusters=clusters, cluster_size=size, seed=1)
-    sim_s = time.perf_counter() - t0
-    model = spec(df)
-    t0 = time.perf_counter()
-    compiled = model.compile(slopes=slopes)
-    build_s = time.perf_counter() - t0
     pm_model = compiled.pymc_model
     t0 = time.perf_counter()
-    # The same joint log density and gradient nutpie differentiates, compiled with numba.
     values = pm_model.value_vars
     logp = pm_model.logp()
     fn = pytensor.function(values, [logp, *pt.grad(logp, values)], mode="NUMBA")
@@ -77,18 +75,28 @@ def gradient_seconds(clusters: int, size: int, slopes: str = "auto") -> dict:
             vv = pm_model.rvs_to_values[rv]
             tr = pm_model.rvs_to_transforms.get(rv)
             val = init[rv.name]
-            point[vv.name] = tr.forward(val).eval() if tr is not None else val
+            point[vv.name] = tr.forward(val, *rv.owner.inputs).eval() if tr is not None else val
     args = [point[v.name] for v in values]
     fn(*args)
     times = []
-    # One BLAS thread, as in sampling (pymsem.sample): OpenBLAS's pool would otherwise time a
-    # second core that the chains use themselves.
     with threadpool_limits(limits=1, user_api="blas"):
-        for _ in range(200):
+        for _ in range(evaluations):
             t = time.perf_counter()
             fn(*args)
             times.append(time.perf_counter() - t)
-    per_grad = float(np.median(times))
+    return float(np.median(times)), compile_s
+
+
+def gradient_seconds(clusters: int, size: int, slopes: str = "auto") -> dict:
+    t0 = time.perf_counter()
+    df = ms.simulate(spec(None), TRUTH, n_clusters=clusters, cluster_size=size, seed=1)
+    sim_s = time.perf_counter() - t0
+    model = spec(df)
+    t0 = time.perf_counter()
+    compiled = model.compile(slopes=slopes)
+    build_s = time.perf_counter() - t0
+    pm_model = compiled.pymc_model
+    per_grad, compile_s = time_gradient(compiled)
     return {
         "clusters": clusters,
         "students_per_cluster": size,

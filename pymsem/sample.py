@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from pymsem import reuse
 from pymsem.compile.build import CompiledModel
+from pymsem.compile.reproducible import ieee_numba
 
 __all__ = ["SAMPLERS", "SamplingRun", "sample_compiled"]
 
@@ -114,16 +115,21 @@ def sample_compiled(
             cache[key] = reuse.find(model, init)
             reused = cache[key] is not None
             if not reused:
-                cache[key] = nutpie.compile_pymc_model(
-                    model, backend="numba", initial_points=init, jitter_rvs=set()
-                )
+                with ieee_numba():
+                    cache[key] = nutpie.compile_pymc_model(
+                        model, backend="numba", initial_points=init, jitter_rvs=set()
+                    )
                 reuse.remember(model, init, cache[key])
         nut = cache[key]
         t1 = time.perf_counter()
         # nutpie runs one chain per thread; each chain's gradient calls BLAS (numba's dot), and
         # OpenBLAS's own thread pool on top of that oversubscribed the cores: 2 chains on 2 cores
         # cost 4.8 instead of 1.2 ms per gradient at 1,000 clusters (bench/results/parallel_chains.md).
-        with threadpool_limits(limits=1, user_api="blas"), _posterior_rows_only(not save_warmup):
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            _posterior_rows_only(not save_warmup),
+            ieee_numba(),
+        ):
             idata = nutpie.sample(
                 nut,
                 draws=draws,
@@ -155,16 +161,17 @@ def sample_compiled(
         inits = (
             _initial_point(compiled, None) if jax else [_initial_point(compiled, rng) for _ in range(chains)]
         )
-        # Chain processes start from a fresh interpreter ("forkserver"), not a fork: a fork of a
-        # process that has run nutpie or numba threads copies their thread pools' state, and
-        # same-seed runs then differed in a long test session.
+        # Chain processes start from a fresh interpreter ("spawn"), not a fork: a fork copies
+        # whatever nutpie or numba threads left behind. Spawned, not forked from a forkserver that
+        # may have started before ieee_numba, so that each chain reads the flags its compile needs
+        # from the environment (pymsem.compile.reproducible).
         extra = (
             {}
             if jax
-            else {"cores": cores or min(chains, _n_cores()), "init": "adapt_diag", "mp_ctx": "forkserver"}
+            else {"cores": cores or min(chains, _n_cores()), "init": "adapt_diag", "mp_ctx": "spawn"}
         )
         t0 = t1 = time.perf_counter()
-        with model:
+        with model, ieee_numba():
             idata = pm.sample(
                 draws=draws,
                 tune=tune,

@@ -208,9 +208,17 @@ def test_cluster_loglik_of_a_fit_sums_to_the_model_potential(model2_fit) -> None
 def test_loo_and_waic_on_fits(name: str, request: pytest.FixtureRequest) -> None:
     fit = request.getfixturevalue(name)
     G = fit.compiled.data.n_clusters
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", lo.LooWarning)  # these well-specified fits have good k
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", lo.LooWarning)
         res = fit.loo(pointwise=True)
+    # These fits are well specified, so almost every cluster's k is good. With 1,000 draws one
+    # cluster's k estimate can land just above 0.7 on honest draws (0.74 was seen on one machine),
+    # so the bar is a share with room, not "none": a wrong cluster likelihood (latent means not
+    # integrated out, per-student instead of per-cluster terms) puts many clusters far above it.
+    k = np.asarray(res.pareto_k.values)
+    assert (k > res.good_k).sum() <= max(1, G // 30) and k.max() < 1.0, np.sort(k)[-5:]
+    high = [w for w in caught if issubclass(w.category, lo.LooWarning)]
+    assert len(high) == int((k > res.good_k).any())  # the warning fires exactly when a k is high
     assert res.n_data_points == G and res.kind == "loo"
     assert res.elpd_i.dims == ("cluster",) and res.elpd_i.sizes["cluster"] == G
     assert res.elpd == pytest.approx(float(res.elpd_i.sum()))

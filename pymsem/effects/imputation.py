@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from pymsem.compile.reproducible import ieee_numba
+
 if TYPE_CHECKING:
     from pymsem.results.fit import MSEMFit
 
@@ -35,7 +37,8 @@ def _free_rv_function(model: Any, outputs: list[Any]) -> Any:
     rvs = list(model.free_RVs)
     inputs = [rv.type(name=rv.name) for rv in rvs]
     outs = graph_replace(outputs, dict(zip(rvs, inputs)), strict=False)
-    fn = pytensor.function(inputs, outs, on_unused_input="ignore")
+    with ieee_numba():
+        fn = pytensor.function(inputs, outs, on_unused_input="ignore")
     names = [rv.name for rv in rvs]
     return lambda point: fn(*[point[n] for n in names])
 

@@ -52,6 +52,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from pymsem.compile.reproducible import ieee_numba
+
 if TYPE_CHECKING:
     from pymsem.compile.missing import PatternStatistics
     from pymsem.compile.structure import ModelStructure
@@ -170,7 +172,8 @@ def _compiled_function(
         Rinv, ld = mg.within_inverses(structure, W, psr, Wg=Wg, u=u)
         ll, _ = missing_logp(psr, Rinv, ld, B.Sigma, B.nu, l2)
         inputs.append(u)
-    return pytensor.function(inputs, ll, on_unused_input="ignore", mode=mode)
+    with ieee_numba():
+        return pytensor.function(inputs, ll, on_unused_input="ignore", mode=mode)
 
 
 def _slope_points(k: int, n: int, seed: int) -> np.ndarray:

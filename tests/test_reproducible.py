@@ -1,0 +1,62 @@
+"""Same seed, same draws: in a new process, with empty compile caches and with warm ones.
+
+A function compiled afresh and the same function loaded from PyTensor's on-disk numba cache
+rounded differently under fastmath, and NUTS turned one ulp into different draws
+(pymsem.compile.reproducible). Each run here is a new interpreter with its own PyTensor and numba
+cache folders: the first finds them empty, the second finds what the first wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """
+import hashlib, sys
+import numpy as np
+import pymsem as ms
+
+truth = {"a_w": 0.3, "b_w": 0.4, "c_w": 0.2, "a_b": 0.6, "b_b": 0.5, "c_b": 0.3,
+         "lv_sd_w": 1.0, "lv_sd_b": 0.5, "intercept_b": 1.0}
+def spec(data):
+    m = ms.MSEM(data, cluster="schid")
+    for level, s in (("within", "w"), ("between", "b")):
+        m.path("INT", on="REL", level=level, label=f"a_{s}")
+        m.path("ACH", on=["INT", "REL"], level=level, label=[f"b_{s}", f"c_{s}"])
+    return m
+if __name__ == "__main__":  # PyMC's chain processes import this file again
+    sizes = np.random.default_rng(5).integers(5, 30, size=60)
+    data = ms.simulate(spec(None), truth, n_clusters=60, cluster_size=sizes, seed=12)
+    model = spec(data)
+    for sampler in ("nutpie", "pymc"):
+        fit = model.fit(draws=150, tune=150, chains=2, seed=3, sampler=sampler, progress=False, warn=False)
+        draws = np.ascontiguousarray(fit.posterior["path_w"].values)
+        print("DRAWS", sampler, hashlib.sha256(draws.tobytes()).hexdigest(), flush=True)
+"""
+
+
+def _run(script: Path, caches: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTENSOR_FLAGS"] = f"base_compiledir={caches / 'pytensor'}"
+    env["NUMBA_CACHE_DIR"] = str(caches / "numba")
+    out = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [line.split() for line in out.stdout.splitlines() if line.startswith("DRAWS")]
+    return {sampler: digest for _, sampler, digest in lines}
+
+
+@pytest.mark.slow
+def test_same_seed_same_draws_with_cold_and_warm_caches(tmp_path: Path) -> None:
+    script = tmp_path / "fit.py"
+    script.write_text(SCRIPT)
+    cold = _run(script, tmp_path / "caches")
+    assert (tmp_path / "caches" / "pytensor" / "numba").is_dir()  # the first run filled the cache
+    warm = _run(script, tmp_path / "caches")
+    assert set(cold) == {"nutpie", "pymc"}
+    assert cold == warm
