@@ -2,11 +2,88 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import pymsem as ms
+
+# ---------------------------------------------------------------------------- scheduling (xdist)
+#: Work units for pytest-xdist, heaviest first (seconds with empty compile caches, 2 cores).
+#: Compiling dominates the suite, so the files that share the session's fitted models run on
+#: one worker and each model is compiled and sampled once; the other worker takes the files with
+#: models of their own. Files not listed form a unit each, after these.
+WORK_UNITS: dict[str, tuple[str, ...]] = {
+    "fitted-models": (
+        "test_random_slopes.py", "test_loo.py", "test_fit.py", "test_plots.py",
+        "test_diagram.py", "test_compare.py", "test_recovery.py",
+    ),
+    "missing": ("test_missing.py",),
+    "formulations": ("test_formulations.py",),
+    "moderation": ("test_moderation.py",),
+    "reproducible": ("test_reproducible.py",),
+    "reuse": ("test_reuse.py",),
+}  # fmt: skip
+_UNIT_OF = {f"tests/{f}": unit for unit, files in WORK_UNITS.items() for f in files}
+_UNIT_RANK = {unit: i for i, unit in enumerate(WORK_UNITS)}
+
+
+def _unit(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return _UNIT_OF.get(path, path)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Stable sort: the scheduler hands units out in collection order.
+    items.sort(key=lambda item: _UNIT_RANK.get(_unit(item.nodeid), len(_UNIT_RANK)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        """Whole work units, one at a time per worker, in the order of WORK_UNITS.
+
+        xdist's own scope scheduling hands each worker two units at the start and sorts them by
+        test count; with a few long units that leaves one worker busy long after the other.
+        """
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+        def _reschedule(self, node: Any) -> None:
+            # A worker holds back its last test until it knows what runs next (fixture teardown),
+            # so "one left" means it is about to run dry.
+            if node.shutting_down:
+                return
+            if not self.workqueue:
+                node.shutdown()
+                return
+            if self._pending_of(self.assigned_work[node]) <= 1:
+                self._assign_work_unit(node)
+
+    config.option.loadscopereorder = False
+    return UnitScheduling(config, log)
+
+
+_SECONDS: dict[tuple[str, str], float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    _SECONDS[(report.nodeid.split("::", 1)[0], getattr(worker, "id", "-"))] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _SECONDS:
+        return
+    terminalreporter.section("seconds by file")
+    for (path, worker), sec in sorted(_SECONDS.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{sec:8.1f}  {worker:>4}  {path}")
+
 
 FACTORS = ("ACH", "INT", "REL")
 
