@@ -8,8 +8,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from pytensor.compile.mode import Mode
 
 import pymsem as ms
+
+#: The mode for exactness tests, which evaluate a graph a few times on tiny data: PyTensor's
+#: Python linker runs each Op's NumPy ``perform`` and compiles nothing, where numba would spend
+#: tens of seconds per graph on a new machine (the default mode, FAST_RUN, is numba's). The numba
+#: kernels are checked in "NUMBA" mode beside it (test_cluster_woodbury, test_logdet_quad) and
+#: every fit samples through them.
+REFERENCE_MODE = Mode(linker="py", optimizer="fast_compile")
 
 # ---------------------------------------------------------------------------- scheduling (xdist)
 #: Work units for pytest-xdist, heaviest first (seconds with empty compile caches, 2 cores).

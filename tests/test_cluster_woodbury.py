@@ -16,8 +16,11 @@ from pymsem.compile.cluster_woodbury import (
     _np_value_and_grad,
     packed_lower,
 )
+from tests.conftest import REFERENCE_MODE
 
-MODES = ["FAST_RUN", "NUMBA"] + (["JAX"] if importlib.util.find_spec("jax") else [])
+MODES = [pytest.param(REFERENCE_MODE, id="py"), "NUMBA"] + (
+    ["JAX"] if importlib.util.find_spec("jax") else []
+)
 
 # Model 3's layout, smaller: 3 within factors (INT on REL, ACH on INT and REL), random slopes
 # in (1, 0) and (0, 1); 3 between factors, so the capacitance is 6 x 6; 5 level-1 variables
@@ -147,7 +150,7 @@ def test_backends_match_reference(inputs: dict[str, np.ndarray], mode: str) -> N
         np.testing.assert_allclose(a, 2.0 * b, rtol=1e-9, atol=1e-10, err_msg=name)
 
 
-@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
+@pytest.mark.parametrize("mode", [pytest.param(REFERENCE_MODE, id="py"), "NUMBA"])
 def test_not_positive_definite_gives_nan(inputs: dict[str, np.ndarray], mode: str) -> None:
     bad = dict(inputs)
     bad["LtL"] = -10.0 * np.eye(M)

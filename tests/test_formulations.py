@@ -24,6 +24,7 @@ import pymsem as ms
 from pymsem.compile.augmented import AugmentedLikelihood, augmented_layout
 from pymsem.compile.matrices import level_matrices
 from pymsem.simulate import parameter_vectors, spec_structure
+from tests.conftest import REFERENCE_MODE
 
 # ----------------------------------------------------------------------------- specifications
 
@@ -143,7 +144,7 @@ def _eval(model: Any, out: Any, values: dict[str, np.ndarray]) -> float:
     from pytensor.graph.replace import graph_replace
 
     repl = {model[k]: pt.as_tensor(np.asarray(v, dtype=float)) for k, v in values.items()}
-    return float(graph_replace(out, repl, strict=True).eval())
+    return float(graph_replace(out, repl, strict=True).eval(mode=REFERENCE_MODE))
 
 
 def _params(m: ms.MSEM, values: dict[str, float]) -> dict[str, np.ndarray]:
@@ -436,7 +437,7 @@ def _integrated_augmented(model: Any, fixed: dict[str, np.ndarray]) -> float:
     repl |= {model[n]: p.reshape(s) for n, p, s in zip(names, parts, shapes)}
     f = graph_replace(model["loglik"], repl, strict=True) - 0.5 * pt.sum(pt.square(z))
     g = pt.grad(f, z)
-    fn = pytensor.function([z], [f, g])
+    fn = pytensor.function([z], [f, g], mode=REFERENCE_MODE)
     z0 = np.zeros(sum(sizes))
     _, g0 = fn(z0)
     # The gradient is linear in z, so unit differences give the Hessian exactly (up to rounding).
@@ -493,7 +494,7 @@ def test_whitened_grand_means_have_the_same_posterior_density(
     center = white["white_intercept_b"].get_value()[:, 0]
     root = white["white_intercept_b"].get_value()[:, 1:]
     assert np.allclose(np.tril(root), root) and np.all(np.diag(root) > 0)
-    f_white, f_plain = white.compile_logp(), plain.compile_logp()
+    f_white, f_plain = white.compile_logp(mode=REFERENCE_MODE), plain.compile_logp(mode=REFERENCE_MODE)
     rng = np.random.default_rng(3)
     base = plain.initial_point()
     for _ in range(3):

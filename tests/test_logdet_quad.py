@@ -10,11 +10,14 @@ import pytensor.tensor as pt
 import pytest
 
 from pymsem.compile.logdet_quad import logdet_quad
+from tests.conftest import REFERENCE_MODE
 
 G, K, R = 5, 4, 3
 
 # JAX (the numpyro / blackjax path) is an optional extra; its mode is checked where installed.
-MODES = ["FAST_RUN", "NUMBA"] + (["JAX"] if importlib.util.find_spec("jax") else [])
+MODES = [pytest.param(REFERENCE_MODE, id="py"), "NUMBA"] + (
+    ["JAX"] if importlib.util.find_spec("jax") else []
+)
 
 
 @pytest.fixture(scope="module")

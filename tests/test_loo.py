@@ -22,6 +22,7 @@ from scipy.special import logsumexp
 
 import pymsem as ms
 from pymsem.results import loo as lo
+from tests.conftest import REFERENCE_MODE
 from tests.test_formulations import CASES, SIZES_TINY, _eval, _params
 from tests.test_missing import _dense_per_cluster, _punch, _tiny_case
 from tests.test_random_slopes import MODEL3_TRUTH, model3_spec
@@ -32,7 +33,7 @@ def _quick(st, cd) -> dict:
 
     The numba function (the default) is checked on a real fit below.
     """
-    return {1: lo._compiled_function(st, cd, 1, mode="FAST_COMPILE")}
+    return {1: lo._compiled_function(st, cd, 1, mode=REFERENCE_MODE)}
 
 
 def _one_draw(vec: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -163,14 +164,14 @@ def test_slope_integral_by_importance_sampling_matches_brute_force(monkeypatch: 
     # A poor proposal (off-center, too narrow) is still consistent thanks to the population share.
     np.testing.assert_allclose(est(4096, (post_mean + 0.3, 0.2 * post_cov))[0], truth, atol=0.1)
     # The integral is not the likelihood at the clusters' mean slopes, the quantity it replaces.
-    at_mean = lo._compiled_function(st, cd, 1, mode="FAST_COMPILE")(*[vec[k] for k in st.groups], post_mean)
+    at_mean = lo._compiled_function(st, cd, 1, mode=REFERENCE_MODE)(*[vec[k] for k in st.groups], post_mean)
     assert np.all(at_mean > truth + 0.05)
 
 
 def test_slope_chunks_do_not_change_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
     m, vec, T = _slope_case()
     st, cd = m.structure(), m.clustered_data()
-    fns = {r: lo._compiled_function(st, cd, r, mode="FAST_COMPILE") for r in (100, 7)}
+    fns = {r: lo._compiled_function(st, cd, r, mode=REFERENCE_MODE) for r in (100, 7)}
     rng = np.random.default_rng(3)
     prop = (0.2 * rng.standard_normal((cd.n_clusters, 2)), np.broadcast_to(0.5 * T, (cd.n_clusters, 2, 2)))
     kw = dict(slope_draws=100, proposal=prop, functions=fns)

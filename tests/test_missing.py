@@ -22,7 +22,7 @@ from pymsem.compile import marginal as mg
 from pymsem.compile.matrices import level_matrices, pytensor_ops
 from pymsem.compile.missing import missing_logp, padded_inverse, pattern_statistics
 from pymsem.specification.errors import MSEMDataError
-from tests.conftest import MODEL2_TRUTH, model2_spec
+from tests.conftest import MODEL2_TRUTH, REFERENCE_MODE, model2_spec
 from tests.test_formulations import CASES, SIZES_TINY, _eval, _params
 from tests.test_random_slopes import MODEL3_TRUTH, model3_spec
 
@@ -110,7 +110,7 @@ def test_pattern_likelihood_on_complete_data_equals_complete_data_path(case: str
     Rinv, ld = padded_inverse(W.Sigma[None], ps.patterns)
     ll, _ = missing_logp(ps, Rinv, ld, B.Sigma, B.nu, list(range(len(st.level2))), per_pattern=True)
     complete = mg.marginal_logp(mg.sufficient_statistics(st, cd), W.Sigma, B.Sigma, B.nu)
-    f = pytensor.function([], [ll.sum(), complete])
+    f = pytensor.function([], [ll.sum(), complete], mode=REFERENCE_MODE)
     got, want = f()
     assert got == pytest.approx(want, rel=1e-10)
 
@@ -140,7 +140,7 @@ def test_random_slope_missing_likelihood_equals_dense(woodbury: bool) -> None:
         Wg = mg._cluster_within_cov(st, W, us, cd.n_clusters)
         Rinv, ld = padded_inverse(Wg[ps.pair_cluster], ps.pair_mask)
     ll, _ = missing_logp(ps, Rinv, ld, B.Sigma, B.nu, [])
-    f = pytensor.function([*syms.values(), us], ll.sum(), on_unused_input="ignore")
+    f = pytensor.function([*syms.values(), us], ll.sum(), on_unused_input="ignore", mode=REFERENCE_MODE)
     got = f(*[vals[n] for n in st.groups], u)
     assert got == pytest.approx(_dense_observed(m, vals, slopes=u), rel=1e-9)
 
@@ -325,7 +325,7 @@ def test_moderated_missing_likelihood_equals_dense_conditional_normal() -> None:
         uu = pt.matrix("u")
         ll = mg.moderated_random_slope_logp(None, st, W, B, uu, syms, ps)
         raw = pm.modelcontext(None)["moderator_raw"]
-        f = pytensor.function([*syms.values(), uu, raw], ll, on_unused_input="ignore")
+        f = pytensor.function([*syms.values(), uu, raw], ll, on_unused_input="ignore", mode=REFERENCE_MODE)
     raw_val = rng.standard_normal((5, 1))
     got = f(*[vals[n] for n in st.groups], u, raw_val)
 

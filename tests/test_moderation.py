@@ -10,6 +10,7 @@ from scipy.stats import multivariate_normal
 import pymsem as ms
 from pymsem.compile import marginal as mg
 from pymsem.compile.matrices import level_matrices, pytensor_ops
+from tests.conftest import REFERENCE_MODE
 
 
 def tiny_spec(data: pd.DataFrame | None) -> ms.MSEM:
@@ -55,7 +56,7 @@ def test_moderated_likelihood_equals_dense_conditional_normal() -> None:
         uu = pt.matrix("u")
         ll = mg.moderated_random_slope_logp(stats, st, W, B, uu, syms)
         raw = pm.modelcontext(None)["moderator_raw"]
-        f = pytensor.function([*syms.values(), uu, raw], ll, on_unused_input="ignore")
+        f = pytensor.function([*syms.values(), uu, raw], ll, on_unused_input="ignore", mode=REFERENCE_MODE)
     raw_val = rng.standard_normal((4, 1))
     got = f(*[vals[n] for n in st.groups], u, raw_val)
 
