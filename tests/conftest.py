@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections import defaultdict
 from typing import Any
 
@@ -19,8 +20,14 @@ import pymsem as ms
 #: every fit samples through them.
 REFERENCE_MODE = Mode(linker="py", optimizer="fast_compile")
 
+#: Modes the fused Ops are checked in: their NumPy twins, their numba kernels, and JAX (the
+#: numpyro / blackjax path, an optional extra) where installed.
+KERNEL_MODES = [pytest.param(REFERENCE_MODE, id="py"), "NUMBA"] + (
+    ["JAX"] if importlib.util.find_spec("jax") else []
+)
+
 # ---------------------------------------------------------------------------- scheduling (xdist)
-#: Work units for pytest-xdist, heaviest first (seconds with empty compile caches, 2 cores).
+#: Work units for pytest-xdist, heaviest first (by the "seconds by file" table of a cold run).
 #: Compiling dominates the suite, so the files that share the session's fitted models run on
 #: one worker and each model is compiled and sampled once; the other worker takes the files with
 #: models of their own. Files not listed form a unit each, after these.

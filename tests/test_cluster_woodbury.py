@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -16,11 +14,7 @@ from pymsem.compile.cluster_woodbury import (
     _np_value_and_grad,
     packed_lower,
 )
-from tests.conftest import REFERENCE_MODE
-
-MODES = [pytest.param(REFERENCE_MODE, id="py"), "NUMBA"] + (
-    ["JAX"] if importlib.util.find_spec("jax") else []
-)
+from tests.conftest import KERNEL_MODES, REFERENCE_MODE
 
 # Model 3's layout, smaller: 3 within factors (INT on REL, ACH on INT and REL), random slopes
 # in (1, 0) and (0, 1); 3 between factors, so the capacitance is 6 x 6; 5 level-1 variables
@@ -131,7 +125,7 @@ def _symbols(x: dict[str, np.ndarray]) -> list:
     ]
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", KERNEL_MODES)
 def test_backends_match_reference(inputs: dict[str, np.ndarray], mode: str) -> None:
     """Value and gradients through PyTensor's grad (the pull-back), compiled in each backend."""
     syms = _symbols(inputs)

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
 
 from pymsem.compile.logdet_quad import logdet_quad
-from tests.conftest import REFERENCE_MODE
+from tests.conftest import KERNEL_MODES
 
 G, K, R = 5, 4, 3
-
-# JAX (the numpyro / blackjax path) is an optional extra; its mode is checked where installed.
-MODES = [pytest.param(REFERENCE_MODE, id="py"), "NUMBA"] + (
-    ["JAX"] if importlib.util.find_spec("jax") else []
-)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,7 @@ def _numeric_grad(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", KERNEL_MODES)
 def test_values_and_gradient(values: dict[str, np.ndarray], mode: str) -> None:
     M, B, w = values["M"], values["B"], values["w"]
     Mx, Bx = pt.tensor3("M"), pt.tensor3("B")
@@ -63,7 +56,7 @@ def test_values_and_gradient(values: dict[str, np.ndarray], mode: str) -> None:
     np.testing.assert_allclose(gB, _numeric_grad(lambda b: _objective(M, b, w), B), atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", KERNEL_MODES)
 def test_one_output_alone_and_vector_columns(values: dict[str, np.ndarray], mode: str) -> None:
     """Only the log determinant used (the quadratic form's gradient disconnected); a (G, k) vector batch."""
     M, B = values["M"], values["B"][:, :, 0]
@@ -80,7 +73,7 @@ def test_one_output_alone_and_vector_columns(values: dict[str, np.ndarray], mode
     np.testing.assert_allclose(gM, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", KERNEL_MODES)
 def test_not_positive_definite_gives_nan(mode: str) -> None:
     A = np.stack([np.eye(3), -np.eye(3)])
     Ax, Bx = pt.tensor3("A"), pt.tensor3("B")
