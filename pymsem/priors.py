@@ -25,6 +25,7 @@ them per label (``"a_w"``), per PyMC variable (``"path_w"``), per element
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,17 @@ class Prior:
         Name of a PyMC distribution, e.g. ``"Normal"``, ``"HalfNormal"``,
         ``"TruncatedNormal"``, ``"StudentT"``, ``"Uniform"``.
     **params
-        Its parameters (numbers), e.g. ``mu=0, sigma=1``.
+        Its parameters (finite numbers), e.g. ``mu=0, sigma=1``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown distribution, a parameter that is not a finite number, a
+        scale, precision, rate, shape, degrees of freedom or LKJ ``eta`` that is
+        not > 0 (``sigma``, ``tau`` everywhere; ``beta`` of (Half)Cauchy;
+        ``alpha``/``beta`` of Gamma, InverseGamma and Beta; ``lam`` of
+        Exponential; ``nu`` of StudentT; ...), or ``lower`` not below ``upper``.
+        The message names the distribution, the parameter and the rule.
 
     Examples
     --------
@@ -60,9 +71,7 @@ class Prior:
                 f"Unknown PyMC distribution {distribution!r}: give the name of a PyMC distribution "
                 f"class such as 'Normal', 'HalfNormal', 'StudentT' or 'Uniform'."
             )
-        for k, v in params.items():
-            if not np.isscalar(v) or not np.isfinite(v):
-                raise ValueError(f"Prior parameter {k}={v!r} must be a finite number.")
+        _check_params(distribution, params)
         object.__setattr__(self, "distribution", distribution)
         object.__setattr__(self, "params", dict(sorted(params.items())))
 
@@ -94,6 +103,65 @@ class Prior:
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
+
+
+# Parameters that must be > 0, by distribution: scales, precisions, rates, shapes, degrees of
+# freedom and LKJ's eta. PyMC accepts a bad value here silently and fails only when sampling (or
+# never, with a meaningless posterior), so the Prior refuses it where the user wrote it. "*" applies
+# to every distribution: in PyMC, sigma is always a scale and tau always a precision.
+_POSITIVE: dict[str, tuple[str, ...]] = {
+    "*": ("sigma", "tau"),
+    "Beta": ("alpha", "beta", "nu"),
+    "Cauchy": ("beta",),
+    "ChiSquared": ("nu",),
+    "Exponential": ("lam", "scale"),
+    "Gamma": ("alpha", "beta", "mu"),
+    "HalfCauchy": ("beta",),
+    "HalfStudentT": ("nu", "lam"),
+    "InverseGamma": ("alpha", "beta", "mu"),
+    "Laplace": ("b",),
+    "LKJCholeskyCov": ("eta",),
+    "LKJCorr": ("eta",),
+    "Logistic": ("s",),
+    "StudentT": ("nu", "lam"),
+    "Weibull": ("alpha", "beta"),
+}
+# Pairs that must be ordered, for every distribution that takes them (Uniform, TruncatedNormal, ...).
+_ORDERED: tuple[tuple[str, str], ...] = (("lower", "upper"),)
+
+
+def _check_params(distribution: str, params: dict[str, Any]) -> None:
+    """Refuse a non-numeric or non-finite parameter, and one that breaks the rules above.
+
+    Raises
+    ------
+    ValueError
+        Naming the distribution, the parameter and the rule, e.g. ``sigma must be > 0``.
+    """
+
+    def show(v: Any) -> str:  # as the repr shows numbers (1, not np.float64(1.0))
+        return _fmt(v) if _is_number(v) else repr(v)
+
+    def refuse(rule: str) -> ValueError:
+        args = ", ".join(f"{k}={show(v)}" for k, v in sorted(params.items()))
+        return ValueError(f'Prior("{distribution}", {args}) is invalid: {rule}.')
+
+    for k, v in params.items():
+        if not _is_number(v):
+            raise refuse(f"{k} must be a number (got {type(v).__name__} {v!r})")
+        if not np.isfinite(float(v)):
+            raise refuse(f"{k} must be a finite number (got {show(v)})")
+    for k in _POSITIVE["*"] + _POSITIVE.get(distribution, ()):
+        if k in params and not params[k] > 0:
+            raise refuse(f"{k} must be > 0 (got {show(params[k])})")
+    for lo, hi in _ORDERED:
+        if lo in params and hi in params and not params[lo] < params[hi]:
+            raise refuse(f"{lo} must be < {hi} (got {lo}={show(params[lo])}, {hi}={show(params[hi])})")
+
+
+def _is_number(v: Any) -> bool:
+    # bool is an int to Python, but True as a prior parameter is a mistake, not a number.
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,7 @@ def spec_structure(model: MSEM) -> ModelStructure:
         used += [v for v in (c.a, c.b) if v not in names and v not in used and v not in slopes]
     level2 = [c for c in used if c in model.declared_level2]
     level1 = [c for c in used if c not in model.declared_level2]
-    return lower(
-        model.latents, model.paths, model.covariances, level1, level2, model.auto_exogenous_covariances
-    )
+    return lower(model.table, level1, level2, model.auto_exogenous_covariances)
 
 
 def slope_correlation(structure: ModelStructure, values: Mapping[str, float]) -> np.ndarray:
@@ -72,6 +70,9 @@ def parameter_vectors(structure: ModelStructure, values: Mapping[str, float]) ->
                 missing.append(f"{g.name}[{el}]" + (f" (label {lab})" if lab else ""))
             else:
                 vec[i] = float(values[key])
+        for i, owner in enumerate(g.owners):
+            if owner is not None:  # equal by a shared label to an earlier parameter
+                vec[i] = out[owner[0]][owner[1]]
         out[g.name] = vec
     known.add("slope_cor")
     known.update(lab for r in structure.random_slopes for lab in r.cor_labels.values())

@@ -66,9 +66,20 @@ def test_too_few_indicators(data: pd.DataFrame) -> None:
         alone.structure()
 
 
-def test_label_used_twice(data: pd.DataFrame) -> None:
-    m = two_factor(data).path("Y", on="X", level="between", label="b")
-    with pytest.raises(MSEMSpecificationError, match=r"Label 'b' is used twice"):
+def test_shared_label_is_one_parameter(data: pd.DataFrame) -> None:
+    """A label on two paths makes them one parameter (an equality constraint), as in lavaan."""
+    free = two_factor(data).path("Y", on="X", level="between", label="b_b").structure()
+    st = two_factor(data).path("Y", on="X", level="between", label="b").structure()
+    assert st.n_free == free.n_free - 1
+    assert st.groups["path_b"].owners == [("path_w", 0)]
+    assert st.labels["b"].group == "path_w"
+
+
+def test_label_on_parameters_of_two_kinds(data: pd.DataFrame) -> None:
+    m = two_factor(data).covariance("X1", "X2", level="within", label="b")
+    with pytest.raises(
+        MSEMSpecificationError, match=r"Label 'b' names a regression slope .* indicator residual"
+    ):
         m.structure()
 
 

@@ -65,6 +65,12 @@ def resolve_priors(
                 prior, rule = default_prior(g.kind, scale, center)
                 res.append(ResolvedPrior(prior, f"default: {rule}"))
         out[g.name] = res
+    for g in structure.groups.values():
+        for i, owner in enumerate(g.owners):
+            if owner is not None:
+                first = out[owner[0]][owner[1]]
+                equal = structure.groups[owner[0]].elements[owner[1]]
+                out[g.name][i] = ResolvedPrior(first.prior, f"equal to {g.labels[i]} ({equal})")
     if len(structure.random_slopes) > 1:
         from pymsem.compile.slopes import DEFAULT_SLOPE_CORR_PRIOR
 
@@ -113,12 +119,32 @@ def prior_table(structure: ModelStructure, priors: dict[str, list[ResolvedPrior]
     return pd.DataFrame(rows)
 
 
-def _parts(priors: list[ResolvedPrior]) -> dict[tuple, list[int]]:
-    """Elements grouped by prior family and parameter names, in first-seen order."""
+def _parts(priors: list[ResolvedPrior], own: list[int] | None = None) -> dict[tuple, list[int]]:
+    """Elements grouped by prior family and parameter names, in first-seen order.
+
+    ``own`` restricts them to the elements that are parameters of their own (not equal by a
+    shared label to an earlier one).
+    """
     parts: dict[tuple, list[int]] = {}
-    for i, rp in enumerate(priors):
+    for i in range(len(priors)) if own is None else own:
+        rp = priors[i]
         parts.setdefault((rp.prior.distribution, tuple(rp.prior.params)), []).append(i)
     return parts
+
+
+def part_names(g: ParamGroup, priors: list[ResolvedPrior]) -> dict[str, list[int]]:
+    """The PyMC variables holding a group's own elements, when the group is not one variable.
+
+    A group is one variable when all its elements are its own and share a prior family;
+    otherwise each family is a variable (``loading_w_normal``) or, with one family, the own
+    elements are ``<group>_free``, and the group is a ``pm.Deterministic`` over them.
+    """
+    parts = _parts(priors, g.own)
+    if len(g.own) == len(g) and len(parts) <= 1:
+        return {}
+    if len(parts) == 1 and len(g.own) < len(g):
+        return {f"{g.name}_free": next(iter(parts.values()))}
+    return {f"{g.name}_{dist.lower()}": idx for (dist, _), idx in parts.items()}
 
 
 class _Hyperparameters:
@@ -134,8 +160,8 @@ class _Hyperparameters:
 
         flat = [
             np.asarray([priors[name][i].prior.params[k] for i in idx], float)
-            for name in structure.groups
-            for (_, keys), idx in _parts(priors[name]).items()
+            for name, g in structure.groups.items()
+            for (_, keys), idx in _parts(priors[name], g.own).items()
             for k in keys
         ]
         self.data = pm.Data("prior_hyperparameters", np.concatenate(flat) if flat else np.zeros(0))
@@ -154,30 +180,35 @@ def _create_group(
     priors: list[ResolvedPrior],
     hyperparameters: _Hyperparameters,
     white: np.ndarray | None = None,
+    created: dict[str, Any] | None = None,
 ) -> Any:
     """One PyMC variable per group; elements whose prior family differs get their own variable.
 
     With ``white`` (a matrix ``R``), the group is sampled as ``center + R z`` instead; see
-    :func:`_whitened_group`.
+    :func:`_whitened_group`. Elements equal to an earlier parameter (a shared label) are taken
+    from ``created``, the groups made so far.
     """
     import pymc as pm
     import pytensor.tensor as pt
 
     hyper = hyperparameters.take
-    parts = _parts(priors)
-    if white is not None:
+    parts = _parts(priors, g.own)
+    if white is not None and len(g.own) == len(g):
         return _whitened_group(g, parts, hyper, white)
-    if len(parts) == 1:
+    names = part_names(g, priors)
+    if len(g.own) == len(g) and len(parts) == 1:
         ((dist, keys),) = parts
         return getattr(pm, dist)(g.name, **hyper(list(range(len(g))), keys), dims=g.dim)
     vec = pt.zeros(len(g))
     model = pm.modelcontext(None)
-    for (dist, keys), idx in parts.items():
-        name = f"{g.name}_{dist.lower()}"
+    for ((dist, keys), idx), name in zip(parts.items(), names):
         dim = f"{name}_dim"
         model.add_coord(dim, [g.elements[i] for i in idx])
         rv = getattr(pm, dist)(name, **hyper(idx, keys), dims=dim)
         vec = pt.set_subtensor(vec[np.asarray(idx)], rv)
+    for i, owner in enumerate(g.owners):
+        if owner is not None:
+            vec = pt.set_subtensor(vec[i], (created or {})[owner[0]][owner[1]])
     return pm.Deterministic(g.name, vec, dims=g.dim)
 
 
@@ -209,7 +240,7 @@ def whitening(structure: ModelStructure, scales: Scales) -> dict[str, np.ndarray
     """``[center | R]`` for each intercept group with two or more grand means (see ``_whitened_group``)."""
     out = {}
     for name, g in structure.groups.items():
-        if g.kind == "intercept" and len(g) > 1:
+        if g.kind == "intercept" and len(g) > 1 and len(g.own) == len(g):
             cols = list(g.elements)
             center = np.asarray([scales.mean[c] for c in cols])
             out[name] = np.column_stack([center, scales.cluster_mean_root(cols)])
@@ -260,12 +291,14 @@ def build_pymc_model(
     inits = initial_values(structure, scales)
     for name, w in white.items():
         inits[f"{name}_white"] = np.linalg.solve(w[:, 1:], inits[name] - w[:, 0])
+    for name, g in structure.groups.items():
+        for part, idx in part_names(g, priors[name]).items():
+            inits[part] = np.asarray(inits[name])[idx]
     with pm.Model(coords=coords) as model:
         hyperparameters = _Hyperparameters(structure, priors)
-        params = {
-            name: _create_group(g, priors[name], hyperparameters, white.get(name))
-            for name, g in structure.groups.items()
-        }
+        params: dict[str, Any] = {}
+        for name, g in structure.groups.items():
+            params[name] = _create_group(g, priors[name], hyperparameters, white.get(name), params)
         ops = pytensor_ops()
         within = level_matrices(structure.within, params, ops)
         between = level_matrices(structure.between, params, ops)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pymsem.specification.errors import MSEMSpecificationError, closest
-from pymsem.specification.objects import Covariance, Latent, Level, Path
+from pymsem.specification.objects import Latent, Level
+from pymsem.specification.partable import ParameterTable, level_number
 
 __all__ = ["KINDS", "LevelStructure", "ModelStructure", "ParamGroup", "ParamRef", "lower"]
 
@@ -51,6 +52,9 @@ class ParamGroup:
     level: Level
     elements: list[str] = field(default_factory=list)
     labels: list[str | None] = field(default_factory=list)
+    #: For each element, ``(group name, index)`` of the parameter it equals (a shared label), or
+    #: ``None`` where it is a free parameter of its own. Owners come first in group order.
+    owners: list[tuple[str, int] | None] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -62,10 +66,16 @@ class ParamGroup:
         """The PyMC dimension of the group, e.g. ``"path_w_param"``."""
         return f"{self.name}_param"
 
-    def add(self, element: str, label: str | None = None) -> int:
+    def add(self, element: str, label: str | None = None, owner: tuple[str, int] | None = None) -> int:
         self.elements.append(element)
         self.labels.append(label)
+        self.owners.append(owner)
         return len(self.elements) - 1
+
+    @property
+    def own(self) -> list[int]:
+        """Positions of the elements that are free parameters of their own."""
+        return [i for i, o in enumerate(self.owners) if o is None]
 
     def __len__(self) -> int:
         return len(self.elements)
@@ -164,7 +174,8 @@ class ModelStructure:
 
     @property
     def n_free(self) -> int:
-        return sum(len(g) for g in self.groups.values())
+        """Number of free parameters (parameters equal by a shared label count once)."""
+        return sum(len(g.own) for g in self.groups.values())
 
 
 def _topological_order(
@@ -207,27 +218,85 @@ def _idx(rows: list[tuple[int, ...]], width: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64).reshape(-1, width)
 
 
+def _check_rows(table: ParameterTable) -> None:
+    """Refuse, naming the row, what the table can say but the model cannot estimate yet."""
+    factors = {r.lhs for r in table.select("=~")}
+    slopes = set(table.random_slopes())
+    for r in table:
+        where = f"{r.text()}" + (f" ({r.origin})" if r.origin else f" (level {r.level})")
+        if r.op == "~" and r.fixed is not None:
+            raise MSEMSpecificationError(
+                f"{where}: fixed regression coefficients are not supported yet; drop the path to fix "
+                f"it at 0, or label it to make it equal to another."
+            )
+        if r.op == "~" and r.random is not None and r.level != 1:
+            raise MSEMSpecificationError(
+                f"{where}: random slope {r.random!r} on a between-level path; only within-level "
+                f"(level-1) slopes can vary over clusters."
+            )
+        if r.op == "~~" and r.lhs != r.rhs and r.fixed is not None and r.fixed != 0:
+            raise MSEMSpecificationError(
+                f"{where}: covariances can be free or fixed to 0 (no covariance); fixing one to "
+                f"{r.fixed:g} is not supported yet."
+            )
+        if r.op == "~~" and r.lhs == r.rhs and r.lhs in slopes and r.fixed is not None:
+            raise MSEMSpecificationError(
+                f"{where}: a random slope's variance is estimated; to make the slope fixed, drop "
+                f"its random slope instead."
+            )
+        if r.op == "~1":
+            if r.level == 1:
+                raise MSEMSpecificationError(
+                    f"{where}: within-cluster intercepts are the latent cluster means, a between-level "
+                    f"variable; write the intercept (grand mean) at the between level (level 2)."
+                )
+            if r.lhs in factors and not (r.fixed == 0.0 and r.label is None):
+                raise MSEMSpecificationError(
+                    f"{where}: factor means are 0 in this model (between-level variables are centered at "
+                    f"the grand means, which the indicators' intercepts hold); estimating one is not "
+                    f"supported yet."
+                )
+            if r.lhs not in factors and r.fixed is not None:
+                raise MSEMSpecificationError(
+                    f"{where}: fixed intercepts are not supported yet; grand means are estimated."
+                )
+
+
 def lower(
-    latents: list[Latent],
-    paths: list[Path],
-    covariances: list[Covariance],
+    table: ParameterTable,
     level1: list[str],
     level2: list[str],
     auto_exogenous_covariances: bool = True,
 ) -> ModelStructure:
-    """Lower validated specification objects to a :class:`ModelStructure`.
+    """Lower a parameter table to a :class:`ModelStructure`, adding the defaults.
 
     Parameters
     ----------
-    latents, paths, covariances
-        The specification.
+    table
+        The model's statements (:mod:`pymsem.specification.partable`).
     level1, level2
         The observed columns the model uses that vary within clusters, and
         those that are constant within clusters, each in data order.
     auto_exogenous_covariances
         Free the covariances among exogenous latent variables of a level
         (lavaan's default); otherwise only the covariances the user names.
+
+    Notes
+    -----
+    Defaults, as lavaan and Mplus users expect: the first loading of each factor at
+    each level is fixed to 1 unless a loading is fixed or the marker is freed (then
+    the factor's variance is fixed to 1); every indicator has a residual variance at
+    each level; an observed variable used in a regression or covariance at a level is
+    its part at that level (the latent cluster mean between, the deviation from it
+    within); the exogenous variables of a level covary; level-2 variables have a
+    free grand mean. Parameters sharing a label are one parameter.
     """
+    latents = table.latents()
+    paths = table.paths()
+    covariances = table.covariances()
+    _check_rows(table)
+    slope_rows = table.random_slopes()
+    intercept_labels = {r.lhs: r.label for r in table.select("~1", 2) if r.lhs not in slope_rows and r.label}
     factors = {f.name: f for f in latents}
     groups: dict[str, ParamGroup] = {}
     random_slopes: list[RandomSlopeInfo] = []
@@ -286,6 +355,27 @@ def lower(
         g = ParamGroup(kind, level)
         return groups.setdefault(g.name, g)
 
+    owner_of: dict[str, tuple[str, int, str]] = {}  # label -> (group, index, element)
+
+    def free(kind: str, level: Level, element: str, label: str | None = None) -> int:
+        """Add a free parameter; a label seen before makes it equal to that parameter."""
+        g = group(kind, level)
+        if label is None:
+            return g.add(element)
+        if label in owner_of:
+            gname, idx, first = owner_of[label]
+            other = groups[gname]
+            if other.kind != kind:
+                raise MSEMSpecificationError(
+                    f"Label {label!r} names a {KIND_TITLES[other.kind]} ({first}, {other.level}) and a "
+                    f"{KIND_TITLES[kind]} ({element}, {level}). A shared label makes parameters equal, "
+                    f"which needs parameters of one kind; rename one of them."
+                )
+            return g.add(element, label, owner=(gname, idx))
+        k = g.add(element, label)
+        owner_of[label] = (g.name, k, element)
+        return k
+
     levels = {}
     for level in (Level.WITHIN, Level.BETWEEN):
         lv_paths = [p for p in paths if p.level is level]
@@ -326,19 +416,37 @@ def lower(
         resid_fixed = np.full(len(observed), np.nan)
         lv_fixed = np.full(len(latent), np.nan)
 
+        num = level_number(level)
+        variances = {r.lhs: r for r in table.select("~~", num) if r.lhs == r.rhs}
         for f in level_factors:
-            fixed = f.fixed_loadings()
-            for ind in f.indicators:
-                if ind in fixed:
-                    lam[obs_ix[ind], lat_ix[f.name]] = fixed[ind]
+            rows = [r for r in table.select("=~", num) if r.lhs == f.name]
+            fixed = {r.rhs: float(r.fixed) for r in rows if r.fixed is not None}
+            if not fixed and not rows[0].free:
+                fixed[rows[0].rhs] = 1.0  # marker-variable scaling
+            for r in rows:
+                if r.rhs in fixed:
+                    lam[obs_ix[r.rhs], lat_ix[f.name]] = fixed[r.rhs]
                 else:
-                    k = group("loading", level).add(f"{ind} by {f.name}")
-                    lam_free.append((obs_ix[ind], lat_ix[f.name], k))
-            if not fixed:
+                    k = free("loading", level, f"{r.rhs} by {f.name}", r.label)
+                    lam_free.append((obs_ix[r.rhs], lat_ix[f.name], k))
+            var = variances.get(f.name)
+            if var is not None and var.fixed is not None:
+                lv_fixed[lat_ix[f.name]] = np.sqrt(var.fixed)
+            elif not fixed:
+                if var is not None and var.label is not None:
+                    raise MSEMSpecificationError(
+                        f"Factor {f.name!r} ({level}) has no fixed loading and a free variance "
+                        f"({var.label!r}), so its scale is not identified. Fix one loading (lavaan "
+                        f"'{f.name} =~ 1*{rows[0].rhs} + ...') or its variance ('{f.name} ~~ 1*{f.name}')."
+                    )
                 lv_fixed[lat_ix[f.name]] = 1.0
-            if level is Level.BETWEEN and f.between_residuals == 0:
-                for ind in f.indicators:
-                    resid_fixed[obs_ix[ind]] = 0.0
+        for v, r in variances.items():
+            if r.fixed is not None and v in obs_ix and v not in factors:
+                if r.fixed < 0:
+                    raise MSEMSpecificationError(
+                        f"{r.text()} ({level}): a variance cannot be fixed to {r.fixed:g} (< 0)."
+                    )
+                resid_fixed[obs_ix[v]] = np.sqrt(r.fixed)
         for v in structural:
             lam[obs_ix[v], lat_ix[v]] = 1.0
             resid_fixed[obs_ix[v]] = 0.0
@@ -359,7 +467,7 @@ def lower(
                             f"with mean label {rnd.mean_name!r}; give the label once (mean_label=)."
                         )
                     lab = rnd.mean_name
-                k = group("path", level).add(f"{p.outcome} <- {pred}", lab)
+                k = free("path", level, f"{p.outcome} <- {pred}", lab)
                 beta_free.append((lat_ix[p.outcome], lat_ix[pred], k))
                 edges.append((lat_ix[p.outcome], lat_ix[pred]))
                 if rnd is not None:
@@ -374,20 +482,21 @@ def lower(
                             f"to between-level variables (latent cluster means, between factors, level-2 "
                             f"columns) only."
                         )
-                    k = group("path", level).add(f"{p.outcome} <- {pred}", lab)
+                    k = free("path", level, f"{p.outcome} <- {pred}", lab)
                     slope_regressions.append((p.outcome, lat_ix[pred], k))
         order, depth = _topological_order(latent, edges, level)
 
         for i, v in enumerate(latent):
             if np.isnan(lv_fixed[i]):
-                lv_sd_free.append((i, group("lv_sd", level).add(v)))
+                lab = variances[v].label if v in variances else None
+                lv_sd_free.append((i, free("lv_sd", level, v, lab)))
         cov_pairs: dict[tuple[int, int], str | None] = {}
         for c in lv_covs:
             if c.a in indicator_of and c.b in indicator_of:
                 i, j = sorted((obs_ix[c.a], obs_ix[c.b]))
                 if i == j:
                     raise MSEMSpecificationError(f"Covariance {c.a} ~~ {c.b}: a variance, not a covariance.")
-                rcor.append((i, j, group("resid_cor", level).add(f"{observed[i]} ~~ {observed[j]}", c.label)))
+                rcor.append((i, j, free("resid_cor", level, f"{observed[i]} ~~ {observed[j]}", c.label)))
             else:
                 i, j = sorted((lat_ix[c.a], lat_ix[c.b]))
                 if i == j:
@@ -396,18 +505,21 @@ def lower(
         if auto_exogenous_covariances:
             outcomes = {e[0] for e in edges}
             exo = [i for i in range(len(latent)) if i not in outcomes]
+            zero = table.fixed_zero_covariances(num)
             for a_ in range(len(exo)):
                 for b_ in range(a_ + 1, len(exo)):
-                    cov_pairs.setdefault((exo[a_], exo[b_]), None)
+                    if frozenset((latent[exo[a_]], latent[exo[b_]])) not in zero:
+                        cov_pairs.setdefault((exo[a_], exo[b_]), None)
         for (i, j), lab in sorted(cov_pairs.items()):
-            lv_cor.append((i, j, group("lv_cor", level).add(f"{latent[i]} ~~ {latent[j]}", lab)))
+            lv_cor.append((i, j, free("lv_cor", level, f"{latent[i]} ~~ {latent[j]}", lab)))
 
         for i, v in enumerate(observed):
             if np.isnan(resid_fixed[i]):
-                rsd_free.append((i, group("resid_sd", level).add(v)))
+                lab = variances[v].label if v in variances and v not in lat_ix else None
+                rsd_free.append((i, free("resid_sd", level, v, lab)))
         if level is Level.BETWEEN:
             for i, v in enumerate(observed):
-                icpt.append((i, group("intercept", level).add(v)))
+                icpt.append((i, free("intercept", level, v, intercept_labels.get(v))))
 
         levels[level] = LevelStructure(
             level=level,
@@ -444,9 +556,9 @@ def lower(
         r = next(r for r in random_slopes if r.name == slope)
         r.covariances.append((lat, label or ""))
     if random_slopes:
-        g = group("slope_sd", Level.BETWEEN)
+        slope_var = {r.lhs: r for r in table.select("~~", 2) if r.lhs == r.rhs}
         for r in random_slopes:
-            g.add(r.name)
+            free("slope_sd", Level.BETWEEN, r.name, slope_var[r.name].label if r.name in slope_var else None)
         for r in random_slopes:
             for other in random_slopes:
                 lab = slope_cor_labels.get(frozenset((r.name, other.name)))
@@ -468,11 +580,7 @@ def lower(
     )
     for ref in structure.refs():
         if ref.label is not None:
-            if ref.label in labels:
-                other = labels[ref.label]
-                raise MSEMSpecificationError(
-                    f"Label {ref.label!r} is used twice: for {other.element} ({other.level}) and for "
-                    f"{ref.element} ({ref.level}). Labels name one parameter each; rename one."
-                )
-            labels[ref.label] = ref
+            labels.setdefault(ref.label, ref)  # the owner: group order puts it first
+    for name in [n for n, g in ordered.items() if not len(g)]:
+        del ordered[name]
     return structure

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-__all__ = ["MSEMDataError", "MSEMSpecificationError", "closest"]
+__all__ = ["MSEMDataError", "MSEMSpecificationError", "MSEMSyntaxError", "closest"]
 
 
 class MSEMSpecificationError(ValueError):
     """The model specification is invalid (unknown names, cycles, duplicate labels, ...)."""
+
+
+class MSEMSyntaxError(MSEMSpecificationError):
+    """Model syntax (lavaan or Blimp) that cannot be read; names the line and column.
+
+    Attributes
+    ----------
+    line, column
+        1-based position of the problem in the model text (``column`` may be ``None``).
+    """
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        self.line = line
+        self.column = column
+        where = ""
+        if line is not None:
+            where = f"line {line}" + (f", column {column}" if column is not None else "") + ": "
+        super().__init__(where + message)
 
 
 class MSEMDataError(ValueError):

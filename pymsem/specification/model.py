@@ -14,6 +14,7 @@ import pandas as pd
 from pymsem.specification.data import ClusteredData, prepare_data, varying_clusters
 from pymsem.specification.errors import MSEMDataError, MSEMSpecificationError, closest
 from pymsem.specification.objects import Covariance, Derived, Latent, Level, Path, RandomSlope, as_level
+from pymsem.specification.partable import ParameterTable, Statement, level_number
 
 if TYPE_CHECKING:
     from pymsem.compile.build import CompiledModel
@@ -83,13 +84,128 @@ class MSEM:
         self.cluster = cluster
         self.declared_level2 = tuple(level2)
         self.drop_missing_cluster = bool(drop_missing_cluster)
-        self.latents: list[Latent] = []
-        self.paths: list[Path] = []
-        self.covariances: list[Covariance] = []
-        self.derived_quantities: list[Derived] = []
+        self.table = ParameterTable()
+        #: Sampling settings read from a Blimp input file (seed, burn, iterations, chains).
+        self.settings: dict[str, Any] = {}
         self.prior_overrides: dict[str, Prior] = {}
         self.auto_exogenous_covariances = True
         self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def from_table(
+        cls,
+        table: ParameterTable | Iterable[Statement],
+        data: pd.DataFrame | None,
+        cluster: str,
+        **kwargs: Any,
+    ) -> MSEM:
+        """A model from parameter-table rows (what the syntax front ends write).
+
+        ``kwargs`` are those of :class:`MSEM` (``level2=``, ``drop_missing_cluster=``).
+        """
+        from pymsem.effects.derived import parse
+
+        model = cls(data, cluster, **kwargs)
+        rows = list(table)
+        for r in rows:
+            if r.op == ":=":
+                parse(r.rhs, r.lhs)
+        model.table = ParameterTable(rows)
+        return model._changed()
+
+    @classmethod
+    def from_lavaan(cls, text: str, data: pd.DataFrame | None, cluster: str, **kwargs: Any) -> MSEM:
+        """A model written in lavaan's two-level syntax (``level: 1`` / ``level: 2`` blocks).
+
+        Random slopes, which lavaan lacks, are written ``RSa | INT ~ REL`` in the level-1
+        block; see :mod:`pymsem.syntax.lavaan` for what is supported.
+
+        Examples
+        --------
+        >>> import pymsem as ms
+        >>> text = '''
+        ... level: 1
+        ...   INT ~ a_w*REL
+        ... level: 2
+        ...   INT ~ a_b*REL
+        ... '''
+        >>> model = ms.MSEM.from_lavaan(text, None, cluster="schid")
+        """
+        from pymsem.syntax.lavaan import parse_lavaan
+
+        return cls.from_table(parse_lavaan(text), data, cluster, **kwargs)
+
+    @classmethod
+    def from_blimp(
+        cls,
+        data: pd.DataFrame | None,
+        model: str | None = None,
+        *,
+        file: str | None = None,
+        latent: str | None = None,
+        center: str | None = None,
+        parameters: str | None = None,
+        clusterid: str | None = None,
+        fixed: str | None = None,
+        **kwargs: Any,
+    ) -> MSEM:
+        """A model written in Blimp's syntax: rblimp's arguments, or a whole input file (``file=``).
+
+        ``file`` is the text of a Blimp input file (``MODEL:``, ``LATENT:``, ``CLUSTERID:`` ...);
+        otherwise give rblimp's ``model``, ``latent``, ``center``, ``parameters`` and
+        ``clusterid``. See :mod:`pymsem.syntax.blimp` for what is supported.
+        """
+        from pymsem.syntax.blimp import parse_blimp, parse_blimp_file
+
+        columns = [str(c) for c in data.columns] if data is not None else None
+        if file is not None:
+            parsed = parse_blimp_file(file, columns=columns)
+        else:
+            parsed = parse_blimp(
+                model,
+                latent=latent,
+                center=center,
+                parameters=parameters,
+                clusterid=clusterid,
+                fixed=fixed,
+                columns=columns,
+            )
+        cluster = parsed.cluster or kwargs.pop("cluster", None)
+        if cluster is None:
+            raise MSEMSpecificationError(
+                "The Blimp model names no cluster id: give clusterid= (or CLUSTERID: in the file)."
+            )
+        kwargs.pop("cluster", None)
+        out = cls.from_table(parsed.table, data, cluster, **kwargs)
+        out.settings = dict(parsed.settings)
+        return out
+
+    def to_lavaan(self) -> str:
+        """The model in lavaan syntax (with pymsem's random-slope extension); reads back the same."""
+        from pymsem.syntax.lavaan import to_lavaan
+
+        return to_lavaan(self.table)
+
+    # ------------------------------------------------------------ table views
+    @property
+    def latents(self) -> list[Latent]:
+        """The factors of the parameter table."""
+        return self.table.latents()
+
+    @property
+    def paths(self) -> list[Path]:
+        """The regressions of the parameter table, one per outcome and level."""
+        return self.table.paths()
+
+    @property
+    def covariances(self) -> list[Covariance]:
+        """The covariances of the parameter table."""
+        return self.table.covariances()
+
+    @property
+    def derived_quantities(self) -> list[Derived]:
+        """The defined quantities (``:=``) of the parameter table."""
+        return [Derived(n, e) for n, e in self.table.derived()]
 
     # ----------------------------------------------------------------- builders
     def _changed(self) -> MSEM:
@@ -105,6 +221,8 @@ class MSEM:
         fix: dict[str, float] | None = None,
         free: Sequence[str] = (),
         between_residuals: Any = "free",
+        labels: dict[str, str] | dict[str, dict[str, str]] | None = None,
+        equal_loadings: bool = False,
     ) -> MSEM:
         """Add a latent factor measured by ``indicators`` (lavaan ``name =~ indicators``).
 
@@ -125,27 +243,96 @@ class MSEM:
         between_residuals
             ``"free"`` or ``0`` (Blimp's ``| 0``): between-level residual
             variances of the indicators.
+        labels
+            Labels of loadings, ``{indicator: label}`` for a factor at one level, or
+            ``{"within": {...}, "between": {...}}``. Loadings that share a label are one
+            parameter (an equality constraint).
+        equal_loadings
+            Cross-level invariance: each free loading is equal at both levels (labelled
+            ``<factor>_<indicator>`` unless ``labels`` names it), as MSEM texts recommend before
+            reading contextual effects of a latent variable.
         """
         if between_residuals not in ("free", 0):
             raise MSEMSpecificationError(
                 f"Latent {name!r}: between_residuals must be 'free' or 0, got {between_residuals!r}."
             )
-        lv = tuple(as_level(v) for v in _as_tuple(levels))
+        lv = tuple(dict.fromkeys(as_level(v) for v in _as_tuple(levels)))
         if any(f.name == name for f in self.latents):
             raise MSEMSpecificationError(
                 f"Latent variable {name!r} is defined twice; give it one definition."
             )
-        self.latents.append(
-            Latent(
-                name=name,
-                indicators=tuple(indicators),
-                levels=lv,
-                fix=tuple((fix or {}).items()),
-                free=tuple(free),
-                between_residuals=between_residuals,
-            )
-        )
+        indicators = list(indicators)
+        if isinstance(indicators, str) or not all(isinstance(i, str) for i in indicators):
+            raise MSEMSpecificationError(f"Latent {name!r}: indicators must be a list of column names.")
+        if len(set(indicators)) != len(indicators):
+            raise MSEMSpecificationError(f"Latent {name!r} lists an indicator twice.")
+        fix = dict(fix or {})
+        for ind in list(fix) + list(free):
+            if ind not in indicators:
+                raise MSEMSpecificationError(
+                    f"Latent {name!r}: {ind!r} in fix/free is not one of its indicators {indicators}."
+                )
+        by_level = self._loading_labels(name, indicators, lv, labels, equal_loadings, fix, free)
+        for level in lv:
+            num = level_number(level)
+            marker = not fix and indicators[0] not in free
+            for k, ind in enumerate(indicators):
+                value = fix.get(ind, 1.0 if marker and k == 0 else None)
+                label = by_level[level].get(ind) if value is None else None
+                self.table.add(Statement(num, name, "=~", ind, label=label, fixed=value, free=ind in free))
+            if level is Level.BETWEEN and between_residuals == 0:
+                for ind in indicators:
+                    self.table.add(Statement(2, ind, "~~", ind, fixed=0.0))
         return self._changed()
+
+    @staticmethod
+    def _loading_labels(
+        name: str,
+        indicators: list[str],
+        levels: tuple[Level, ...],
+        labels: Any,
+        equal: bool,
+        fix: dict[str, float],
+        free: Sequence[str],
+    ) -> dict[Level, dict[str, str]]:
+        out: dict[Level, dict[str, str]] = {lv: {} for lv in levels}
+        labels = dict(labels or {})
+        if labels and all(isinstance(v, dict) for v in labels.values()):
+            for key, mapping in labels.items():
+                level = as_level(key)
+                if level not in out:
+                    raise MSEMSpecificationError(
+                        f"Latent {name!r}: labels for the {level} level, where the factor is not measured."
+                    )
+                out[level] = dict(mapping)
+        elif labels:
+            if len(levels) > 1 and not equal:
+                raise MSEMSpecificationError(
+                    f"Latent {name!r} is measured at both levels: give its loading labels per level, "
+                    f"labels={{'within': {{...}}, 'between': {{...}}}}, or pass equal_loadings=True to "
+                    f"make each loading equal at both levels."
+                )
+            for lv in levels:
+                out[lv] = dict(labels)
+        if equal:
+            if len(levels) < 2:
+                raise MSEMSpecificationError(
+                    f"Latent {name!r}: equal_loadings=True needs a factor at both levels."
+                )
+            marker = indicators[0] if not fix and indicators[0] not in free else None
+            for ind in indicators:
+                if ind in fix or ind == marker:
+                    continue
+                shared = next((m[ind] for m in out.values() if ind in m), f"{name}_{ind}")
+                for lv in levels:
+                    out[lv][ind] = shared
+        for mapping in out.values():
+            for ind in mapping:
+                if ind not in indicators:
+                    raise MSEMSpecificationError(
+                        f"Latent {name!r}: label for {ind!r}, which is not one of its indicators {indicators}."
+                    )
+        return out
 
     def path(
         self,
@@ -167,6 +354,7 @@ class MSEM:
             ``"within"`` or ``"between"``.
         label
             A label per predictor (e.g. ``"a_w"``), for tables and derived quantities.
+            Coefficients sharing a label are one parameter (an equality constraint).
         random
             A :class:`RandomSlope` per predictor (within level only).
         """
@@ -177,12 +365,32 @@ class MSEM:
             raise MSEMSpecificationError(
                 f"Path {outcome} ~ {' + '.join(preds)}: give one random slope (or None) per predictor."
             )
-        self.paths.append(Path(outcome, preds, as_level(level), tuple(labels), tuple(rnd)))
+        # The Path object checks the shapes and names the path in its errors.
+        Path(outcome, preds, as_level(level), tuple(labels), tuple(rnd))
+        num = level_number(level)
+        for pred, lab, r in zip(preds, labels, rnd):
+            if r is not None and not isinstance(r, RandomSlope):
+                raise MSEMSpecificationError(
+                    f"Path {outcome} <- {pred}: random= takes ms.RandomSlope objects."
+                )
+            if r is not None:
+                if lab is not None and r.mean_label is not None and lab != r.mean_label:
+                    raise MSEMSpecificationError(
+                        f"Path {outcome} ~ {pred} has label {lab!r} and random slope {r.name!r} "
+                        f"with mean label {r.mean_label!r}; give the label once (mean_label=)."
+                    )
+                self.table.add(Statement(num, outcome, "~", pred, random=r.name))
+                self.table.add(Statement(2, r.name, "~1", label=lab or r.mean_name))
+            else:
+                self.table.add(Statement(num, outcome, "~", pred, label=lab))
         return self._changed()
 
     def covariance(self, a: str, b: str, level: Level | str, label: str | None = None) -> MSEM:
-        """Add the (residual) covariance ``a ~~ b`` at ``level``, estimated as a correlation."""
-        self.covariances.append(Covariance(a, b, as_level(level), label))
+        """Add the (residual) covariance ``a ~~ b`` at ``level``, estimated as a correlation.
+
+        Covariances sharing a label are one parameter (their correlations are equal).
+        """
+        self.table.add(Statement(level_number(level), a, "~~", b, label=label))
         return self._changed()
 
     def derived(self, name: str, expression: str) -> MSEM:
@@ -207,7 +415,7 @@ class MSEM:
         if any(d.name == name for d in self.derived_quantities):
             raise MSEMSpecificationError(f"Derived quantity {name!r} is defined twice.")
         parse(expression, name)
-        self.derived_quantities.append(Derived(name, expression))
+        self.table.add(Statement(0, name, ":=", expression))
         return self
 
     def set_prior(self, key: str, prior: Prior) -> MSEM:
@@ -362,12 +570,9 @@ class MSEM:
             raise MSEMSpecificationError(
                 f"Label {label!r} for {what} is not a valid name: use letters, digits and underscores."
             )
-        if label in seen:
-            raise MSEMSpecificationError(
-                f"Label {label!r} is used twice: for {seen[label]} and for {what}. Each label names one "
-                f"parameter; rename one of them."
-            )
-        seen[label] = what
+        # A label shared by several parameters makes them one (an equality constraint); whether
+        # they are of one kind is checked when the table is lowered.
+        seen.setdefault(label, what)
 
     # --------------------------------------------------------------- lowering
     def clustered_data(self) -> ClusteredData:
@@ -425,12 +630,30 @@ class MSEM:
                                 f"(constant within clusters) and has no within part; use it at the "
                                 f"between level."
                             )
-            self._cache["structure"] = lower(
-                self.latents, self.paths, self.covariances, level1, level2, self.auto_exogenous_covariances
-            )
+            self._cache["structure"] = lower(self.table, level1, level2, self.auto_exogenous_covariances)
         return self._cache["structure"]
 
     # ------------------------------------------------------------- inspection
+    def parameters(self) -> pd.DataFrame:
+        """The parameter table: every parameter of the model, fixed and free, with the defaults.
+
+        One row per loading (``=~``), regression (``~``), variance and covariance (``~~``),
+        grand mean (``~1``) and random-slope parameter, at each level, as lavaan's
+        ``parTable()``: ``label``, ``free``, ``id`` (rows sharing an id are one parameter: a
+        shared label), ``value`` (of fixed rows), ``start``, the PyMC ``variable`` and its
+        ``prior``. Variances are estimated as SDs and covariances as correlations, which is the
+        scale of ``value``, ``start`` and ``prior``. :attr:`table` holds what was written,
+        before the defaults.
+        """
+        from pymsem.compile.build import resolve_priors
+        from pymsem.compile.parameters import parameter_frame
+        from pymsem.compile.scales import Scales, initial_values
+
+        st = self.structure()
+        scales = Scales(st, self.clustered_data())
+        priors = resolve_priors(st, scales, self.prior_overrides)
+        return parameter_frame(st, priors, initial_values(st, scales), self.table.derived())
+
     def priors(self) -> pd.DataFrame:
         """The prior of every free parameter, defaults and overrides, as a table."""
         from pymsem.compile.build import prior_table, resolve_priors
