@@ -1,4 +1,9 @@
-"""Command line: ``pymsem tutorial MODEL`` fits a tutorial model and prints its table."""
+"""Command line: ``pymsem tutorial MODEL`` fits a tutorial model, ``pymsem fit FILE`` any model.
+
+``pymsem fit model.lav --data data.csv --cluster schid`` reads a model written in lavaan's
+two-level syntax (or Blimp's, ``--syntax blimp`` or a Blimp input file), fits it and prints its
+table.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import sys
 import time
 import warnings
+from typing import Any
 
 import pandas as pd
 
@@ -14,15 +20,7 @@ __all__ = ["main"]
 OUT_COLUMNS = ["level", "label", "parameter", "median", "sd", "lower", "upper", "rhat", "ess_bulk", "std"]
 
 
-def _parser() -> argparse.ArgumentParser:
-    from pymsem.tutorial import MODELS
-
-    p = argparse.ArgumentParser(prog="pymsem", description="Bayesian multilevel SEM on PyMC.")
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("tutorial", help="Fit one of the tutorial's models and print its table.")
-    t.add_argument("model", type=int, choices=sorted(MODELS), help="tutorial model number")
-    t.add_argument("--data", help="CSV with the tutorial's columns (default: the bundled school data)")
-    t.add_argument("--cluster", default="schid", help="cluster id column (default: schid)")
+def _sampling_options(t: argparse.ArgumentParser, tune: int = 1500) -> None:
     t.add_argument(
         "--missing",
         action="append",
@@ -41,13 +39,87 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--impute-out", help="CSV for the stacked imputations (column 'imputation' = 1..M)")
     t.add_argument("--draws", type=int, default=1000)
     # 1500: at 1000 a between residual SD near 0 (Model 2, resid_sd_b[REL2]) can end at R-hat 1.015.
-    t.add_argument("--tune", type=int, default=1500)
-    t.add_argument("--chains", type=int, default=4)
-    t.add_argument("--seed", type=int, default=46)
+    t.add_argument("--tune", type=int, default=tune)
+    t.add_argument("--chains", type=int, default=None, help="number of chains (default 4)")
+    t.add_argument("--seed", type=int, default=None, help="random seed (default 46)")
     t.add_argument("--sampler", choices=["nutpie", "pymc", "numpyro", "blackjax"], default="nutpie")
     t.add_argument("--out", help="write the summary to this CSV file")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from pymsem.tutorial import MODELS
+
+    p = argparse.ArgumentParser(prog="pymsem", description="Bayesian multilevel SEM on PyMC.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("tutorial", help="Fit one of the tutorial's models and print its table.")
+    t.add_argument("model", type=int, choices=sorted(MODELS), help="tutorial model number")
+    t.add_argument("--data", help="CSV with the tutorial's columns (default: the bundled school data)")
+    t.add_argument("--cluster", default="schid", help="cluster id column (default: schid)")
+    _sampling_options(t)
+    f = sub.add_parser(
+        "fit",
+        help="Fit a model written in lavaan or Blimp syntax and print its table.",
+        description="Fit a model written in lavaan's two-level syntax (level: 1 / level: 2 blocks) "
+        "or in Blimp's (rblimp's model block or a whole Blimp input file).",
+    )
+    f.add_argument("model_file", help="the model: a lavaan model (.lav) or a Blimp input file (.imp)")
+    f.add_argument("--data", required=True, help="CSV with one row per level-1 unit")
+    f.add_argument("--cluster", help="cluster id column (a Blimp file's CLUSTERID: is used otherwise)")
+    f.add_argument(
+        "--syntax",
+        choices=["lavaan", "blimp"],
+        help="the model's syntax (default: from the file: 'level:' lines are lavaan, 'MODEL:' Blimp)",
+    )
+    f.add_argument(
+        "--level2",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="a column that is a level-2 (cluster) variable (repeatable; constant columns are found)",
+    )
+    _sampling_options(f)
     return p
+
+
+def _syntax(path: str, text: str, given: str | None) -> str:
+    if given:
+        return given
+    if path.lower().endswith((".imp", ".blimp")):
+        return "blimp"
+    if path.lower().endswith((".lav", ".lavaan")):
+        return "lavaan"
+    import re
+
+    if re.search(r"^\s*level\s*:", text, flags=re.MULTILINE | re.IGNORECASE):
+        return "lavaan"
+    if re.search(r"^\s*MODEL\s*:", text, flags=re.MULTILINE | re.IGNORECASE):
+        return "blimp"
+    from pymsem.specification.errors import MSEMSpecificationError
+
+    raise MSEMSpecificationError(
+        f"Cannot tell the syntax of {path}: it has no 'level:' lines (lavaan) and no 'MODEL:' "
+        f"command (Blimp). Give --syntax lavaan or --syntax blimp."
+    )
+
+
+def _model_from_file(args: argparse.Namespace, data: pd.DataFrame) -> Any:
+    from pathlib import Path
+
+    from pymsem.specification.errors import MSEMSpecificationError
+    from pymsem.specification.model import MSEM
+
+    text = Path(args.model_file).read_text()
+    kwargs = {"level2": args.level2, "drop_missing_cluster": args.drop_missing_cluster}
+    if _syntax(args.model_file, text, args.syntax) == "lavaan":
+        if not args.cluster:
+            raise MSEMSpecificationError("A lavaan model needs --cluster COLUMN (the cluster id).")
+        return MSEM.from_lavaan(text, data, cluster=args.cluster, **kwargs)
+    if "MODEL:" in text.upper() or "LATENT:" in text.upper():
+        model = MSEM.from_blimp(data, file=text, cluster=args.cluster, **kwargs)
+    else:
+        model = MSEM.from_blimp(data, text, clusterid=args.cluster, **kwargs)
+    return model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,18 +136,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.impute and not args.impute_out:
             raise MSEMDataError("--impute M needs --impute-out FILE.csv to write the imputations to.")
-        data = pd.read_csv(args.data, na_values=args.missing or None) if args.data else load_school()
-        model = tutorial_model(
-            args.model, data, cluster=args.cluster, drop_missing_cluster=args.drop_missing_cluster
-        )
+        na = args.missing or None
+        if args.command == "tutorial":
+            data = pd.read_csv(args.data, na_values=na) if args.data else load_school()
+            model = tutorial_model(
+                args.model, data, cluster=args.cluster, drop_missing_cluster=args.drop_missing_cluster
+            )
+            title = f"Tutorial Model {args.model}"
+        else:
+            data = pd.read_csv(args.data, na_values=na)
+            model = _model_from_file(args, data)
+            title = args.model_file
+        settings = getattr(model, "settings", {}) or {}
+        seed = args.seed if args.seed is not None else int(settings.get("seed", 46))
+        chains = args.chains if args.chains is not None else int(settings.get("chains", 4))
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fit = model.fit(
                 draws=args.draws,
                 tune=args.tune,
-                chains=args.chains,
-                seed=args.seed,
+                chains=chains,
+                seed=seed,
                 sampler=args.sampler,
                 progress=not args.no_progress,
             )
@@ -84,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pymsem: error: {e}", file=sys.stderr)
         return 2
     print(model.missing() if model.missing().any else "Missing data: none")
-    table = fit.table(title=f"Tutorial Model {args.model}")
+    table = fit.table(title=title)
     print(table)
     print(
         f"\nCompile {fit.run.compile_seconds:.1f} s, sampling {fit.run.sampling_seconds:.1f} s, "
@@ -100,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         s.to_csv(args.out, index=False)
         print(f"Summary written to {args.out}")
     if args.impute:
-        fit.impute(m=args.impute, seed=args.seed).to_csv(args.impute_out, index=False)
+        fit.impute(m=args.impute, seed=seed).to_csv(args.impute_out, index=False)
         print(f"{args.impute} imputed data sets written to {args.impute_out}")
     return 0
 

@@ -66,6 +66,8 @@ def parameter_vectors(structure: ModelStructure, values: Mapping[str, float]) ->
             keys = ([lab] if lab else []) + [f"{g.name}[{el}]", g.name]
             known.update(keys)
             key = next((k for k in keys if k in values), None)
+            if g.owners[i] is not None:
+                continue  # equal by a shared label to an earlier parameter: set below
             if key is None:
                 missing.append(f"{g.name}[{el}]" + (f" (label {lab})" if lab else ""))
             else:
@@ -146,17 +148,39 @@ def simulate(
         eps = rng.multivariate_normal(np.zeros(len(M.Theta)), M.Theta, size=n, method="eigh")
         return eta @ M.Lambda.T + eps, eta
 
-    zb, eta_b = draw(Bm, n_clusters)
+    if st.slopes_in_between_model:
+        # Slopes and between latents as one recursive system (slopes predicting level-2
+        # outcomes, or covarying with disturbances): drawn jointly.
+        from pymsem.compile.random_effects import augmented_between
+
+        sd = vec["slope_sd_b"]
+        T = sd[:, None] * slope_correlation(st, values) * sd[None, :]
+        Sigma_aug, Psi_aug = augmented_between(st, Bm, vec, T)
+        if np.linalg.eigvalsh(Psi_aug).min() < -1e-10:
+            raise MSEMSpecificationError(
+                "The covariance matrix of the between disturbances and the slope residuals is not "
+                "positive semi-definite; lower the slope-disturbance correlations."
+            )
+        mb = st.between.n_lat
+        x = rng.multivariate_normal(np.zeros(len(Sigma_aug)), Sigma_aug, size=n_clusters, method="eigh")
+        eta_b, u_joint = x[:, :mb], x[:, mb:]
+        eps = rng.multivariate_normal(np.zeros(len(Bm.Theta)), Bm.Theta, size=n_clusters, method="eigh")
+        zb = eta_b @ Bm.Lambda.T + eps
+    else:
+        zb, eta_b = draw(Bm, n_clusters)
     z = Bm.nu + zb
     cl = np.repeat(np.arange(n_clusters), sizes)
     p1 = len(st.level1)
     if st.random_slopes:
-        sd = vec["slope_sd_b"]
-        T = sd[:, None] * slope_correlation(st, values) * sd[None, :]
-        u = rng.multivariate_normal(np.zeros(len(sd)), T, size=n_clusters, method="eigh")
-        for i, r_ in enumerate(st.random_slopes):  # cross-level moderation: slope on between variables
-            for lat, k in r_.moderators:
-                u[:, i] += vec["path_b"][k] * eta_b[:, lat]
+        if st.slopes_in_between_model:
+            u = u_joint
+        else:
+            sd = vec["slope_sd_b"]
+            T = sd[:, None] * slope_correlation(st, values) * sd[None, :]
+            u = rng.multivariate_normal(np.zeros(len(sd)), T, size=n_clusters, method="eigh")
+            for i, r_ in enumerate(st.random_slopes):  # cross-level moderation: slope on between variables
+                for lat, k in r_.moderators:
+                    u[:, i] += vec["path_b"][k] * eta_b[:, lat]
         y = np.empty((len(cl), p1))
         ls = st.within
         r, c, j = ls.beta_random[:, 0], ls.beta_random[:, 1], ls.beta_random[:, 2]

@@ -371,6 +371,11 @@ class AugmentedLikelihood:
         """``None`` if the model can be augmented, else why not."""
         if not structure.level1:
             return "it needs at least one level-1 (within-varying) variable"
+        if structure.slopes_in_between_model:
+            return (
+                "random slopes predict between-level outcomes or covary with the disturbance of an "
+                "endogenous between variable; use formulation='marginal'"
+            )
         wi, be = structure.within, structure.between
         w_res = set(_nonzero_residuals(wi).tolist())
         for i, v in enumerate(wi.observed):

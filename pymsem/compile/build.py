@@ -283,7 +283,11 @@ def build_pymc_model(
     form = get_formulation(formulation, structure)
     coords = {g.dim: list(g.elements) for g in structure.groups.values()}
     coords["cluster"] = [str(c) for c in data.cluster_ids]
-    centered = centered_slopes(slopes, data.sizes, any(r.moderators for r in structure.random_slopes))
+    centered = centered_slopes(
+        slopes,
+        data.sizes,
+        any(r.moderators for r in structure.random_slopes) or structure.slopes_in_between_model,
+    )
     if structure.random_slopes:
         corr = priors["slope_cor"][0].prior if "slope_cor" in priors else SlopeSettings.corr_prior
         form.slopes = SlopeSettings(corr, centered)  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ from pymsem.compile.missing import (
     pattern_statistics,
     woodbury_padded_inverse,
 )
+from pymsem.compile.random_effects import conditioned_random_slope_logp
 from pymsem.compile.slopes import (
     SlopeSettings,
     add_random_slopes,
@@ -508,6 +509,12 @@ class MarginalLikelihood:
             # The slopes stay explicit (non-centered); given them, every latent variable
             # still integrates out exactly, cluster by cluster.
             stats = sufficient_statistics(structure, data, per_cluster=True).as_model_data()
+            if structure.slopes_in_between_model:
+                ll = conditioned_random_slope_logp(
+                    stats, structure, within, between, params, self.slopes.corr_prior
+                )
+                pm.Potential("loglik", ll)
+                return
             u = add_random_slopes(structure, params, self.slopes)
             if any(r.moderators for r in structure.random_slopes):
                 ll = moderated_random_slope_logp(stats, structure, within, between, u, params)
@@ -552,7 +559,14 @@ class MarginalLikelihood:
             }
             pm.Potential("loglik", ll.sum())
             return
-        _refuse_missing_known_moderators(structure, ps)
+        if structure.slopes_in_between_model:
+            self.imputation_terms = {}
+            ll = conditioned_random_slope_logp(
+                None, structure, within, between, params, self.slopes.corr_prior, ps, self.imputation_terms
+            )
+            pm.Potential("loglik", ll)
+            return
+        ps = _augment_missing_known_moderators(structure, self.pattern_stats, ps)
         u = add_random_slopes(structure, params, self.slopes)
         if any(r.moderators for r in structure.random_slopes):
             self.imputation_terms = {}
@@ -573,19 +587,42 @@ class MarginalLikelihood:
         pm.Potential("loglik", ll.sum())
 
 
-def _refuse_missing_known_moderators(structure: ModelStructure, ps: PatternStatistics) -> None:
-    from pymsem.specification.errors import MSEMDataError
+def _augment_missing_known_moderators(
+    structure: ModelStructure, stats: PatternStatistics, ps: PatternStatistics
+) -> PatternStatistics:
+    """Missing values of level-2 columns that moderate random slopes, as free variables.
+
+    A moderator observed in a cluster is conditioned on exactly; where it is missing, its
+    value is unknown like a latent variable. The missing cells (``level2_missing``, flat
+    prior) enter the complete-data density, which is their prior, so integrating them out
+    leaves the likelihood of what was observed (MAR), as in the augmented formulation. The
+    level-2 columns that moderate nothing are integrated out analytically instead.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
 
     lb = structure.between
-    for r in structure.random_slopes:
-        for lat, _ in r.moderators:
-            name = lb.latent[lat]
-            if name in structure.level2:
-                miss = int((ps.level2_mask[:, structure.level2.index(name)] == 0).sum())
-                if miss:
-                    raise MSEMDataError(
-                        f"The level-2 column {name!r} moderates the random slope {r.name!r} and is missing "
-                        f"in {miss} cluster(s). Missing level-2 moderators are not modeled yet: fill them "
-                        f"in, or model {name!r} as a level-1 variable (its latent cluster mean then "
-                        f"moderates the slope and missing values are modeled)."
-                    )
+    known = sorted(
+        {
+            structure.level2.index(lb.latent[lat])
+            for r in structure.random_slopes
+            for lat, _ in r.moderators
+            if lb.latent[lat] in structure.level2
+        }
+    )
+    rows, cols = [], []
+    for j in known:
+        miss = np.flatnonzero(stats.level2_mask[:, j] == 0)
+        rows += miss.tolist()
+        cols += [j] * len(miss)
+    if not rows:
+        return ps
+    rows_a, cols_a = np.asarray(rows), np.asarray(cols)
+    start = np.empty(len(rows))
+    for j in known:
+        ok = stats.level2_mask[:, j] == 1
+        start[cols_a == j] = stats.level2[ok, j].mean() if ok.any() else 0.0
+    model = pm.modelcontext(None)
+    model.add_coord("level2_missing_cell", [f"{r},{c}" for r, c in zip(rows, cols)])
+    cells = pm.Flat("level2_missing", dims="level2_missing_cell", initval=start)
+    return replace(ps, level2=pt.set_subtensor(ps.level2[rows_a, cols_a], cells))

@@ -164,7 +164,14 @@ def cluster_latent_covariance(structure: ModelStructure, within: Any, u: Any, G:
 
 
 def slope_deviations(structure: ModelStructure, posterior: Any) -> np.ndarray:
-    """Cluster slope deviations from posterior draws, shaped (chain, draw, cluster, slope)."""
+    """Cluster slope deviations from posterior draws, shaped (chain, draw, cluster, slope).
+
+    Where the likelihood conditions on the slopes (slopes in the between model, see
+    :mod:`pymsem.compile.random_effects`) these are the whole deviations from the means,
+    moderators' contributions included.
+    """
+    if "slope_deviation" in posterior:
+        return np.asarray(posterior["slope_deviation"].values)
     if "slope" in posterior:
         mean = np.asarray(posterior["path_w"].values)[..., [r.mean_index for r in structure.random_slopes]]
         return np.asarray(posterior["slope"].values) - mean[..., None, :]

@@ -146,6 +146,9 @@ class RandomSlopeInfo:
     cor_labels: dict[str, str] = field(default_factory=dict)  # other slope -> label of the correlation
     moderators: list[tuple[int, int]] = field(default_factory=list)  # (between latent, path_b index)
     covariances: list[tuple[int, str]] = field(default_factory=list)  # (between latent, label) asked for
+    predicts: list[tuple[int, int]] = field(default_factory=list)  # (between outcome, path_b index)
+    # (endogenous between latent, lv_cor_b index): correlation of the slope residual and its disturbance
+    disturbance_cors: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -163,6 +166,15 @@ class ModelStructure:
 
     def level(self, level: Level) -> LevelStructure:
         return self.within if level is Level.WITHIN else self.between
+
+    @property
+    def slopes_in_between_model(self) -> bool:
+        """Whether random slopes predict between-level outcomes or covary with their disturbances.
+
+        Such models need the likelihood that conditions on each cluster's slopes
+        (:func:`pymsem.compile.random_effects.conditioned_random_slope_logp`).
+        """
+        return any(r.predicts or r.disturbance_cors for r in self.random_slopes)
 
     def refs(self) -> list[ParamRef]:
         """Every free parameter, in group order."""
@@ -319,14 +331,31 @@ def lower(
                 raise MSEMSpecificationError(
                     f"Path {p.outcome} ~ {v}: a random slope cannot predict another."
                 )
-    paths = [p for p in paths if p.outcome not in slope_names]
-    for p in paths:
-        for v in p.predictors:
+    from pymsem.specification.objects import Path as _Path
+
+    # Random slopes predicting between-level outcomes are kept apart, like their moderators:
+    # the likelihood conditions on each cluster's slopes (see pymsem.compile.random_effects).
+    slope_predictors: list[tuple[str, str, str | None]] = []  # slope, outcome, label
+    trimmed = []
+    for p in [p for p in paths if p.outcome not in slope_names]:
+        keep = [(v, lab, r) for v, lab, r in zip(p.predictors, p.labels, p.random) if v not in slope_names]
+        for v, lab in zip(p.predictors, p.labels):
             if v in slope_names:
-                raise MSEMSpecificationError(
-                    f"Path {p.outcome} ~ {v}: random slopes can be outcomes of between-level regressions "
-                    f"(cross-level moderation), not predictors."
-                )
+                if p.level is not Level.BETWEEN:
+                    raise MSEMSpecificationError(
+                        f"Path {p.outcome} ~ {v}: a random slope is a between-level variable (one value "
+                        f"per cluster); use it as a predictor at level='between'."
+                    )
+                slope_predictors.append((v, p.outcome, lab))
+        if keep:
+            v_, l_, r_ = zip(*keep)
+            trimmed.append(_Path(p.outcome, v_, p.level, l_, r_))
+        else:
+            trimmed.append(_Path(p.outcome, (), p.level))  # keeps the outcome in the between model
+    paths = trimmed
+    slope_outcomes = {o for _, o, _ in slope_predictors}
+    between_outcomes = {p.outcome for p in paths if p.level is Level.BETWEEN and p.predictors}
+    between_outcomes |= slope_outcomes
     slope_latent_covs: list[tuple[str, str, str | None]] = []  # slope, between variable, label
     for c in covariances:
         if c.a in slope_names or c.b in slope_names:
@@ -345,9 +374,11 @@ def lower(
     covariances = kept
     # A slope's covariance with an exogenous between variable is estimated as the slope's
     # regression on it (the same model: u_g splits into a part proportional to the variable and
-    # an independent rest), so the collapsed likelihood for moderators applies unchanged.
-    from pymsem.specification.objects import Path as _Path
-
+    # an independent rest), so the collapsed likelihood for moderators applies unchanged. With an
+    # endogenous variable it is the correlation of the slope's residual and that variable's
+    # disturbance (e.g. a random intercept regressed on level-2 predictors).
+    disturbance_covs = [(s_, o, lab) for s_, o, lab in slope_latent_covs if o in between_outcomes]
+    slope_latent_covs = [(s_, o, lab) for s_, o, lab in slope_latent_covs if o not in between_outcomes]
     for slope, other, _ in slope_latent_covs:
         slope_paths.append(_Path(slope, (other,), Level.BETWEEN))
 
@@ -504,6 +535,8 @@ def lower(
                 cov_pairs[(i, j)] = c.label
         if auto_exogenous_covariances:
             outcomes = {e[0] for e in edges}
+            if level is Level.BETWEEN:
+                outcomes |= {lat_ix[o] for o in slope_outcomes}
             exo = [i for i in range(len(latent)) if i not in outcomes]
             zero = table.fixed_zero_covariances(num)
             for a_ in range(len(exo)):
@@ -541,20 +574,27 @@ def lower(
             beta_random=_idx(beta_random, 3),
         )
 
-    b_outcomes = {latent for latent, _, _ in levels[Level.BETWEEN].beta_free}
     for name, lat, k in slope_regressions:
         r = next(r for r in random_slopes if r.name == name)
         r.moderators.append((lat, k))
+    between_latent = levels[Level.BETWEEN].latent
     for slope, other, label in slope_latent_covs:
-        lat = levels[Level.BETWEEN].latent.index(other)
-        if lat in b_outcomes:
-            raise MSEMSpecificationError(
-                f"Covariance {slope} ~~ {other}: a random slope can covary with an exogenous between-level "
-                f"variable only; {other!r} is the outcome of a between-level regression. Regress the slope "
-                f"on it instead: path({slope!r}, on={other!r}, level='between')."
-            )
+        lat = between_latent.index(other)
         r = next(r for r in random_slopes if r.name == slope)
         r.covariances.append((lat, label or ""))
+    for slope, outcome, label in slope_predictors:
+        r = next(r for r in random_slopes if r.name == slope)
+        k = free("path", Level.BETWEEN, f"{outcome} <- {slope}", label)
+        r.predicts.append((between_latent.index(outcome), k))
+    for slope, other, label in disturbance_covs:
+        if other not in between_latent:
+            raise MSEMSpecificationError(
+                f"Covariance {slope} ~~ {other}: {other!r} has no between-level part; random slopes "
+                f"covary with between-level variables only."
+            )
+        r = next(r for r in random_slopes if r.name == slope)
+        k = free("lv_cor", Level.BETWEEN, f"{slope} ~~ {other}", label)
+        r.disturbance_cors.append((between_latent.index(other), k))
     if random_slopes:
         slope_var = {r.lhs: r for r in table.select("~~", 2) if r.lhs == r.rhs}
         for r in random_slopes:

@@ -39,6 +39,27 @@ def random_slope_quantities(structure: ModelStructure, posterior: Any) -> list[Q
                     f"{r.name} <- {structure.between.latent[lat]}", path_b[..., k], None,
                 )
             )  # fmt: skip
+    for r in rs:
+        for lat, k in r.predicts:
+            out.append(
+                QuantityDraws(
+                    "between", "Random slopes", (g.labels[k] or "") if g else "",
+                    f"{structure.between.latent[lat]} <- {r.name}", path_b[..., k], None,
+                )
+            )  # fmt: skip
+    if any(r.disturbance_cors for r in rs):
+        from pymsem.compile.matrices import level_matrices
+
+        vals = {n: np.asarray(posterior[n].values) for n in structure.groups}
+        Psi = level_matrices(structure.between, vals).Psi
+        gc = structure.groups["lv_cor_b"]
+        for i, r in enumerate(rs):
+            for lat, k in r.disturbance_cors:
+                cor = vals["lv_cor_b"][..., k]
+                cov = cor * np.sqrt(Psi[..., lat, lat] * T[..., i, i])
+                name = structure.between.latent[lat]
+                label = gc.labels[k] or ""
+                out.append(QuantityDraws("between", "Random slopes", label, f"{r.name} ~~ {name}", cov, cor))
     if any(r.covariances for r in rs):
         from pymsem.compile.matrices import level_matrices
 

@@ -278,6 +278,18 @@ def graph_from_structure(
             edges.append(
                 Edge(r.name, var, "between", "covariance", lab or None, parameter=f"{r.name} ~~ {var}")
             )
+        for lat, k in r.predicts:
+            var = between.latent[lat]
+            edges.append(
+                Edge(r.name, var, "between", "path", group_label("path", Level.BETWEEN, k),
+                     parameter=f"{var} <- {r.name}")
+            )  # fmt: skip
+        for lat, k in r.disturbance_cors:
+            var = between.latent[lat]
+            edges.append(
+                Edge(r.name, var, "between", "covariance", group_label("lv_cor", Level.BETWEEN, k),
+                     parameter=f"{r.name} ~~ {var}")
+            )  # fmt: skip
     for i, a in enumerate(rs):
         for b in rs[i + 1 :]:
             # The slopes always covary (LKJ); a covariance statement only labels the pair.

@@ -158,8 +158,9 @@ class MSEM:
         from pymsem.syntax.blimp import parse_blimp, parse_blimp_file
 
         columns = [str(c) for c in data.columns] if data is not None else None
+        level2 = tuple(kwargs.get("level2", ()))
         if file is not None:
-            parsed = parse_blimp_file(file, columns=columns)
+            parsed = parse_blimp_file(file, columns=columns, level2=level2)
         else:
             parsed = parse_blimp(
                 model,
@@ -169,6 +170,7 @@ class MSEM:
                 clusterid=clusterid,
                 fixed=fixed,
                 columns=columns,
+                level2=level2,
             )
         cluster = parsed.cluster or kwargs.pop("cluster", None)
         if cluster is None:

@@ -1,0 +1,1 @@
+"""Front ends that read model syntax (lavaan, Blimp) into the parameter table."""
