@@ -163,3 +163,25 @@ def test_observed_variables_are_split_into_within_and_between_parts(data: pd.Dat
         assert ls.single_indicator == ["Y1", "X1"]
         assert np.all(ls.resid_sd_fixed == 0)
     assert st.groups["intercept_b"].elements == ["X1", "Y1"]
+
+
+def test_complete_correlation_blocks_get_an_lkj_prior(data: pd.DataFrame) -> None:
+    """Three exogenous variables' correlations: one LKJ matrix, positive definite in every draw."""
+    import pymc as pm
+
+    m = ms.MSEM(data, cluster="cl").path("Y1", on=["X1", "X2", "X3"], level="within")
+    priors = m.priors()
+    cors = priors[(priors["level"] == "within") & priors["kind"].str.contains("correlation")]
+    assert len(cors) == 3 and cors["prior"].str.startswith("Prior(\"LKJCorr\"").all()
+    with m.build():
+        draws = pm.sample_prior_predictive(draws=200, var_names=["lv_cor_w"], random_seed=1)
+    st = m.structure()
+    R = np.broadcast_to(np.eye(4), (200, 4, 4)).copy()
+    vals = draws.prior["lv_cor_w"].values[0]
+    for (i, j, k) in st.within.lv_cor:
+        R[:, i, j] = R[:, j, i] = vals[:, k]
+    block = [st.within.latent.index(v) for v in ("X1", "X2", "X3")]
+    assert np.linalg.eigvalsh(R[:, block][:, :, block]).min() > 0
+    # Two exogenous variables keep their uniform prior (LKJ with eta=1 is the same for one pair).
+    two = ms.MSEM(data, cluster="cl").path("Y1", on=["X1", "X2"], level="within").priors()
+    assert two[two["kind"].str.contains("correlation")]["prior"].str.startswith("Prior(\"Uniform\"").all()

@@ -65,6 +65,17 @@ def resolve_priors(
                 prior, rule = default_prior(g.kind, scale, center)
                 res.append(ResolvedPrior(prior, f"default: {rule}"))
         out[g.name] = res
+    for ls in (structure.within, structure.between):
+        g = structure.groups.get(f"lv_cor_{ls.level.short}")
+        for members, rows in ls.correlation_blocks() if g is not None else ():
+            idx = [int(ls.lv_cor[r, 2]) for r in rows]
+            if any(g.owners[k] is not None or not out[g.name][k].source.startswith("default") for k in idx):
+                continue  # a user's prior or an equality constraint on one of them: element by element
+            names = ", ".join(ls.latent[m] for m in members)
+            for k in idx:
+                out[g.name][k] = ResolvedPrior(
+                    Prior("LKJCorr", eta=1.0), f"default: LKJ over ({names}), uniform and positive definite"
+                )
     for g in structure.groups.values():
         for i, owner in enumerate(g.owners):
             if owner is not None:
@@ -140,7 +151,7 @@ def part_names(g: ParamGroup, priors: list[ResolvedPrior]) -> dict[str, list[int
     elements are ``<group>_free``, and the group is a ``pm.Deterministic`` over them.
     """
     parts = _parts(priors, g.own)
-    if len(g.own) == len(g) and len(parts) <= 1:
+    if len(g.own) == len(g) and len(parts) <= 1 and all(d != "LKJCorr" for d, _ in parts):
         return {}
     if len(parts) == 1 and len(g.own) < len(g):
         return {f"{g.name}_free": next(iter(parts.values()))}
@@ -181,6 +192,7 @@ def _create_group(
     hyperparameters: _Hyperparameters,
     white: np.ndarray | None = None,
     created: dict[str, Any] | None = None,
+    blocks: list[tuple[list[int], list[int]]] | None = None,
 ) -> Any:
     """One PyMC variable per group; elements whose prior family differs get their own variable.
 
@@ -196,12 +208,15 @@ def _create_group(
     if white is not None and len(g.own) == len(g):
         return _whitened_group(g, parts, hyper, white)
     names = part_names(g, priors)
-    if len(g.own) == len(g) and len(parts) == 1:
+    if len(g.own) == len(g) and len(parts) == 1 and next(iter(parts))[0] != "LKJCorr":
         ((dist, keys),) = parts
         return getattr(pm, dist)(g.name, **hyper(list(range(len(g))), keys), dims=g.dim)
     vec = pt.zeros(len(g))
     model = pm.modelcontext(None)
     for ((dist, keys), idx), name in zip(parts.items(), names):
+        if dist == "LKJCorr":
+            vec = _lkj_blocks(g, idx, hyper(idx, keys), vec, blocks or [])
+            continue
         dim = f"{name}_dim"
         model.add_coord(dim, [g.elements[i] for i in idx])
         rv = getattr(pm, dist)(name, **hyper(idx, keys), dims=dim)
@@ -210,6 +225,43 @@ def _create_group(
         if owner is not None:
             vec = pt.set_subtensor(vec[i], (created or {})[owner[0]][owner[1]])
     return pm.Deterministic(g.name, vec, dims=g.dim)
+
+
+def _lkj_blocks(g: ParamGroup, idx: list[int], hyper: dict[str, Any], vec: Any, blocks: list[Any]) -> Any:
+    """Correlations of complete blocks from LKJ-distributed correlation matrices.
+
+    Independent priors on the correlations of three or more variables admit matrices that are
+    not positive definite; an LKJ Cholesky factor per block cannot. ``blocks`` holds, for each
+    block, its latents, its element positions in ``g`` and each element's pair of latents.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    eta = hyper["eta"]
+    for b, (members, elems, pairs) in enumerate(blocks):
+        if not set(elems) <= set(idx):
+            continue
+        L = pm.LKJCorr(f"{g.name}_chol_{b}", n=len(members), eta=eta[idx.index(elems[0])])
+        R = pt.dot(L, L.T)
+        where = {m: a for a, m in enumerate(members)}
+        rows = np.asarray([where[i] for i, _ in pairs])
+        cols = np.asarray([where[j] for _, j in pairs])
+        vec = pt.set_subtensor(vec[np.asarray(elems)], R[rows, cols])
+    return vec
+
+
+def correlation_blocks(structure: ModelStructure, group: str) -> list[Any]:
+    """``(latents, element positions, latent pairs)`` of the complete correlation blocks of a group."""
+    g = structure.groups.get(group)
+    if g is None or g.kind != "lv_cor":
+        return []
+    ls = structure.within if g.level.short == "w" else structure.between
+    out = []
+    for members, rows in ls.correlation_blocks():
+        elems = [int(ls.lv_cor[r, 2]) for r in rows]
+        pairs = [(int(ls.lv_cor[r, 0]), int(ls.lv_cor[r, 1])) for r in rows]
+        out.append((members, elems, pairs))
+    return out
 
 
 def _whitened_group(g: ParamGroup, parts: dict[tuple, list[int]], hyper: Any, white: np.ndarray) -> Any:
@@ -302,7 +354,8 @@ def build_pymc_model(
         hyperparameters = _Hyperparameters(structure, priors)
         params: dict[str, Any] = {}
         for name, g in structure.groups.items():
-            params[name] = _create_group(g, priors[name], hyperparameters, white.get(name), params)
+            blocks = correlation_blocks(structure, name)
+            params[name] = _create_group(g, priors[name], hyperparameters, white.get(name), params, blocks)
         ops = pytensor_ops()
         within = level_matrices(structure.within, params, ops)
         between = level_matrices(structure.between, params, ops)

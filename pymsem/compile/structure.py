@@ -128,6 +128,37 @@ class LevelStructure:
     def n_lat(self) -> int:
         return len(self.latent)
 
+    def correlation_blocks(self) -> list[tuple[list[int], list[int]]]:
+        """Sets of three or more latents whose correlations are all free, with their ``lv_cor`` rows.
+
+        Each is a connected component of the free-correlation graph that is complete (every
+        pair correlated), as the covariances of a level's exogenous variables are by default.
+        Such a block gets an LKJ prior (positive definite by construction); returns
+        ``(latents, rows of lv_cor)`` per block.
+        """
+        pairs = [(int(i), int(j)) for i, j, _ in self.lv_cor]
+        parent = list(range(self.n_lat))
+
+        def root(a: int) -> int:
+            while parent[a] != a:
+                a = parent[a]
+            return a
+
+        for i, j in pairs:
+            parent[root(i)] = root(j)
+        comps: dict[int, list[int]] = {}
+        for i, j in pairs:
+            comps.setdefault(root(i), [])
+        for v in range(self.n_lat):
+            if root(v) in comps:
+                comps[root(v)].append(v)
+        out = []
+        for members in comps.values():
+            rows = [r for r, (i, j) in enumerate(pairs) if root(i) == root(members[0])]
+            if len(members) >= 3 and len(rows) == len(members) * (len(members) - 1) // 2:
+                out.append((members, rows))
+        return out
+
     def exogenous(self) -> list[str]:
         """Latent variables that are no regression's outcome."""
         outcomes = set(self.beta_free[:, 0].tolist()) if len(self.beta_free) else set()
