@@ -172,16 +172,16 @@ def test_complete_correlation_blocks_get_an_lkj_prior(data: pd.DataFrame) -> Non
     m = ms.MSEM(data, cluster="cl").path("Y1", on=["X1", "X2", "X3"], level="within")
     priors = m.priors()
     cors = priors[(priors["level"] == "within") & priors["kind"].str.contains("correlation")]
-    assert len(cors) == 3 and cors["prior"].str.startswith("Prior(\"LKJCorr\"").all()
+    assert len(cors) == 3 and cors["prior"].str.startswith('Prior("LKJCorr"').all()
     with m.build():
         draws = pm.sample_prior_predictive(draws=200, var_names=["lv_cor_w"], random_seed=1)
     st = m.structure()
     R = np.broadcast_to(np.eye(4), (200, 4, 4)).copy()
     vals = draws.prior["lv_cor_w"].values[0]
-    for (i, j, k) in st.within.lv_cor:
+    for i, j, k in st.within.lv_cor:
         R[:, i, j] = R[:, j, i] = vals[:, k]
     block = [st.within.latent.index(v) for v in ("X1", "X2", "X3")]
     assert np.linalg.eigvalsh(R[:, block][:, :, block]).min() > 0
     # Two exogenous variables keep their uniform prior (LKJ with eta=1 is the same for one pair).
     two = ms.MSEM(data, cluster="cl").path("Y1", on=["X1", "X2"], level="within").priors()
-    assert two[two["kind"].str.contains("correlation")]["prior"].str.startswith("Prior(\"Uniform\"").all()
+    assert two[two["kind"].str.contains("correlation")]["prior"].str.startswith('Prior("Uniform"').all()

@@ -147,7 +147,7 @@ class LevelStructure:
         for i, j in pairs:
             parent[root(i)] = root(j)
         comps: dict[int, list[int]] = {}
-        for i, j in pairs:
+        for i, _ in pairs:
             comps.setdefault(root(i), [])
         for v in range(self.n_lat):
             if root(v) in comps:
