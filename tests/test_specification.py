@@ -185,3 +185,29 @@ def test_complete_correlation_blocks_get_an_lkj_prior(data: pd.DataFrame) -> Non
     # Two exogenous variables keep their uniform prior (LKJ with eta=1 is the same for one pair).
     two = ms.MSEM(data, cluster="cl").path("Y1", on=["X1", "X2"], level="within").priors()
     assert two[two["kind"].str.contains("correlation")]["prior"].str.startswith('Prior("Uniform"').all()
+
+
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
+def test_parameter_table_of_each_tutorial_model(number: int) -> None:
+    """``parameters()``: one id per free parameter, the defaults visible, and a lavaan round trip."""
+    model = ms.tutorial.tutorial_model(number, ms.datasets.load_school())
+    table = model.parameters()
+    st = model.structure()
+    free = table[table["free"] & (table["op"] != ":=")]
+    slope_cor = free["kind"] == "random slope correlation"
+    assert free.loc[~slope_cor, "id"].nunique() == st.n_free
+    assert (table.loc[~table["free"] & (table["op"] != ":="), "value"].notna()).all()
+    by = table.set_index(["level", "lhs", "op", "rhs"])
+    assert by.loc[("within", "INT", "~", "REL"), "label"] == "a_w"
+    assert by.loc[("between", "ACH", "~", "INT"), "label"] == "b_b"
+    if number > 1:
+        assert by.loc[("within", "ACH", "=~", "ACH1"), "value"] == 1.0  # the marker
+        assert by.loc[("between", "ACH", "=~", "ACH2"), "free"]
+        assert by.loc[("between", "ACH1", "~1", ""), "kind"] == "intercept (grand mean)"
+    if number >= 3:
+        assert by.loc[("within", "INT", "~", "REL"), "random"] == "RSa"
+        assert by.loc[("between", "RSa", "~~", "RSb"), "label"] == "rCor"
+    if number == 4:
+        assert by.loc[("between", "RSa", "~", "SES"), "label"] == "SESb_a"
+    again = ms.MSEM.from_lavaan(model.to_lavaan(), model.data, cluster="schid").parameters()
+    pd.testing.assert_frame_equal(again, table)

@@ -128,6 +128,10 @@ def _level_rows(ls: LevelStructure, structure: ModelStructure, free_row: Any, fi
         if ls.level.short == "b":
             for lat, k in rs.moderators:
                 free_row(lvl, rs.name, "~", ls.latent[lat], "path", int(k))
+            for lat, k in rs.predicts:
+                free_row(lvl, ls.latent[lat], "~", rs.name, "path", int(k))
+            for lat, k in rs.disturbance_cors:
+                free_row(lvl, rs.name, "~~", ls.latent[lat], "lv_cor", int(k))
     sd_free = {int(i): int(k) for i, k in ls.lv_sd_free}
     for i, v in enumerate(ls.latent):
         if i in sd_free:
