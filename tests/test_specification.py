@@ -211,3 +211,12 @@ def test_parameter_table_of_each_tutorial_model(number: int) -> None:
         assert by.loc[("between", "RSa", "~", "SES"), "label"] == "SESb_a"
     again = ms.MSEM.from_lavaan(model.to_lavaan(), model.data, cluster="schid").parameters()
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_unidentified_factor_scale_says_how_to_fix(data: pd.DataFrame) -> None:
+    text = "level: 1\n  X =~ NA*X1 + X2 + X3\n  X ~~ X\nlevel: 2\n  X =~ X1 + X2 + X3\n"
+    with pytest.raises(MSEMSpecificationError, match=r"not identified.*1\*X1.*X ~~ 1\*X"):
+        ms.MSEM.from_lavaan(text, data, cluster="cl").structure()
+    ok = ms.MSEM.from_lavaan(text.replace("X ~~ X", "X ~~ 1*X"), data, cluster="cl").parameters()
+    row = ok[(ok["level"] == "within") & (ok["lhs"] == "X") & (ok["op"] == "~~")].iloc[0]
+    assert not row["free"] and row["value"] == 1.0

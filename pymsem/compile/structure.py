@@ -495,10 +495,10 @@ def lower(
             if var is not None and var.fixed is not None:
                 lv_fixed[lat_ix[f.name]] = np.sqrt(var.fixed)
             elif not fixed:
-                if var is not None and var.label is not None:
+                if var is not None:
                     raise MSEMSpecificationError(
                         f"Factor {f.name!r} ({level}) has no fixed loading and a free variance "
-                        f"({var.label!r}), so its scale is not identified. Fix one loading (lavaan "
+                        f"({var.text()}), so its scale is not identified. Fix one loading (lavaan "
                         f"'{f.name} =~ 1*{rows[0].rhs} + ...') or its variance ('{f.name} ~~ 1*{f.name}')."
                     )
                 lv_fixed[lat_ix[f.name]] = 1.0
