@@ -148,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             model = _model_from_file(args, data)
             title = args.model_file
         settings = getattr(model, "settings", {}) or {}
+        if settings.get("burn") or settings.get("iterations"):
+            print(
+                "Blimp's BURN and ITERATIONS count Gibbs iterations and are not used: NUTS needs far "
+                f"fewer draws (--tune {args.tune}, --draws {args.draws} per chain)."
+            )
         seed = args.seed if args.seed is not None else int(settings.get("seed", 46))
         chains = args.chains if args.chains is not None else int(settings.get("chains", 4))
         t0 = time.perf_counter()

@@ -44,9 +44,10 @@ def between_scores(fit: MSEMFit, draw: bool = True, seed: int | None = None) -> 
     from pymsem.compile.marginal import sufficient_statistics
 
     st = fit.structure
-    if any(r.moderators for r in st.random_slopes):
+    if any(r.moderators for r in st.random_slopes) or st.slopes_in_between_model:
         raise NotImplementedError(
-            "latent_scores() does not yet handle random slopes regressed on between-level variables."
+            "latent_scores() does not yet handle random slopes regressed on between-level variables, "
+            "predicting them, or covarying with their disturbances."
         )
     data = fit.compiled.data
     stats = sufficient_statistics(st, data)

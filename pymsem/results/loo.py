@@ -122,6 +122,12 @@ def _refuse_moderators(structure: ModelStructure) -> None:
             f"the clusters' latent means, which would have to be integrated out jointly with them. "
             f"Compare models without the moderators, or use K-fold cross-validation by clusters."
         )
+    if structure.slopes_in_between_model:
+        raise NotImplementedError(
+            "Cluster-level LOO/WAIC is not implemented yet for random slopes that predict between-level "
+            "outcomes or covary with a between variable's disturbance. Use K-fold cross-validation by "
+            "clusters."
+        )
 
 
 def _compiled_function(
