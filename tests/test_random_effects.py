@@ -179,3 +179,21 @@ def test_slopes_in_the_between_model_recovered() -> None:
     assert fit.diagnostics()["max_rhat"] < 1.05
     imp = fit.impute(m=2, seed=1)
     assert not imp["Z"].isna().any()
+
+
+def test_implied_between_moments_include_the_slopes() -> None:
+    """Q is regressed on the slope: its implied variance (standardized estimates, ICCs, var()) counts it."""
+    from pymsem.compile.random_effects import implied_level_matrices
+    from pymsem.simulate import parameter_vectors, spec_structure
+
+    st = spec_structure(slope_spec(None))
+    vec = parameter_vectors(st, VALUES)
+    T = np.array([[VALUES["slope_sd_b"] ** 2]])
+    M = implied_level_matrices(st, st.between, vec, T)
+    plain = level_matrices(st.between, vec)
+    _, cv = ms.simulate(
+        slope_spec(None), VALUES, n_clusters=40000, cluster_size=1, seed=5, return_cluster_values=True
+    )
+    q = st.between.latent.index("Q")
+    assert M.Sigma_eta[q, q] > plain.Sigma_eta[q, q]
+    assert np.var(cv["Q"]) == pytest.approx(M.Sigma_eta[q, q], rel=0.03)

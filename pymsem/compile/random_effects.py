@@ -31,7 +31,7 @@ from pymsem.compile.matrices import LevelMatrices
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.errors import MSEMSpecificationError
 
-__all__ = ["augmented_between", "augmented_depth", "conditioned_random_slope_logp"]
+__all__ = ["augmented_between", "augmented_depth", "conditioned_random_slope_logp", "implied_level_matrices"]
 
 
 def _edges(structure: ModelStructure) -> list[tuple[int, int]]:
@@ -135,6 +135,30 @@ def augmented_between(
         A = A + power
         power = pt.dot(power, B)
     return pt.dot(pt.dot(A, Psi), A.T), Psi
+
+
+def implied_level_matrices(
+    structure: ModelStructure, ls: Any, vals: dict[str, np.ndarray], slope_cov: np.ndarray | None = None
+) -> LevelMatrices:
+    """A level's matrices on posterior draws, the slopes' part included in the between moments.
+
+    When random slopes predict between-level outcomes, those outcomes' implied variances
+    include the slopes' (``Sigma*``); standardized estimates, ICCs and ``var()`` in derived
+    expressions read them from here. ``slope_cov`` is the slopes' residual covariance ``T``
+    per draw; elsewhere this is :func:`pymsem.compile.matrices.level_matrices`.
+    """
+    from dataclasses import replace
+
+    from pymsem.compile.matrices import level_matrices
+
+    M = level_matrices(ls, vals)
+    if ls.level.short != "b" or not structure.slopes_in_between_model or slope_cov is None:
+        return M
+    Sigma_aug, _ = augmented_between(structure, M, vals, slope_cov)
+    mb = ls.n_lat
+    S_eta = Sigma_aug[..., :mb, :mb]
+    Sigma = M.Lambda @ S_eta @ np.swapaxes(M.Lambda, -1, -2) + M.Theta
+    return replace(M, Sigma_eta=S_eta, Sigma=Sigma)
 
 
 def _is_tensor(x: Any) -> bool:

@@ -199,8 +199,16 @@ def slope_covariance(structure: ModelStructure, posterior: Any, total: bool = Fa
         R = np.broadcast_to(np.eye(k), (*sd.shape[:-1], k, k))
     T = sd[..., :, None] * R * sd[..., None, :]
     mods = sorted({lat for r in structure.random_slopes for lat, _ in r.moderators})
-    if not total or not mods:
+    if not total or not (mods or structure.slopes_in_between_model):
         return T
+    if structure.slopes_in_between_model:
+        from pymsem.compile.matrices import level_matrices
+        from pymsem.compile.random_effects import augmented_between
+
+        vals = {n: np.asarray(posterior[n].values) for n in structure.groups}
+        Sigma_aug, _ = augmented_between(structure, level_matrices(structure.between, vals), vals, T)
+        mb = structure.between.n_lat
+        return Sigma_aug[..., mb:, mb:]
     from pymsem.compile.matrices import level_matrices
 
     vals = {n: np.asarray(posterior[n].values) for n in structure.groups}

@@ -33,7 +33,12 @@ def moments_function(fit: MSEMFit) -> Callable[[str, tuple[str, ...], str | None
     def level_cov(level: Level) -> tuple:
         if level not in cache:
             ls = st.level(level)
-            M = level_matrices(ls, vals)
+            if st.slopes_in_between_model:
+                from pymsem.compile.random_effects import implied_level_matrices
+
+                M = implied_level_matrices(st, ls, vals, slope_covariance(st, fit.posterior))
+            else:
+                M = level_matrices(ls, vals)
             cache[level] = (ls, M)
         return cache[level]
 

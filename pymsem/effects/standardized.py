@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pymsem.compile.matrices import level_matrices
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.objects import Level
 
@@ -44,7 +43,9 @@ def _sd(M: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(np.diagonal(M, axis1=-2, axis2=-1), 1e-300, None))
 
 
-def parameter_quantities(structure: ModelStructure, vals: dict[str, np.ndarray]) -> list[QuantityDraws]:
+def parameter_quantities(
+    structure: ModelStructure, vals: dict[str, np.ndarray], slope_cov: np.ndarray | None = None
+) -> list[QuantityDraws]:
     """Every free parameter (variances as variances) and each level-1 variable's ICC, per draw.
 
     Parameters
@@ -53,11 +54,16 @@ def parameter_quantities(structure: ModelStructure, vals: dict[str, np.ndarray])
         The lowered model.
     vals
         Parameter vectors by group name, shaped ``(chain, draw, n)``.
+    slope_cov
+        The random slopes' residual covariance per draw, where slopes predict between-level
+        outcomes (their variances then include the slopes' part).
     """
+    from pymsem.compile.random_effects import implied_level_matrices
+
     out: list[QuantityDraws] = []
     mats = {}
     for ls in (structure.within, structure.between):
-        M = level_matrices(ls, vals)
+        M = implied_level_matrices(structure, ls, vals, slope_cov)
         mats[ls.level] = M
         s, lvl = ls.level.short, str(ls.level)
         sd_eta, sd_obs = _sd(M.Sigma_eta), _sd(M.Sigma)

@@ -1078,7 +1078,13 @@ def _fixed_loading_std(fit: MSEMFit, edges: list[Edge]) -> dict[tuple[str, str],
         if not todo:
             continue
         ls = st.level(level)
-        M = level_matrices(ls, vals)
+        if st.slopes_in_between_model:
+            from pymsem.compile.random_effects import implied_level_matrices
+            from pymsem.compile.slopes import slope_covariance
+
+            M = implied_level_matrices(st, ls, vals, slope_covariance(st, fit.posterior))
+        else:
+            M = level_matrices(ls, vals)
         sd_eta = np.sqrt(np.clip(np.diagonal(M.Sigma_eta, axis1=-2, axis2=-1), 1e-300, None))
         sd_obs = np.sqrt(np.clip(np.diagonal(M.Sigma, axis1=-2, axis2=-1), 1e-300, None))
         for e in todo:

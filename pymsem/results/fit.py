@@ -115,7 +115,13 @@ class MSEMFit:
         from pymsem.effects.random_slopes import random_slope_quantities
 
         if self._quantities is None:
-            qs = parameter_quantities(self.structure, self.parameter_draws())
+            st = self.structure
+            slope_cov = None
+            if st.slopes_in_between_model:
+                from pymsem.compile.slopes import slope_covariance
+
+                slope_cov = slope_covariance(st, self.posterior)
+            qs = parameter_quantities(st, self.parameter_draws(), slope_cov)
             qs += random_slope_quantities(self.structure, self.posterior)
             self._quantities = qs
         return list(self._quantities)
