@@ -62,11 +62,18 @@ def test_equal_loadings_recovered(invariant_data: pd.DataFrame) -> None:
     post = fit.posterior
     np.testing.assert_array_equal(post["loading_w"].values, post["loading_b"].values)
     s = fit.summary()
-    truth = {"ACH2 by ACH": 0.8, "INT3 by INT": 1.2, "REL2 by REL": 0.7, "ACH3 by ACH": 1.0}
-    for level in ("within", "between"):
-        for el, true in truth.items():
-            row = s.loc[(level, el)]
-            assert row["lower"] <= true <= row["upper"], (level, el, row.to_dict())
+    special = {"ACH2 by ACH": 0.8, "INT3 by INT": 1.2, "REL2 by REL": 0.7}
+    free = [f"{f}{i} by {f}" for f in FACTORS for i in (2, 3, 4)]
+    misses = []
+    for el in free:
+        true = special.get(el, 1.0)
+        row = s.loc[("within", el)]
+        assert row["median"] == s.loc[("between", el), "median"]  # one parameter
+        assert abs(row["median"] - true) < 3 * row["sd"], (el, row.to_dict())
+        if not row["lower"] <= true <= row["upper"]:
+            misses.append(el)
+    # Nine 95% intervals: one miss is chance (probability 0.37 of at least one), two are not.
+    assert len(misses) <= 1, misses
     for lab in ("a_w", "b_w", "a_b", "b_b"):
         row = s[s["label"] == lab].iloc[0]
         assert row["lower"] <= EQUAL_TRUTH[lab] <= row["upper"], (lab, row.to_dict())

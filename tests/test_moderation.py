@@ -108,11 +108,16 @@ def test_moderator_must_be_between_level() -> None:
         m.structure()
 
 
-def test_random_slope_cannot_be_a_predictor() -> None:
+def test_random_slope_predicts_between_not_within() -> None:
+    """A slope is a between-level variable: it may predict a between outcome, not a within one."""
     df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=3, seed=1)
-    m = tiny_spec(df).path("Y", on="RSa", level="between")
-    with pytest.raises(ms.MSEMSpecificationError, match="not predictors"):
-        m.structure()
+    st = tiny_spec(df).path("Y", on="RSa", level="between", label="y_rs").structure()
+    rsa = next(r for r in st.random_slopes if r.name == "RSa")
+    assert [(st.between.latent[lat], st.groups["path_b"].labels[k]) for lat, k in rsa.predicts] == [
+        ("Y", "y_rs")
+    ]
+    with pytest.raises(ms.MSEMSpecificationError, match="use it as a predictor at level='between'"):
+        tiny_spec(df).path("Y", on="RSa", level="within").structure()
 
 
 def test_covariance_between_levels_mixed() -> None:
@@ -183,7 +188,7 @@ def test_conditional_indirect_in_derived_expressions(fixed_fit) -> None:
             q["mome_p1"], fit.conditional_indirect("a_w", "b_w", "W", at=["+1sd"]).values[..., 0]
         )
     finally:
-        fit.model.derived_quantities.pop()
+        fit.model.drop_derived("mome_p1")
 
 
 def test_index_of_moderated_mediation(fixed_fit) -> None:
@@ -295,8 +300,13 @@ def test_slope_covariance_with_an_exogenous_between_variable() -> None:
     lat = st.between.latent.index("X")
     assert (lat, "cov_bx") in rsb.covariances
     assert any(mod == lat for mod, _ in rsb.moderators)
-    with pytest.raises(ms.MSEMSpecificationError, match="exogenous between-level variable only"):
-        tiny_spec(df).covariance("RSb", "M", level="between").structure()
+    # With an endogenous variable (M is regressed between) it is the correlation of the slope's
+    # residual with M's disturbance.
+    st = tiny_spec(df).covariance("RSb", "M", level="between", label="r_m").structure()
+    rsb = next(r for r in st.random_slopes if r.name == "RSb")
+    assert [(st.between.latent[lat], st.groups["lv_cor_b"].labels[k]) for lat, k in rsb.disturbance_cors] == [
+        ("M", "r_m")
+    ]
 
 
 def test_slope_covariance_with_a_within_only_variable() -> None:
@@ -309,62 +319,13 @@ def test_slope_covariance_with_a_within_only_variable() -> None:
 
 
 # ------------------------------------------------------ missing level-2 moderators (MAR)
-def _loglik(model: ms.MSEM, point: dict[str, np.ndarray]) -> float:
-    import pytensor
-
-    pm_model = model.build()
-    values = [pm_model.rvs_to_values[rv] for rv in pm_model.free_RVs]
-    (ll,) = pm_model.replace_rvs_by_values([pm_model["loglik"]])
-    f = pytensor.function(values, ll, on_unused_input="ignore", mode=REFERENCE_MODE)
-    ip = pm_model.initial_point()
-    return float(f(*[point.get(v.name, ip[v.name]) for v in values]))
-
-
-def test_missing_level2_moderator_is_augmented_exactly() -> None:
-    """With Z missing in a cluster, the likelihood at level2_missing = v is that of the data with Z = v."""
-    sizes = np.array([2, 3, 2, 4, 3])
-    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=5, cluster_size=sizes, seed=3)
-    df.loc[df["schid"] == df["schid"].unique()[2], "Z"] = np.nan
-    df.loc[0, "M"] = np.nan  # both models on the missing-data path
-    filled = df.copy()
-    v = 0.37
-    filled.loc[filled["Z"].isna(), "Z"] = v
-    missing, complete = tiny_spec(df), tiny_spec(filled)
-    assert missing.build()["level2_missing"] is not None
-    rng = np.random.default_rng(4)
-    ip = complete.build().initial_point()
-    point = {k: val + 0.05 * rng.standard_normal(np.shape(val)) for k, val in ip.items()}
-    # The grand means are sampled through a data-based linear map (whitening), which differs
-    # between the two data sets: map the same grand means to each model's coordinates.
-    wc = complete.build()["white_intercept_b"].get_value()
-    wm = missing.build()["white_intercept_b"].get_value()
-    nu = wc[:, 0] + wc[:, 1:] @ point["intercept_b_white"]
-    white_m = np.linalg.solve(wm[:, 1:], nu - wm[:, 0])
-    got = _loglik(missing, {**point, "intercept_b_white": white_m, "level2_missing": np.array([v])})
-    assert got == pytest.approx(_loglik(complete, point), rel=1e-10)
-
-
-@pytest.mark.slow
-def test_missing_level2_moderator_recovered_and_imputed() -> None:
-    """Z moderates the slope RSa and is missing in a quarter of the clusters (MAR given W)."""
-    truth = {**VALUES, "za": -0.3, "wa": 0.3, "path_w[M <- X]": 0.3}
-    df = ms.simulate(tiny_spec(None), truth, n_clusters=100, cluster_size=10, seed=9)
-    cl = df.groupby("schid")["W"].transform("mean")
-    rng = np.random.default_rng(1)
-    # MAR: clusters with a high mean of the observed W lose Z more often.
-    p = 1 / (1 + np.exp(-(cl.groupby(df["schid"]).transform("first") - cl.mean()) * 3 - np.log(1 / 3)))
-    lost = df.groupby("schid")["W"].transform(lambda s: rng.random() < p[s.index[0]])
-    df.loc[lost.astype(bool), "Z"] = np.nan
-    n_lost = df.loc[df["Z"].isna(), "schid"].nunique()
-    assert 10 <= n_lost <= 45
+def test_missing_level2_moderator_is_integrated_out() -> None:
+    """A level-2 moderator missing in some clusters: the likelihood conditions on the slopes and
+    integrates the missing values out (exactness: tests/test_random_effects.py)."""
+    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=6, cluster_size=3, seed=3)
+    df.loc[df["schid"] == 2, "Z"] = np.nan
     model = tiny_spec(df)
-    fit = model.fit(draws=500, tune=500, chains=2, seed=5, progress=False, warn=False)
-    s = fit.summary()
-    for lab in ("za", "wa", "a_w"):
-        row = s[s["label"] == lab].iloc[0]
-        true = truth.get(lab, truth["path_w"])
-        assert row["lower"] <= true <= row["upper"], (lab, row.to_dict())
-    imp = fit.impute(m=3, seed=1)
-    assert not imp["Z"].isna().any()
-    per_cluster = imp.groupby(["imputation", "schid"])["Z"].nunique()
-    assert (per_cluster == 1).all()  # a level-2 value is one value per cluster
+    pm_model = model.build()
+    assert "slope_deviation" in pm_model.named_vars and "moderator_raw" not in pm_model.named_vars
+    logp = pm_model.compile_logp(mode=REFERENCE_MODE)  # nothing compiled: each Op's NumPy perform
+    assert np.isfinite(logp(pm_model.initial_point()))

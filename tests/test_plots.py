@@ -26,12 +26,11 @@ def _close_figures():
 def fit_with_derived(model2_fit):
     """Model 2 with indirect and contextual effects, removed again afterwards (the fit is shared)."""
     m = model2_fit.model
-    n = len(m.derived_quantities)
     m.derived("med_w", ms.indirect("a_w", "b_w"))
     m.derived("med_b", ms.indirect("a_b", "b_b"))
     m.derived("a_con", ms.contextual("a_b", "a_w"))
     yield model2_fit
-    del m.derived_quantities[n:]
+    m.drop_derived("med_w", "med_b", "a_con")
 
 
 def _artist(ax, gid: str):

@@ -227,7 +227,7 @@ def test_adding_a_derived_quantity_needs_no_resampling(model3_fit) -> None:
     model3_fit.model.derived("ratio", "med_w / (med_w + c_w)")
     s = model3_fit.summary()
     assert "ratio" in set(s["label"])
-    model3_fit.model.derived_quantities.pop()
+    model3_fit.model.drop_derived("ratio")
 
 
 def test_table_has_random_slope_and_derived_blocks(model3_fit) -> None:

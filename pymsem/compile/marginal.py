@@ -559,14 +559,14 @@ class MarginalLikelihood:
             }
             pm.Potential("loglik", ll.sum())
             return
-        if structure.slopes_in_between_model:
+        if structure.slopes_in_between_model or _moderator_missing(structure, self.pattern_stats):
+            # Conditioning on the slopes integrates missing moderators out with the other cells.
             self.imputation_terms = {}
             ll = conditioned_random_slope_logp(
                 None, structure, within, between, params, self.slopes.corr_prior, ps, self.imputation_terms
             )
             pm.Potential("loglik", ll)
             return
-        ps = _augment_missing_known_moderators(structure, self.pattern_stats, ps)
         u = add_random_slopes(structure, params, self.slopes)
         if any(r.moderators for r in structure.random_slopes):
             self.imputation_terms = {}
@@ -587,42 +587,12 @@ class MarginalLikelihood:
         pm.Potential("loglik", ll.sum())
 
 
-def _augment_missing_known_moderators(
-    structure: ModelStructure, stats: PatternStatistics, ps: PatternStatistics
-) -> PatternStatistics:
-    """Missing values of level-2 columns that moderate random slopes, as free variables.
-
-    A moderator observed in a cluster is conditioned on exactly; where it is missing, its
-    value is unknown like a latent variable. The missing cells (``level2_missing``, flat
-    prior) enter the complete-data density, which is their prior, so integrating them out
-    leaves the likelihood of what was observed (MAR), as in the augmented formulation. The
-    level-2 columns that moderate nothing are integrated out analytically instead.
-    """
-    import pymc as pm
-    import pytensor.tensor as pt
-
+def _moderator_missing(structure: ModelStructure, stats: PatternStatistics) -> bool:
+    """Whether a level-2 column that moderates a random slope is missing in some cluster."""
     lb = structure.between
-    known = sorted(
-        {
-            structure.level2.index(lb.latent[lat])
-            for r in structure.random_slopes
-            for lat, _ in r.moderators
-            if lb.latent[lat] in structure.level2
-        }
-    )
-    rows, cols = [], []
-    for j in known:
-        miss = np.flatnonzero(stats.level2_mask[:, j] == 0)
-        rows += miss.tolist()
-        cols += [j] * len(miss)
-    if not rows:
-        return ps
-    rows_a, cols_a = np.asarray(rows), np.asarray(cols)
-    start = np.empty(len(rows))
-    for j in known:
-        ok = stats.level2_mask[:, j] == 1
-        start[cols_a == j] = stats.level2[ok, j].mean() if ok.any() else 0.0
-    model = pm.modelcontext(None)
-    model.add_coord("level2_missing_cell", [f"{r},{c}" for r, c in zip(rows, cols)])
-    cells = pm.Flat("level2_missing", dims="level2_missing_cell", initval=start)
-    return replace(ps, level2=pt.set_subtensor(ps.level2[rows_a, cols_a], cells))
+    for r in structure.random_slopes:
+        for lat, _ in r.moderators:
+            name = lb.latent[lat]
+            if name in structure.level2 and (stats.level2_mask[:, structure.level2.index(name)] == 0).any():
+                return True
+    return False

@@ -104,10 +104,6 @@ def _impute_marginal(fit: MSEMFit, draws: list[tuple[int, int]], seed: int | Non
     X = X_all[:, level2_cols]
     miss = np.isnan(Y)
     rows_of = np.split(np.arange(data.n_obs), np.cumsum(data.sizes)[:-1])
-    if "level2_missing" in post:
-        cells = [str(v).split(",") for v in post["level2_missing"].coords["level2_missing_cell"].values]
-        cell_rows = np.asarray([int(r) for r, _ in cells])
-        cell_cols = np.asarray([int(c) for _, c in cells])
     out = []
     for c, d in draws:
         point = {n: np.asarray(post[n].values[c, d]) for n in names}
@@ -146,10 +142,6 @@ def _impute_marginal(fit: MSEMFit, draws: list[tuple[int, int]], seed: int | Non
                     mu += K @ (yg[i, o] - z[o])
                     S = S - K @ Sg[np.ix_(o, u)]
                 Yc[rows[i], u] = mu + _chol_psd((S + S.T) / 2) @ rng.standard_normal(len(u))
-        if "level2_missing" in post:
-            # Missing level-2 moderators were sampled with the parameters: their draws are the
-            # imputations.
-            Xc[cell_rows, cell_cols] = post["level2_missing"].values[c, d]
         out.append((Yc, Xc))
     return out
 

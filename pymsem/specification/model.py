@@ -420,6 +420,15 @@ class MSEM:
         self.table.add(Statement(0, name, ":=", expression))
         return self
 
+    def drop_derived(self, *names: str) -> MSEM:
+        """Remove defined quantities by name (they need no resampling to add or remove)."""
+        known = {d.name for d in self.derived_quantities}
+        for n in names:
+            if n not in known:
+                raise MSEMSpecificationError(f"No derived quantity {n!r}." + closest(n, known))
+        self.table = self.table.without(lambda r: r.op == ":=" and r.lhs in names)
+        return self
+
     def set_prior(self, key: str, prior: Prior) -> MSEM:
         """Override the prior of a label, a PyMC variable (``"path_w"``), an element or a kind.
 
