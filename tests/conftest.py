@@ -41,6 +41,10 @@ WORK_UNITS: dict[str, tuple[str, ...]] = {
     "moderation": ("test_moderation.py",),
     "reproducible": ("test_reproducible.py",),
     "reuse": ("test_reuse.py",),
+    "random-effects": ("test_random_effects.py",),
+    "equality": ("test_equality.py",),
+    "lavaan-compare": ("test_lavaan_compare.py",),
+    "cli-fit": ("test_cli_fit.py",),
 }  # fmt: skip
 _UNIT_OF = {f"tests/{f}": unit for unit, files in WORK_UNITS.items() for f in files}
 _UNIT_RANK = {unit: i for i, unit in enumerate(WORK_UNITS)}
