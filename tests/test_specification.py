@@ -220,3 +220,11 @@ def test_unidentified_factor_scale_says_how_to_fix(data: pd.DataFrame) -> None:
     ok = ms.MSEM.from_lavaan(text.replace("X ~~ X", "X ~~ 1*X"), data, cluster="cl").parameters()
     row = ok[(ok["level"] == "within") & (ok["lhs"] == "X") & (ok["op"] == "~~")].iloc[0]
     assert not row["free"] and row["value"] == 1.0
+
+
+def test_fixed_variance_of_an_observed_predictor(data: pd.DataFrame) -> None:
+    """``X1 ~~ 1*X1`` on a variable used in a regression fixes its latent part's variance."""
+    text = "level: 1\n  Y1 ~ X1\n  X1 ~~ 1*X1\nlevel: 2\n  Y1 ~ X1\n"
+    p = ms.MSEM.from_lavaan(text, data, cluster="cl").parameters()
+    row = p[(p["level"] == "within") & (p["lhs"] == "X1") & (p["op"] == "~~")].iloc[0]
+    assert not row["free"] and row["value"] == 1.0

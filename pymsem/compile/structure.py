@@ -512,6 +512,10 @@ def lower(
         for v in structural:
             lam[obs_ix[v], lat_ix[v]] = 1.0
             resid_fixed[obs_ix[v]] = 0.0
+            # An observed variable in a regression is its own latent part at this level: a fixed
+            # variance (x ~~ 1*x) is that part's (residual) variance.
+            if v in variances and variances[v].fixed is not None:
+                lv_fixed[lat_ix[v]] = np.sqrt(variances[v].fixed)
 
         edges = []
         beta_random = []
