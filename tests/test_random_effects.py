@@ -197,3 +197,52 @@ def test_implied_between_moments_include_the_slopes() -> None:
     q = st.between.latent.index("Q")
     assert M.Sigma_eta[q, q] > plain.Sigma_eta[q, q]
     assert np.var(cv["Q"]) == pytest.approx(M.Sigma_eta[q, q], rel=0.03)
+
+
+def test_invalid_slope_disturbance_correlations_have_zero_density() -> None:
+    """Two correlated slopes both correlated with one disturbance: outside the positive definite
+    region the log density is -inf, inside it is finite."""
+    import pytensor
+
+    m = ms.MSEM(None, cluster="schid", level2=["Z"])
+    m.path(
+        "M",
+        on=["X", "W"],
+        level="within",
+        random=[ms.RandomSlope("RSa", "a_w"), ms.RandomSlope("RSb", "b_w")],
+    )
+    m.path("M", on=["X", "W"], level="between")
+    m.covariance("RSa", "M", level="between", label="ra").covariance("RSb", "M", level="between", label="rb")
+    m.covariance("RSa", "RSb", level="between")
+    values = {"path_w": 0.3, "path_b": 0.3, "lv_sd_w": 1.0, "lv_sd_b": 0.6, "lv_cor_b": 0.0, "lv_cor_w": 0.0,
+              "intercept_b": 0.0, "slope_sd_b": 0.4, "ra": 0.2, "rb": 0.2}  # fmt: skip
+    df = ms.simulate(m, values, n_clusters=8, cluster_size=3, seed=2)
+    df["Z"] = np.repeat(np.arange(8.0), 3)
+    model = ms.MSEM(df, cluster="schid", level2=["Z"])
+    model.table = m.table
+    pm_model = model.build()
+    (psd,) = pm_model.replace_rvs_by_values([pm_model["slope_disturbance_psd"]])
+    inputs = [pm_model.rvs_to_values[rv] for rv in pm_model.free_RVs]
+    f = pytensor.function(inputs, psd, on_unused_input="ignore", mode=REFERENCE_MODE)
+    point = pm_model.initial_point()
+    names = [v.name for v in inputs]
+    g = model.structure().groups["lv_cor_b"]
+    ia, ib = g.elements.index("RSa ~~ M"), g.elements.index("RSb ~~ M")
+    chol = pm_model["slope_corr_chol"]
+    L_name = pm_model.rvs_to_values[chol].name
+
+    def at(ra: float, rb: float, rho: float) -> float:
+        p = dict(point)
+        lv = np.zeros(len(g))
+        lv[ia], lv[ib] = ra, rb
+        cor = pm_model["lv_cor_b"]
+        p[pm_model.rvs_to_values[cor].name] = (
+            pm_model.rvs_to_transforms[cor].forward(lv, *cor.owner.inputs).eval()
+        )
+        p[L_name] = (
+            pm_model.rvs_to_transforms[chol].forward(np.array([[1, 0], [rho, np.sqrt(1 - rho**2)]])).eval()
+        )
+        return float(f(*[p[n] for n in names]))
+
+    assert at(0.6, 0.6, 0.5) == 0.0  # positive definite
+    assert at(0.9, -0.9, 0.9) == -np.inf  # each correlation valid, the matrix is not

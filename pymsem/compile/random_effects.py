@@ -161,6 +161,17 @@ def implied_level_matrices(
     return replace(M, Sigma_eta=S_eta, Sigma=Sigma)
 
 
+def _disturbance_block(structure: ModelStructure) -> np.ndarray:
+    """Indices in ``Psi*`` of the slopes, the disturbances correlated with them and their partners."""
+    lb = structure.between
+    mb = lb.n_lat
+    lats = {int(lat) for r in structure.random_slopes for lat, _ in r.disturbance_cors}
+    for i, j, _ in lb.lv_cor:
+        if int(i) in lats or int(j) in lats:
+            lats |= {int(i), int(j)}
+    return np.asarray(sorted(lats) + [mb + i for i in range(len(structure.random_slopes))])
+
+
 def _is_tensor(x: Any) -> bool:
     return type(x).__module__.startswith("pytensor")
 
@@ -202,7 +213,19 @@ def conditioned_random_slope_logp(
         T = (sd[:, None] * pt.dot(L, L.T)) * sd[None, :]
     else:
         T = pt.reshape(pt.square(sd), (1, 1))
-    Sigma, _ = augmented_between(structure, between, params, T)
+    Sigma, Psi = augmented_between(structure, between, params, T)
+    if any(r.disturbance_cors for r in rs):
+        # The slope-disturbance correlations have uniform priors each; the joint covariance of
+        # disturbances and slope residuals must still be positive definite. Outside that region
+        # the density is zero (the prior is the uniform one restricted to valid matrices), which a
+        # failed Cholesky (NaN) detects. Conditional moments alone would not: they can stay
+        # positive definite while Psi* is not.
+        from pymsem.compile.linalg import chol_logdet
+
+        block = _disturbance_block(structure)
+        sub = Psi[block][:, block]
+        invalid = pt.isnan(chol_logdet(cholesky(sub)))
+        pm.Potential("slope_disturbance_psd", pt.switch(invalid, -np.inf, 0.0))
     Css, Cse = Sigma[mb:, mb:], Sigma[mb:, :mb]
     Ls = cholesky(Css)
     dims = ("cluster", "random_slope")
