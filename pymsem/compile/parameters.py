@@ -10,6 +10,7 @@ model; ``value`` and ``start`` are on that scale, as the ``variable`` column say
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ def parameter_frame(
     structure: ModelStructure,
     priors: dict[str, list[ResolvedPrior]],
     inits: dict[str, np.ndarray],
-    derived: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    derived: Sequence[tuple[str, str]] = (),
 ) -> pd.DataFrame:
     """One row per parameter of the lowered model (fixed ones included), in lavaan's vocabulary.
 
