@@ -65,10 +65,9 @@ def resolve_priors(
                 prior, rule = default_prior(g.kind, scale, center)
                 res.append(ResolvedPrior(prior, f"default: {rule}"))
         out[g.name] = res
-    for ls in (structure.within, structure.between):
-        g = structure.groups.get(f"lv_cor_{ls.level.short}")
-        for members, rows in ls.correlation_blocks() if g is not None else ():
-            idx = [int(ls.lv_cor[r, 2]) for r in rows]
+    for g in structure.groups.values():
+        ls = structure.level(g.level)
+        for members, idx, _ in correlation_blocks(structure, g.name):
             if any(g.owners[k] is not None or not out[g.name][k].source.startswith("default") for k in idx):
                 continue  # a user's prior or an equality constraint on one of them: element by element
             names = ", ".join(ls.latent[m] for m in members)
@@ -255,7 +254,7 @@ def correlation_blocks(structure: ModelStructure, group: str) -> list[Any]:
     g = structure.groups.get(group)
     if g is None or g.kind != "lv_cor":
         return []
-    ls = structure.within if g.level.short == "w" else structure.between
+    ls = structure.level(g.level)
     out = []
     for members, rows in ls.correlation_blocks():
         elems = [int(ls.lv_cor[r, 2]) for r in rows]

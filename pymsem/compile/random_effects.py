@@ -31,7 +31,13 @@ from pymsem.compile.matrices import LevelMatrices
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.errors import MSEMSpecificationError
 
-__all__ = ["augmented_between", "augmented_depth", "conditioned_random_slope_logp", "implied_level_matrices"]
+__all__ = [
+    "augmented_between",
+    "augmented_depth",
+    "conditioned_random_slope_logp",
+    "implied_level_matrices",
+    "posterior_level_matrices",
+]
 
 
 def _edges(structure: ModelStructure) -> list[tuple[int, int]]:
@@ -159,6 +165,18 @@ def implied_level_matrices(
     S_eta = Sigma_aug[..., :mb, :mb]
     Sigma = M.Lambda @ S_eta @ np.swapaxes(M.Lambda, -1, -2) + M.Theta
     return replace(M, Sigma_eta=S_eta, Sigma=Sigma)
+
+
+def posterior_level_matrices(
+    structure: ModelStructure, ls: Any, vals: dict[str, np.ndarray], posterior: Any
+) -> LevelMatrices:
+    """:func:`implied_level_matrices` with the slopes' residual covariance read from ``posterior``."""
+    slope_cov = None
+    if structure.slopes_in_between_model:
+        from pymsem.compile.slopes import slope_covariance
+
+        slope_cov = slope_covariance(structure, posterior)
+    return implied_level_matrices(structure, ls, vals, slope_cov)
 
 
 def _disturbance_block(structure: ModelStructure) -> np.ndarray:

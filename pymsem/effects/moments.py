@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pymsem.compile.matrices import level_matrices
+from pymsem.compile.random_effects import posterior_level_matrices
 from pymsem.compile.slopes import slope_covariance
 from pymsem.specification.errors import MSEMSpecificationError, closest
 from pymsem.specification.objects import Level, as_level
@@ -33,13 +33,7 @@ def moments_function(fit: MSEMFit) -> Callable[[str, tuple[str, ...], str | None
     def level_cov(level: Level) -> tuple:
         if level not in cache:
             ls = st.level(level)
-            if st.slopes_in_between_model:
-                from pymsem.compile.random_effects import implied_level_matrices
-
-                M = implied_level_matrices(st, ls, vals, slope_covariance(st, fit.posterior))
-            else:
-                M = level_matrices(ls, vals)
-            cache[level] = (ls, M)
+            cache[level] = (ls, posterior_level_matrices(st, ls, vals, fit.posterior))
         return cache[level]
 
     def lookup(names: tuple[str, ...], level: str | None) -> tuple[np.ndarray, list[int]]:

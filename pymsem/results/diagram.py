@@ -1068,7 +1068,7 @@ def model_diagram(
 
 def _fixed_loading_std(fit: MSEMFit, edges: list[Edge]) -> dict[tuple[str, str], float]:
     """Median standardized value of each fixed loading: ``lambda * sd(factor) / sd(indicator)``."""
-    from pymsem.compile.matrices import level_matrices
+    from pymsem.compile.random_effects import posterior_level_matrices
 
     st = fit.structure
     vals = fit.parameter_draws()
@@ -1078,13 +1078,7 @@ def _fixed_loading_std(fit: MSEMFit, edges: list[Edge]) -> dict[tuple[str, str],
         if not todo:
             continue
         ls = st.level(level)
-        if st.slopes_in_between_model:
-            from pymsem.compile.random_effects import implied_level_matrices
-            from pymsem.compile.slopes import slope_covariance
-
-            M = implied_level_matrices(st, ls, vals, slope_covariance(st, fit.posterior))
-        else:
-            M = level_matrices(ls, vals)
+        M = posterior_level_matrices(st, ls, vals, fit.posterior)
         sd_eta = np.sqrt(np.clip(np.diagonal(M.Sigma_eta, axis1=-2, axis2=-1), 1e-300, None))
         sd_obs = np.sqrt(np.clip(np.diagonal(M.Sigma, axis1=-2, axis2=-1), 1e-300, None))
         for e in todo:

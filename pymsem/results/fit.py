@@ -120,7 +120,7 @@ class MSEMFit:
             if st.slopes_in_between_model:
                 from pymsem.compile.slopes import slope_covariance
 
-                slope_cov = slope_covariance(st, self.posterior)
+                slope_cov = slope_covariance(st, self.posterior)  # the slopes' part of between moments
             qs = parameter_quantities(st, self.parameter_draws(), slope_cov)
             qs += random_slope_quantities(self.structure, self.posterior)
             self._quantities = qs

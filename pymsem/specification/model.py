@@ -173,11 +173,11 @@ class MSEM:
                 level2=level2,
             )
         cluster = parsed.cluster or kwargs.pop("cluster", None)
+        kwargs.pop("cluster", None)  # CLUSTERID in the file wins over a cluster= given as well
         if cluster is None:
             raise MSEMSpecificationError(
                 "The Blimp model names no cluster id: give clusterid= (or CLUSTERID: in the file)."
             )
-        kwargs.pop("cluster", None)
         out = cls.from_table(parsed.table, data, cluster, **kwargs)
         out.settings = dict(parsed.settings)
         return out

@@ -30,7 +30,7 @@ kind of row; users write ``"within"`` and ``"between"``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -257,6 +257,3 @@ class ParameterTable:
 
     def without(self, predicate) -> ParameterTable:  # type: ignore[no-untyped-def]
         return ParameterTable([r for r in self.rows if not predicate(r)])
-
-    def relabel(self, old: str, new: str) -> ParameterTable:
-        return ParameterTable([replace(r, label=new) if r.label == old else r for r in self.rows])
