@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pymsem.compile.cluster_woodbury import cluster_woodbury_logp, packed_lower
+from pymsem.compile.kernel.op import complete_kernel_logp
 from pymsem.compile.likelihood import register
 from pymsem.compile.linalg import batched_matmul, chol_logdet, cholesky, solve_lower
 from pymsem.compile.logdet_quad import logdet_quad
@@ -524,8 +525,10 @@ class MarginalLikelihood:
                 ll = random_slope_logp(stats, structure, within, between, u)
             pm.Potential("loglik", ll)
             return
-        stats = sufficient_statistics(structure, data).as_model_data()
-        pm.Potential("loglik", marginal_logp(stats, within.Sigma, between.Sigma, between.nu))
+        # One kernel node from the parameters to the log-likelihood and its gradient: the
+        # same value as marginal_logp's graph, which is compiled node by node.
+        stats = sufficient_statistics(structure, data)
+        pm.Potential("loglik", complete_kernel_logp(structure, stats, params))
 
     def _add_missing(
         self,

@@ -452,8 +452,8 @@ class MSEM:
         slopes = {r.name for p in self.paths for r in p.random if r is not None}
         for p in self.paths:
             used.update(v for v in (p.outcome, *p.predictors) if v not in names and v not in slopes)
-        for c in self.covariances:
-            used.update(v for v in (c.a, c.b) if v not in names and v not in slopes)
+        for r in self.table.select("~~"):  # variances too: a random-intercept model has only those
+            used.update(v for v in (r.lhs, r.rhs) if v not in names and v not in slopes)
         cols = [str(c) for c in self.data.columns]
         unknown = sorted(used - set(cols))
         if unknown:
@@ -476,8 +476,11 @@ class MSEM:
         self._validate_spec(cols - names)
 
     def _validate_spec(self, cols: set[str] | None = None) -> None:
-        if not self.latents and not self.paths:
-            raise MSEMSpecificationError("The model is empty: add latent variables (latent) or paths (path).")
+        if not self.latents and not self.paths and not self.table.select("~~"):
+            raise MSEMSpecificationError(
+                "The model is empty: add latent variables (latent), paths (path) or, for a "
+                "random-intercept (null) model, a variance: covariance('y', 'y', level='within')."
+            )
         if cols is None:
             cols = set(map(str, self.data.columns))
         for f in self.latents:
