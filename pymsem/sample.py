@@ -65,9 +65,8 @@ def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> 
         rv for rv in model.free_RVs if (rv.name.endswith("_raw") or rv.name == "slope") and rv.name not in out
     ]
     if raw:
-        point = model.initial_point()
         for rv in raw:
-            shape = point[model.rvs_to_values[rv].name].shape
+            shape = _value_shape(model, rv)
             noise = (rng or fixed).standard_normal(shape)
             if rv.name == "slope":
                 idx = [r.mean_index for r in compiled.structure.random_slopes]
@@ -76,6 +75,18 @@ def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> 
             else:
                 out[rv.name] = 0.1 * noise
     return out
+
+
+def _value_shape(model: Any, rv: Any) -> tuple[int, ...]:
+    """The shape of a variable, from its dimensions' coordinates.
+
+    Not from ``model.initial_point()``: that compiles a C function (a scan, for LKJ priors),
+    which costs seconds and makes PyTensor look for a BLAS library it then warns about.
+    """
+    dims = model.named_vars_to_dims.get(rv.name)
+    if dims and all(d in model.coords for d in dims):
+        return tuple(len(model.coords[d]) for d in dims)
+    return tuple(model.initial_point()[model.rvs_to_values[rv].name].shape)
 
 
 def sample_compiled(

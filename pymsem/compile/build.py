@@ -329,6 +329,9 @@ def build_pymc_model(
     """
     import pymc as pm
 
+    from pymsem.compile.pytensor_config import no_c_blas
+
+    no_c_blas()
     scales = Scales(structure, data)
     priors = resolve_priors(structure, scales, overrides or {})
     form = get_formulation(formulation, structure)

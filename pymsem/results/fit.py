@@ -690,8 +690,9 @@ class MSEMFit:
             stuck = [int(c) for c in np.flatnonzero(lp < lp.max() - max(10.0, 4 * spread))]
         worst = np.argsort(-np.nan_to_num(rhat, nan=np.inf))
         diag = {
-            "max_rhat": float(np.nanmax(rhat)),
-            "min_ess_bulk": float(np.nanmin(bulk)),
+            # R-hat is undefined (NaN) for one chain: report NaN without NumPy's all-NaN warning.
+            "max_rhat": float(np.nanmax(rhat)) if np.isfinite(rhat).any() else float("nan"),
+            "min_ess_bulk": float(np.nanmin(bulk)) if np.isfinite(bulk).any() else float("nan"),
             "divergences": div,
             "high_rhat": [(names[i], float(rhat[i])) for i in worst if rhat[i] > MAX_RHAT],
             "low_ess": [(names[i], float(bulk[i])) for i in np.argsort(bulk) if bulk[i] < MIN_ESS],

@@ -150,7 +150,6 @@ def _register_jax() -> None:
     def _jax(op: CompleteKernel, node: Any = None, **kwargs: Any) -> Any:
         import jax
         import jax.numpy as jnp
-
         from pytensor.graph.basic import Constant
 
         ispec, fspec = node.inputs[1], node.inputs[2]
