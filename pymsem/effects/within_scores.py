@@ -1,0 +1,180 @@
+"""Within-level (per-student) latent scores from their exact Gaussian conditional.
+
+Given a posterior draw (and, with random slopes, the cluster's slopes), student ``i`` of
+cluster ``g`` has level-1 values ``y_i = mu_g + w_i``: ``mu_g`` the cluster's latent means (the
+first ``p1`` entries of the between-level vector ``b_g ~ N(nu_B, Sigma_B)``) and
+``w_i = Lambda_W eta_i + eps_i ~ N(0, Sigma_W,g)``. Given ``mu_g`` the students are independent,
+and the cluster's mean vector ``z_g`` (level-1 means and level-2 values) is sufficient for
+``mu_g``, so
+
+    mu_g | data ~ N(m_g, R_g),   m_g = nu_1 + S_1. V_g^-1 (z_g - nu_B),
+                                 R_g = S_11 - S_1. V_g^-1 S_.1,   V_g = Sigma_B + E Sigma_W,g E' / n_g,
+    eta_i | data ~ N(K_g (y_i - m_g), Sigma_eta,g - K_g Lambda_W Sigma_eta,g + K_g R_g K_g'),
+                                 K_g = Sigma_eta,g Lambda_W' Sigma_W,g^-1.
+
+The uncertainty about the cluster's means enters through ``K_g R_g K_g'``. Over posterior
+draws the scores' posterior mean is the mean of the conditional means and their posterior
+variance the law of total variance: mean conditional variance plus variance of the conditional
+means (Rao-Blackwellized: no Monte Carlo error beyond that of the posterior draws).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pymsem.compile.matrices import level_matrices
+from pymsem.compile.slopes import slope_deviations
+
+if TYPE_CHECKING:
+    from pymsem.results.fit import MSEMFit
+
+__all__ = ["within_conditional", "within_scores"]
+
+
+def within_conditional(
+    y: np.ndarray,
+    cluster_index: np.ndarray,
+    z: np.ndarray,
+    sizes: np.ndarray,
+    nu_B: np.ndarray,
+    Sigma_B: np.ndarray,
+    Sigma_W: np.ndarray,
+    cov_eta_w: np.ndarray,
+    Sigma_eta: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conditional mean and covariance of every student's within latents, for one parameter draw.
+
+    Parameters
+    ----------
+    y
+        Level-1 values, (N, p1), in the structure's ``level1`` order.
+    cluster_index
+        Cluster of each student, (N,), integers in ``0..G-1``.
+    z
+        Cluster vectors, (G, pb): the level-1 means of the cluster's students, then its level-2 values.
+    sizes
+        Students per cluster, (G,).
+    nu_B, Sigma_B
+        Between-level intercepts (pb,) and implied covariance (pb, pb).
+    Sigma_W
+        Within implied covariance, (p1, p1) or one per cluster (G, p1, p1) (random slopes).
+    cov_eta_w
+        ``Cov(eta, w) = Sigma_eta Lambda_W'``, (m, p1) or (G, m, p1).
+    Sigma_eta
+        Within latents' covariance, (m, m) or (G, m, m).
+
+    Returns
+    -------
+    mean : ndarray
+        (N, m) conditional means.
+    cov : ndarray
+        (G, m, m) conditional covariance, the same for every student of a cluster.
+    """
+    G, pb = z.shape
+    p1 = y.shape[1]
+    Sw = np.broadcast_to(Sigma_W, (G, p1, p1))
+    Cew = np.broadcast_to(cov_eta_w, (G, *np.shape(cov_eta_w)[-2:]))
+    Se = np.broadcast_to(Sigma_eta, (G, *np.shape(Sigma_eta)[-2:]))
+    V = np.broadcast_to(Sigma_B, (G, pb, pb)).copy()
+    V[:, :p1, :p1] += Sw / np.asarray(sizes, float)[:, None, None]
+    S1 = Sigma_B[:p1, :]  # Cov(mu_g, z_g): the within part of z_g is independent of mu_g
+    VinvS = np.linalg.solve(V, np.broadcast_to(S1.T, (G, pb, p1)))  # (G, pb, p1)
+    m_mu = nu_B[:p1] + np.einsum("gqp,gq->gp", VinvS, z - nu_B)
+    R = Sigma_B[:p1, :p1] - S1 @ VinvS
+    K = np.swapaxes(np.linalg.solve(Sw, np.swapaxes(Cew, -1, -2)), -1, -2)  # (G, m, p1)
+    dev = y - m_mu[cluster_index]
+    mean = np.einsum("imp,ip->im", K[cluster_index], dev)
+    cov = Se - K @ np.swapaxes(Cew, -1, -2) + K @ R @ np.swapaxes(K, -1, -2)
+    return mean, (cov + np.swapaxes(cov, -1, -2)) / 2
+
+
+def within_scores(fit: MSEMFit) -> Any:
+    """Per-student posterior means and SDs of the within-level latent variables.
+
+    Each draw's exact Gaussian conditional (given the student's values, the cluster's data
+    through its latent means and, with random slopes, the cluster's drawn slopes) is averaged
+    over the posterior draws; the SD is the law of total variance (mean conditional variance
+    plus the variance of the conditional means across draws).
+
+    Parameters
+    ----------
+    fit
+        A fitted model with complete level-1 data, without cross-level moderators and without
+        random slopes in the between model.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``mean`` and ``sd``, dims ``(student, latent)``; ``student`` is the row's position in the
+        data the model was given, with a ``cluster`` coordinate.
+
+    Raises
+    ------
+    NotImplementedError
+        For missing level-1 cells, moderated random slopes, or slopes in the between model.
+    """
+    import xarray as xr
+
+    from pymsem.compile.marginal import sufficient_statistics
+
+    st = fit.structure
+    if any(r.moderators for r in st.random_slopes) or st.slopes_in_between_model:
+        raise NotImplementedError(
+            "within latent scores do not yet handle random slopes regressed on between-level "
+            "variables, predicting them, or covarying with their disturbances."
+        )
+    data = fit.compiled.data
+    y = data.frame[st.level1].to_numpy(float)
+    if np.isnan(y).any():
+        cols = [c for c, bad in zip(st.level1, np.isnan(y).any(0), strict=True) if bad]
+        raise NotImplementedError(
+            f"within latent scores need complete level-1 data; missing cells in {cols}. "
+            "Use fit.impute() and score the completed data sets."
+        )
+    stats = sufficient_statistics(st, data)
+    z, n, idx = stats.cluster_vectors, data.sizes.astype(float), data.cluster_index
+    vals = fit.parameter_draws()
+    W = level_matrices(st.within, vals)
+    B = level_matrices(st.between, vals)
+    ls = st.within
+    u = slope_deviations(st, fit.posterior) if st.random_slopes else None
+    batch = W.Lambda.shape[:-2]
+    flat = int(np.prod(batch))
+    m = ls.n_lat
+    acc_mean = np.zeros((len(y), m))
+    acc_sq = np.zeros((len(y), m))
+    acc_var = np.zeros((len(n), m))
+
+    def at(a: np.ndarray, s: int) -> np.ndarray:
+        return a.reshape(flat, *a.shape[len(batch) :])[s]
+
+    for s in range(flat):
+        Lam, Psi, Th = at(W.Lambda, s), at(W.Psi, s), at(W.Theta, s)
+        if u is None:
+            Se = at(W.Sigma_eta, s)
+        else:
+            # The cluster's slopes change its within B, hence its latent and observed covariances.
+            Bg = np.broadcast_to(at(W.B, s), (len(n), m, m)).copy()
+            Bg[:, ls.beta_random[:, 0], ls.beta_random[:, 1]] += at(u, s)[:, ls.beta_random[:, 2]]
+            Ag = np.linalg.inv(np.eye(m) - Bg)
+            Se = Ag @ Psi @ np.swapaxes(Ag, -1, -2)
+        Cew = Se @ Lam.T
+        Sw = Lam @ Cew + Th
+        mean, cov = within_conditional(y, idx, z, n, at(B.nu, s), at(B.Sigma, s), Sw, Cew, Se)
+        acc_mean += mean
+        acc_sq += mean**2
+        acc_var += np.diagonal(cov, axis1=-2, axis2=-1)
+    post_mean = acc_mean / flat
+    var_of_means = np.clip(acc_sq / flat - post_mean**2, 0, None)
+    sd = np.sqrt(acc_var[idx] / flat + var_of_means)
+    rows = data.source_rows if data.source_rows is not None else np.arange(len(y))
+    coords = {
+        "student": np.asarray(rows),
+        "latent": list(ls.latent),
+        "cluster": ("student", [str(c) for c in np.asarray(data.cluster_ids)[idx]]),
+    }
+    return xr.Dataset(
+        {"mean": (("student", "latent"), post_mean), "sd": (("student", "latent"), sd)}, coords=coords
+    )
