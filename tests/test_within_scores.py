@@ -119,13 +119,96 @@ def test_within_scores_recover_the_simulated_factors(within_truth_fit) -> None:
     assert scores["cluster"].values[0] == "1"
 
 
-def test_within_scores_refuse_missing_cells(within_truth_fit) -> None:
+@pytest.fixture(scope="module")
+def within_truth_missing_fit():
+    """The same design with 15% of the level-1 cells missing completely at random."""
+    df, truth = _simulate_model2_with_within_truth(32)
+    rng = np.random.default_rng(4)
+    items = [c for c in df.columns if c != "schid"]
+    df[items] = df[items].mask(rng.random((len(df), len(items))) < 0.15)
+    fit = model2_spec(df).fit(draws=300, tune=300, chains=2, seed=9, progress=False, warn=False)
+    return fit, truth, df
+
+
+@pytest.mark.slow
+def test_within_scores_with_missing_cells_recover_the_simulated_factors(within_truth_missing_fit) -> None:
+    """With missing cells the SDs grow where cells are missing and still cover about 95%."""
+    fit, truth, df = within_truth_missing_fit
+    scores = within_scores(fit)
+    for name in ("ACH", "INT", "REL"):
+        est = scores["mean"].sel(latent=name).values
+        sd = scores["sd"].sel(latent=name).values
+        t = truth[name].to_numpy()
+        assert np.corrcoef(est, t)[0, 1] > 0.8, name
+        cover = np.mean(np.abs(est - t) <= 1.96 * sd)
+        assert 0.92 <= cover <= 0.98, (name, cover)
+        n_missing = df[[f"{name}{i}" for i in range(1, 5)]].isna().sum(1).to_numpy()
+        assert sd[n_missing >= 2].mean() > sd[n_missing == 0].mean(), name
+
+
+def test_within_scores_refuse_missing_level2_values(within_truth_fit) -> None:
     fit, _ = within_truth_fit
+    fake_structure = dataclasses.replace(fit.structure, level2=["SESX"])
     data = fit.compiled.data
     frame = data.frame.copy()
-    frame.loc[frame.index[3], "INT2"] = np.nan
+    frame["SESX"] = np.where(data.cluster_index == 0, np.nan, 1.0)
     fake = types.SimpleNamespace(
-        structure=fit.structure, compiled=types.SimpleNamespace(data=dataclasses.replace(data, frame=frame))
+        structure=fake_structure, compiled=types.SimpleNamespace(data=dataclasses.replace(data, frame=frame))
     )
-    with pytest.raises(NotImplementedError, match="INT2"):
+    with pytest.raises(NotImplementedError, match="SESX"):
         within_scores(fake)
+
+
+def test_within_conditional_with_missing_cells_equals_dense_gaussian_conditional() -> None:
+    """Missing cells: each cluster's joint normal conditioned on its observed cells only; with
+    nothing missing the information-form path equals the cluster-mean path."""
+    from pymsem.effects.within_scores import within_conditional_missing
+
+    rng = np.random.default_rng(1)
+    p1, m, pb = 3, 2, 4
+    sizes = np.array([4, 3])
+    G = len(sizes)
+    Lam = np.array([[1.0, 0.0], [0.7, 0.0], [0.0, 1.0]])
+    Psi = np.array([[1.0, 0.2], [0.2, 0.6]])
+    Theta = np.diag([0.5, 0.8, 0.3])
+    Sigma_B, nu_B = _spd(rng, pb), rng.standard_normal(pb)
+    slopes = np.array([0.4, -0.3])
+    As = [np.linalg.inv(np.eye(m) - np.array([[0.0, 0.0], [b, 0.0]])) for b in slopes]
+    Se = np.stack([A @ Psi @ A.T for A in As])
+    Cew = Se @ Lam.T
+    Sw = Lam @ Cew + Theta
+    idx = np.repeat(np.arange(G), sizes)
+    y = rng.standard_normal((len(idx), p1)) + 1.0
+    l2 = rng.standard_normal((G, 1))
+    z = np.column_stack([np.stack([y[idx == g].mean(0) for g in range(G)]), l2])
+    full_mean, full_cov = within_conditional(y, idx, z, sizes, nu_B, Sigma_B, Sw, Cew, Se)
+    mean0, cov0 = within_conditional_missing(y, idx, l2, nu_B, Sigma_B, Sw, Cew, Se)
+    np.testing.assert_allclose(mean0, full_mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cov0, full_cov[idx], rtol=1e-9, atol=1e-12)
+
+    y[0, 1] = y[2, [0, 2]] = y[4, :] = y[6, 0] = np.nan  # one student with nothing observed
+    mean, cov = within_conditional_missing(y, idx, l2, nu_B, Sigma_B, Sw, Cew, Se)
+    for g in range(G):
+        n, A = sizes[g], As[g]
+        cov_x = scipy.linalg.block_diag(Sigma_B, *([Psi] * n), *([Theta] * n))
+        mu_x = np.concatenate([nu_B, np.zeros(n * (m + p1))])
+        obs = np.zeros((n * p1 + 1, len(mu_x)))
+        tgt = np.zeros((n * m, len(mu_x)))
+        for i in range(n):
+            r = slice(i * p1, (i + 1) * p1)
+            obs[r, :p1] = np.eye(p1)
+            obs[r, pb + i * m : pb + (i + 1) * m] = Lam @ A
+            obs[r, pb + n * m + i * p1 : pb + n * m + (i + 1) * p1] = np.eye(p1)
+            tgt[i * m : (i + 1) * m, pb + i * m : pb + (i + 1) * m] = A
+        obs[-1, p1] = 1.0
+        o = np.concatenate([y[idx == g].ravel(), l2[g]])
+        keep = ~np.isnan(o)
+        obs, o = obs[keep], o[keep]
+        Coo = obs @ cov_x @ obs.T
+        Cto = tgt @ cov_x @ obs.T
+        dense_mean = tgt @ mu_x + Cto @ np.linalg.solve(Coo, o - obs @ mu_x)
+        dense_cov = tgt @ cov_x @ tgt.T - Cto @ np.linalg.solve(Coo, Cto.T)
+        np.testing.assert_allclose(mean[idx == g].ravel(), dense_mean, rtol=1e-9, atol=1e-12)
+        for i, row in enumerate(np.flatnonzero(idx == g)):
+            blk = dense_cov[i * m : (i + 1) * m, i * m : (i + 1) * m]
+            np.testing.assert_allclose(cov[row], blk, rtol=1e-9, atol=1e-12)

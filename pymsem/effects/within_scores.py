@@ -30,7 +30,7 @@ from pymsem.compile.slopes import slope_deviations
 if TYPE_CHECKING:
     from pymsem.results.fit import MSEMFit
 
-__all__ = ["within_conditional", "within_scores"]
+__all__ = ["within_conditional", "within_conditional_missing", "within_scores"]
 
 
 def within_conditional(
@@ -90,6 +90,84 @@ def within_conditional(
     return mean, (cov + np.swapaxes(cov, -1, -2)) / 2
 
 
+def within_conditional_missing(
+    y: np.ndarray,
+    cluster_index: np.ndarray,
+    level2: np.ndarray,
+    nu_B: np.ndarray,
+    Sigma_B: np.ndarray,
+    Sigma_W: np.ndarray,
+    cov_eta_w: np.ndarray,
+    Sigma_eta: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`within_conditional`, with missing level-1 cells (NaN in ``y``).
+
+    The cluster means' posterior is no longer a function of the observed cluster means: it is
+    accumulated in information form, ``J_g = P^-1 + sum_i H_i' Sigma_oo,i^-1 H_i`` (``P`` the
+    prior covariance of the means given the level-2 values, ``H_i`` picking student ``i``'s
+    observed cells), and each student's gain uses only its observed cells. Students with no
+    observed cell get the within latents' marginal distribution shifted by nothing.
+
+    Parameters
+    ----------
+    y
+        Level-1 values with NaN for missing cells, (N, p1).
+    cluster_index
+        Cluster of each student, (N,).
+    level2
+        Level-2 values, (G, pb - p1), complete.
+    nu_B, Sigma_B, Sigma_W, cov_eta_w, Sigma_eta
+        As in :func:`within_conditional`.
+
+    Returns
+    -------
+    mean : ndarray
+        (N, m) conditional means.
+    cov : ndarray
+        (N, m, m) conditional covariances (they differ by missingness pattern).
+    """
+    G = level2.shape[0]
+    N, p1 = y.shape
+    Sw = np.broadcast_to(Sigma_W, (G, p1, p1))
+    Cew = np.broadcast_to(cov_eta_w, (G, *np.shape(cov_eta_w)[-2:]))
+    Se = np.broadcast_to(Sigma_eta, (G, *np.shape(Sigma_eta)[-2:]))
+    S11 = Sigma_B[:p1, :p1]
+    if level2.shape[1]:
+        S12, S22 = Sigma_B[:p1, p1:], Sigma_B[p1:, p1:]
+        gain = np.linalg.solve(S22, S12.T).T
+        prior_mean = nu_B[:p1] + (level2 - nu_B[p1:]) @ gain.T  # (G, p1)
+        P = S11 - gain @ S12.T
+    else:
+        prior_mean, P = np.broadcast_to(nu_B[:p1], (G, p1)), S11
+    observed = ~np.isnan(y)
+    y0 = np.where(observed, y, 0.0)
+    # Padded inverses of each student's observed block, computed once per missingness pattern.
+    M = np.zeros((N, p1, p1))
+    patterns, which = np.unique(observed, axis=0, return_inverse=True)
+    for k, pat in enumerate(patterns):
+        rows = np.flatnonzero(which.ravel() == k)
+        o = np.flatnonzero(pat)
+        if len(o) == 0:
+            continue
+        inv = np.linalg.inv(Sw[cluster_index[rows]][:, o][:, :, o])
+        M[np.ix_(rows, o, o)] = inv
+    Pinv = np.linalg.inv(P)
+    J = np.broadcast_to(Pinv, (G, p1, p1)).copy()
+    np.add.at(J, cluster_index, M)
+    h = prior_mean @ Pinv.T
+    np.add.at(h, cluster_index, np.einsum("ipq,iq->ip", M, y0))
+    R = np.linalg.inv(J)
+    m_mu = np.einsum("gpq,gq->gp", R, h)
+    K = Cew[cluster_index] @ M  # (N, m, p1), zero columns at missing cells
+    mean = np.einsum("imp,ip->im", K, y0 - m_mu[cluster_index])
+    cov = (
+        Se[cluster_index]
+        - K @ np.swapaxes(Cew[cluster_index], -1, -2)
+        + K @ R[cluster_index] @ np.swapaxes(K, -1, -2)
+    )
+    return mean, (cov + np.swapaxes(cov, -1, -2)) / 2
+
+
 def within_scores(fit: MSEMFit) -> Any:
     """Per-student posterior means and SDs of the within-level latent variables.
 
@@ -101,8 +179,9 @@ def within_scores(fit: MSEMFit) -> Any:
     Parameters
     ----------
     fit
-        A fitted model with complete level-1 data, without cross-level moderators and without
-        random slopes in the between model.
+        A fitted model without cross-level moderators and without random slopes in the between
+        model. Missing level-1 cells are allowed (each student is scored from its observed
+        cells); level-2 values must be complete.
 
     Returns
     -------
@@ -113,7 +192,7 @@ def within_scores(fit: MSEMFit) -> Any:
     Raises
     ------
     NotImplementedError
-        For missing level-1 cells, moderated random slopes, or slopes in the between model.
+        For missing level-2 values, moderated random slopes, or slopes in the between model.
     """
     import xarray as xr
 
@@ -127,14 +206,20 @@ def within_scores(fit: MSEMFit) -> Any:
         )
     data = fit.compiled.data
     y = data.frame[st.level1].to_numpy(float)
-    if np.isnan(y).any():
-        cols = [c for c, bad in zip(st.level1, np.isnan(y).any(0), strict=True) if bad]
+    missing = bool(np.isnan(y).any())
+    level2 = (
+        np.column_stack([data.cluster_values(c) for c in st.level2])
+        if st.level2
+        else np.zeros((data.n_clusters, 0))
+    )
+    if np.isnan(level2).any():
+        cols = [c for c, bad in zip(st.level2, np.isnan(level2).any(0), strict=True) if bad]
         raise NotImplementedError(
-            f"within latent scores need complete level-1 data; missing cells in {cols}. "
+            f"within latent scores need complete level-2 values; missing in {cols}. "
             "Use fit.impute() and score the completed data sets."
         )
-    stats = sufficient_statistics(st, data)
-    z, n, idx = stats.cluster_vectors, data.sizes.astype(float), data.cluster_index
+    n, idx = data.sizes.astype(float), data.cluster_index
+    z = None if missing else sufficient_statistics(st, data).cluster_vectors
     vals = fit.parameter_draws()
     W = level_matrices(st.within, vals)
     B = level_matrices(st.between, vals)
@@ -145,7 +230,7 @@ def within_scores(fit: MSEMFit) -> Any:
     m = ls.n_lat
     acc_mean = np.zeros((len(y), m))
     acc_sq = np.zeros((len(y), m))
-    acc_var = np.zeros((len(n), m))
+    acc_var = np.zeros((len(y), m))
 
     def at(a: np.ndarray, s: int) -> np.ndarray:
         return a.reshape(flat, *a.shape[len(batch) :])[s]
@@ -162,13 +247,17 @@ def within_scores(fit: MSEMFit) -> Any:
             Se = Ag @ Psi @ np.swapaxes(Ag, -1, -2)
         Cew = Se @ Lam.T
         Sw = Lam @ Cew + Th
-        mean, cov = within_conditional(y, idx, z, n, at(B.nu, s), at(B.Sigma, s), Sw, Cew, Se)
+        if z is None:
+            mean, cov = within_conditional_missing(y, idx, level2, at(B.nu, s), at(B.Sigma, s), Sw, Cew, Se)
+        else:
+            mean, cov = within_conditional(y, idx, z, n, at(B.nu, s), at(B.Sigma, s), Sw, Cew, Se)
+            cov = cov[idx]
         acc_mean += mean
         acc_sq += mean**2
         acc_var += np.diagonal(cov, axis1=-2, axis2=-1)
     post_mean = acc_mean / flat
     var_of_means = np.clip(acc_sq / flat - post_mean**2, 0, None)
-    sd = np.sqrt(acc_var[idx] / flat + var_of_means)
+    sd = np.sqrt(acc_var / flat + var_of_means)
     rows = data.source_rows if data.source_rows is not None else np.arange(len(y))
     coords = {
         "student": np.asarray(rows),
