@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import scipy.linalg
 
 from pymsem.effects.within_scores import within_conditional, within_scores
 from tests.conftest import model2_spec
+from tests.test_random_slopes import model3_spec
 
 
 def _spd(rng: np.random.Generator, k: int) -> np.ndarray:
@@ -69,23 +71,33 @@ def test_within_conditional_equals_dense_gaussian_conditional() -> None:
             np.testing.assert_allclose(cov[g], blk, rtol=1e-10, atol=1e-12)
 
 
-def _simulate_model2_with_within_truth(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Model-2-shaped data (100 schools x 20 students) keeping every student's within factors."""
+def _simulate_model2_with_within_truth(
+    seed: int, random_slopes: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Model-2-shaped data (100 schools x 20 students) keeping every student's within factors;
+    ``random_slopes`` draws each school's a_w and b_w as in tutorial Model 3."""
     rng = np.random.default_rng(seed)
     G, n = 100, 20
     N = G * n
+    cl = np.repeat(np.arange(G), n)
 
-    def factors(k: int, sd: float, a: float, b: float, c: float) -> np.ndarray:
+    def factors(k: int, sd: float, a: Any, b: Any, c: float) -> np.ndarray:
         rel = sd * rng.standard_normal(k)
         intr = a * rel + sd * rng.standard_normal(k)
         ach = b * intr + c * rel + sd * rng.standard_normal(k)
         return np.column_stack([ach, intr, rel])  # ACH, INT, REL
 
+    a_w, b_w = 0.35, 0.45
+    if random_slopes:
+        sd = np.sqrt([0.3, 0.2])
+        cov = np.outer(sd, sd) * np.array([[1.0, 0.1], [0.1, 1.0]])
+        u = rng.multivariate_normal(np.zeros(2), cov, size=G)
+        a_w, b_w = (0.35 + u[:, 0])[cl], (0.45 + u[:, 1])[cl]
+
     load_w = {"ACH": [1.0, 0.8, 1.0, 1.0], "INT": [1.0, 1.0, 1.2, 1.0], "REL": [1.0, 1.0, 1.0, 1.0]}
     load_b = {"ACH": [1.0, 1.0, 1.2, 1.0], "INT": [1.0, 1.0, 1.0, 1.0], "REL": [1.0, 0.8, 1.0, 1.0]}
-    eta_w = factors(N, 1.0, 0.35, 0.45, 0.25)
+    eta_w = factors(N, 1.0, a_w, b_w, 0.25)
     eta_b = factors(G, 0.6, 0.60, 0.50, 0.25)
-    cl = np.repeat(np.arange(G), n)
     cols: dict[str, np.ndarray] = {}
     for j, f in enumerate(("ACH", "INT", "REL")):
         for i in range(4):
@@ -212,3 +224,19 @@ def test_within_conditional_with_missing_cells_equals_dense_gaussian_conditional
         for i, row in enumerate(np.flatnonzero(idx == g)):
             blk = dense_cov[i * m : (i + 1) * m, i * m : (i + 1) * m]
             np.testing.assert_allclose(cov[row], blk, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_within_scores_with_random_slopes_recover_the_simulated_factors() -> None:
+    """Random slopes (Model 3): each draw conditions on the cluster's drawn slopes; the scores
+    still cover about 95% of the true within factors."""
+    df, truth = _simulate_model2_with_within_truth(33, random_slopes=True)
+    fit = model3_spec(df).fit(draws=300, tune=300, chains=2, seed=10, progress=False, warn=False)
+    scores = within_scores(fit)
+    for name in ("ACH", "INT", "REL"):
+        est = scores["mean"].sel(latent=name).values
+        sd = scores["sd"].sel(latent=name).values
+        t = truth[name].to_numpy()
+        assert np.corrcoef(est, t)[0, 1] > 0.8, name
+        cover = np.mean(np.abs(est - t) <= 1.96 * sd)
+        assert 0.92 <= cover <= 0.98, (name, cover)
