@@ -101,13 +101,23 @@ def sample_compiled(
     progress: bool = True,
     target_accept: float = 0.8,
     save_warmup: bool = False,
+    backend: str = "numba",
 ) -> SamplingRun:
     """Run NUTS on a compiled model.
 
     Chains start from data-based values (see :func:`pymsem.compile.scales.initial_values`)
     with a small jitter, so that all chains begin in the main mode of the
-    marker-identified model. Warm-up draws are kept only with ``save_warmup``.
+    marker-identified model. Warm-up draws are kept only with ``save_warmup``. ``backend``
+    (``"numba"`` or ``"jax"``) is the compiler of nutpie's log density: JAX compiles in
+    seconds but each gradient costs more on CPU.
     """
+    if backend not in ("numba", "jax"):
+        raise ValueError(f"Unknown backend {backend!r}; use 'numba' or 'jax'.")
+    if backend == "jax" and sampler == "nutpie":
+        import importlib.util
+
+        if importlib.util.find_spec("jax") is None:
+            raise ImportError("backend='jax' needs jax: pip install 'pymsem[jax]'.")
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
     for name, v in (("draws", draws), ("tune", tune), ("chains", chains)):
@@ -119,18 +129,20 @@ def sample_compiled(
 
         t0 = time.perf_counter()
         init = _initial_point(compiled, None)
-        key = ("nutpie", tuple(sorted(init)))
+        key = ("nutpie", backend, tuple(sorted(init)))
         cache = compiled.__dict__.setdefault("_sampler_cache", {})
         reused = False
         if key not in cache:
-            cache[key] = reuse.find(model, init)
+            # pymsem.reuse swaps the data of numba-compiled functions only.
+            cache[key] = reuse.find(model, init) if backend == "numba" else None
             reused = cache[key] is not None
             if not reused:
                 with ieee_numba():
                     cache[key] = nutpie.compile_pymc_model(
-                        model, backend="numba", initial_points=init, jitter_rvs=set()
+                        model, backend=backend, initial_points=init, jitter_rvs=set()
                     )
-                reuse.remember(model, init, cache[key])
+                if backend == "numba":
+                    reuse.remember(model, init, cache[key])
         nut = cache[key]
         t1 = time.perf_counter()
         # nutpie runs one chain per thread; each chain's gradient calls BLAS (numba's dot), and

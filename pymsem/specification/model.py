@@ -772,6 +772,7 @@ class MSEM:
         warn: bool = True,
         slopes: str = "auto",
         save_warmup: bool = False,
+        backend: str = "numba",
     ) -> MSEMFit:
         """Sample the posterior with NUTS.
 
@@ -805,6 +806,9 @@ class MSEM:
             ``warmup_sample_stats``). Off by default, as in PyMC: they double the trace's
             memory (1.3 GB at 10,000 clusters with random slopes) and serve only diagnosis
             of the sampler itself.
+        backend
+            nutpie's compiler: ``"numba"`` (default: slower to compile, faster per gradient on
+            CPU) or ``"jax"`` (install ``pymsem[jax]``; compiles in seconds).
         """
         from pymsem.results.fit import MSEMFit
         from pymsem.sample import sample_compiled
@@ -821,6 +825,7 @@ class MSEM:
             progress=progress,
             target_accept=target_accept,
             save_warmup=save_warmup,
+            backend=backend,
         )
         fit = MSEMFit(self, compiled, run)
         if warn:
