@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pymsem.compile.cluster_woodbury import cluster_woodbury_logp, packed_lower
+from pymsem.compile.kernel.missing_op import missing_kernel_logp
 from pymsem.compile.kernel.op import complete_kernel_logp
 from pymsem.compile.likelihood import register
 from pymsem.compile.linalg import batched_matmul, chol_logdet, cholesky, solve_lower
@@ -540,28 +541,22 @@ class MarginalLikelihood:
     ) -> None:
         """The same likelihood when cells are missing: students grouped by missingness pattern."""
         import pymc as pm
-        import pytensor.tensor as pt
 
         self.pattern_stats = pattern_statistics(structure, data)  # NumPy, for imputation
-        ps = self.pattern_stats.as_model_data()
         q = len(structure.level2)
         if not structure.random_slopes:
-            if within_woodbury_applies(structure):
-                u0 = pt.zeros((1, len(structure.random_slopes)))
-                Sinv, logdet_psi = _cluster_precisions(structure, within, u0, 1)
-                theta = pt.diagonal(within.Theta)
-                Rinv, ld = woodbury_padded_inverse(theta, within.Lambda, Sinv, logdet_psi, ps.patterns)
-            else:
-                Rinv, ld = padded_inverse(within.Sigma[None], ps.patterns)
-            ll, _ = missing_logp(ps, Rinv, ld, between.Sigma, between.nu, list(range(q)), per_pattern=True)
+            # One kernel node: each pattern's within block factored once, every (cluster,
+            # pattern) pair visited in one compiled loop, the gradient from the posterior moments.
+            ll = missing_kernel_logp(self.pattern_stats, within.Sigma, between.Sigma, between.nu)
             self.imputation_terms = {
                 "W": within.Sigma,
                 "V": between.Sigma,
                 "mean": between.nu,
                 "level2_cols": list(range(q)),
             }
-            pm.Potential("loglik", ll.sum())
+            pm.Potential("loglik", ll)
             return
+        ps = self.pattern_stats.as_model_data()
         if structure.slopes_in_between_model or _moderator_missing(structure, self.pattern_stats):
             # Conditioning on the slopes integrates missing moderators out with the other cells.
             self.imputation_terms = {}
@@ -579,15 +574,14 @@ class MarginalLikelihood:
             pm.Potential("loglik", ll)
             return
         Wg = _cluster_within_cov(structure, within, u, ps.n_clusters)
-        Rinv, ld = within_inverses(structure, within, ps, Wg=Wg, u=u)
-        ll, _ = missing_logp(ps, Rinv, ld, between.Sigma, between.nu, list(range(q)))
+        ll = missing_kernel_logp(self.pattern_stats, Wg, between.Sigma, between.nu)
         self.imputation_terms = {
             "W": Wg,
             "V": between.Sigma,
             "mean": between.nu,
             "level2_cols": list(range(q)),
         }
-        pm.Potential("loglik", ll.sum())
+        pm.Potential("loglik", ll)
 
 
 def _moderator_missing(structure: ModelStructure, stats: PatternStatistics) -> bool:
