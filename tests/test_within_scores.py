@@ -118,7 +118,7 @@ def within_truth_fit():
 def test_within_scores_recover_the_simulated_factors(within_truth_fit) -> None:
     """Scores correlate with the true within factors and mean +- 1.96 SD covers about 95% of them."""
     fit, truth = within_truth_fit
-    scores = within_scores(fit)
+    scores = fit.within_scores()
     assert scores["mean"].shape == (len(truth), 3)
     for name in ("ACH", "INT", "REL"):
         est = scores["mean"].sel(latent=name).values

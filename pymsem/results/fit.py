@@ -449,6 +449,18 @@ class MSEMFit:
 
         return between_scores(self, draw=draw, seed=seed)
 
+    def within_scores(self) -> Any:
+        """Each student's within-level latent variables: posterior means and SDs.
+
+        From each draw's exact Gaussian conditional given the student's observed values, the
+        cluster's data and (with random slopes) the cluster's slopes; the SD adds the spread
+        of the conditional means over draws. An ``xarray.Dataset`` with ``mean`` and ``sd``,
+        dims (student, latent); see :func:`pymsem.effects.within_scores.within_scores`.
+        """
+        from pymsem.effects.within_scores import within_scores
+
+        return within_scores(self)
+
     def cluster_slopes(self) -> Any:
         """Each cluster's random slopes, ``xarray.Dataset`` with dims (chain, draw, cluster)."""
         from pymsem.effects.random_slopes import cluster_slopes
