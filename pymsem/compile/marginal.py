@@ -556,24 +556,33 @@ class MarginalLikelihood:
             }
             pm.Potential("loglik", ll)
             return
-        ps = self.pattern_stats.as_model_data()
         if structure.slopes_in_between_model or _moderator_missing(structure, self.pattern_stats):
             # Conditioning on the slopes integrates missing moderators out with the other cells.
             self.imputation_terms = {}
             ll = conditioned_random_slope_logp(
-                None, structure, within, between, params, self.slopes.corr_prior, ps, self.imputation_terms
+                None,
+                structure,
+                within,
+                between,
+                params,
+                self.slopes.corr_prior,
+                self.pattern_stats,
+                self.imputation_terms,
             )
             pm.Potential("loglik", ll)
             return
         u = add_random_slopes(structure, params, self.slopes)
         if any(r.moderators for r in structure.random_slopes):
+            # Known moderators leave cluster means with zero conditional variance (a singular
+            # V), which the observed-cells kernel does not take: the graph formulation stays.
             self.imputation_terms = {}
+            ps = self.pattern_stats.as_model_data()
             ll = moderated_random_slope_logp(
                 None, structure, within, between, u, params, ps, self.imputation_terms
             )
             pm.Potential("loglik", ll)
             return
-        Wg = _cluster_within_cov(structure, within, u, ps.n_clusters)
+        Wg = _cluster_within_cov(structure, within, u, self.pattern_stats.n_clusters)
         ll = missing_kernel_logp(self.pattern_stats, Wg, between.Sigma, between.nu)
         self.imputation_terms = {
             "W": Wg,

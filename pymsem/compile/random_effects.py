@@ -211,14 +211,15 @@ def conditioned_random_slope_logp(
     ``N(nu + Lambda_B K s_g, Lambda_B (Sigma_ee - K C_se) Lambda_B' + Theta_B + E Sigma_W,g E'/n_g)``
     and the within part uses the cluster's ``Sigma_W,g``. With missing values (``ps``) the
     between and within parts are :func:`pymsem.compile.missing.missing_logp` given the same
-    moments, stored in ``terms`` for imputation.
+    moments, stored in ``terms`` for imputation; ``ps`` are NumPy pattern statistics, reduced
+    by the observed-cells kernel (:mod:`pymsem.compile.kernel.missing_op`).
     """
     import pymc as pm
     import pytensor.tensor as pt
 
+    from pymsem.compile.kernel.missing_op import missing_kernel_logp
     from pymsem.compile.linalg import cholesky, solve_lower
-    from pymsem.compile.marginal import _between_part, _cluster_within_cov, _within_part, within_inverses
-    from pymsem.compile.missing import missing_logp
+    from pymsem.compile.marginal import _between_part, _cluster_within_cov, _within_part
 
     rs = structure.random_slopes
     k, mb = len(rs), structure.between.n_lat
@@ -259,10 +260,8 @@ def conditioned_random_slope_logp(
     if ps is not None:
         G, q = ps.n_clusters, len(structure.level2)
         Wg = _cluster_within_cov(structure, within, s, G)
-        Rinv, ld = within_inverses(structure, within, ps, Wg=Wg, u=s)
-        ll, _ = missing_logp(ps, Rinv, ld, V, mean, list(range(q)))
         if terms is not None:
             terms.update({"W": Wg, "V": V, "mean": mean, "level2_cols": list(range(q))})
-        return pt.sum(ll)
+        return missing_kernel_logp(ps, Wg, V, mean)
     Wg = _cluster_within_cov(structure, within, s, stats.n_clusters)
     return pt.sum(_within_part(stats, Wg) + _between_part(stats, Wg, V, mean, list(range(stats.pb))))
