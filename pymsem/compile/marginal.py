@@ -547,7 +547,7 @@ class MarginalLikelihood:
         if not structure.random_slopes:
             # One kernel node: each pattern's within block factored once, every (cluster,
             # pattern) pair visited in one compiled loop, the gradient from the posterior moments.
-            ll = missing_kernel_logp(self.pattern_stats, within.Sigma, between.Sigma, between.nu)
+            ll = observed_cells_logp(structure, within, between, self.pattern_stats, within.Sigma)
             self.imputation_terms = {
                 "W": within.Sigma,
                 "V": between.Sigma,
@@ -583,7 +583,7 @@ class MarginalLikelihood:
             pm.Potential("loglik", ll)
             return
         Wg = _cluster_within_cov(structure, within, u, self.pattern_stats.n_clusters)
-        ll = missing_kernel_logp(self.pattern_stats, Wg, between.Sigma, between.nu)
+        ll = observed_cells_logp(structure, within, between, self.pattern_stats, Wg, u=u)
         self.imputation_terms = {
             "W": Wg,
             "V": between.Sigma,
@@ -591,6 +591,44 @@ class MarginalLikelihood:
             "level2_cols": list(range(q)),
         }
         pm.Potential("loglik", ll)
+
+
+def observed_cells_logp(
+    structure: ModelStructure,
+    within: LevelMatrices,
+    between: LevelMatrices,
+    ps: PatternStatistics,
+    W: Any,
+    u: Any = None,
+    V: Any = None,
+    mean: Any = None,
+) -> Any:
+    """The summed log-likelihood of the observed cells given the within covariance ``W``.
+
+    ``W`` is one matrix, or one per cluster (``u``: the slope deviations that made them);
+    ``V`` and ``mean`` default to the between level's. Where every within variable has a free
+    residual variance (a factor model, "diagonal plus low rank"), the padded inverses come
+    from factor-sized capacitance matrices (:func:`woodbury_padded_inverse`), which costs less
+    per (cluster, pattern) pair than factoring each pair's observed block, as the dense
+    kernel does (``bench/missing_gradient.py`` measures both). Otherwise the kernel
+    (:mod:`pymsem.compile.kernel.missing_op`) factors the observed blocks in one compiled call.
+    """
+    import pytensor.tensor as pt
+
+    V = between.Sigma if V is None else V
+    mean = between.nu if mean is None else mean
+    q = len(structure.level2)
+    if not within_woodbury_applies(structure):
+        return missing_kernel_logp(ps, W, V, mean)
+    psd = ps.as_model_data()
+    if W.ndim == 2:
+        u0 = pt.zeros((1, len(structure.random_slopes)))
+        Sinv, logdet_psi = _cluster_precisions(structure, within, u0, 1)
+        theta = pt.diagonal(within.Theta)
+        Rinv, ld = woodbury_padded_inverse(theta, within.Lambda, Sinv, logdet_psi, psd.patterns)
+        return missing_logp(psd, Rinv, ld, V, mean, list(range(q)), per_pattern=True)[0].sum()
+    Rinv, ld = within_inverses(structure, within, psd, Wg=W, u=u)
+    return missing_logp(psd, Rinv, ld, V, mean, list(range(q)))[0].sum()
 
 
 def _moderator_missing(structure: ModelStructure, stats: PatternStatistics) -> bool:

@@ -211,15 +211,14 @@ def conditioned_random_slope_logp(
     ``N(nu + Lambda_B K s_g, Lambda_B (Sigma_ee - K C_se) Lambda_B' + Theta_B + E Sigma_W,g E'/n_g)``
     and the within part uses the cluster's ``Sigma_W,g``. With missing values (``ps``) the
     between and within parts are :func:`pymsem.compile.missing.missing_logp` given the same
-    moments, stored in ``terms`` for imputation; ``ps`` are NumPy pattern statistics, reduced
-    by the observed-cells kernel (:mod:`pymsem.compile.kernel.missing_op`).
+    moments, stored in ``terms`` for imputation; ``ps`` are NumPy pattern statistics
+    (:func:`pymsem.compile.marginal.observed_cells_logp`).
     """
     import pymc as pm
     import pytensor.tensor as pt
 
-    from pymsem.compile.kernel.missing_op import missing_kernel_logp
     from pymsem.compile.linalg import cholesky, solve_lower
-    from pymsem.compile.marginal import _between_part, _cluster_within_cov, _within_part
+    from pymsem.compile.marginal import _between_part, _cluster_within_cov, _within_part, observed_cells_logp
 
     rs = structure.random_slopes
     k, mb = len(rs), structure.between.n_lat
@@ -262,6 +261,6 @@ def conditioned_random_slope_logp(
         Wg = _cluster_within_cov(structure, within, s, G)
         if terms is not None:
             terms.update({"W": Wg, "V": V, "mean": mean, "level2_cols": list(range(q))})
-        return missing_kernel_logp(ps, Wg, V, mean)
+        return observed_cells_logp(structure, within, between, ps, Wg, u=s, V=V, mean=mean)
     Wg = _cluster_within_cov(structure, within, s, stats.n_clusters)
     return pt.sum(_within_part(stats, Wg) + _between_part(stats, Wg, V, mean, list(range(stats.pb))))
