@@ -28,6 +28,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from pymsem.compile.kernel.numba_impl import _inverse_pd, _matmul
+
 __all__ = ["missing_moments", "missing_value_and_grad"]
 
 _LOG2PI = float(np.log(2 * np.pi))
@@ -71,21 +73,6 @@ def _solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 @_jit
-def _inverse_from_cholesky(L: np.ndarray) -> np.ndarray:
-    n = L.shape[0]
-    Li = _solve_lower(L, np.eye(n))
-    inv = np.empty((n, n))
-    for i in range(n):
-        for j in range(i + 1):
-            v = 0.0
-            for k in range(i, n):
-                v += Li[k, i] * Li[k, j]
-            inv[i, j] = v
-            inv[j, i] = v
-    return inv
-
-
-@_jit
 def _masked_inverse(W: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]:
     """The inverse of the observed block of ``W``, zero-padded to ``p x p``, and its log-determinant."""
     p = W.shape[0]
@@ -95,36 +82,15 @@ def _masked_inverse(W: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, float]
     for a in range(k):
         for b in range(k):
             R[a, b] = W[obs[a], obs[b]]
-    L, logdet = _cholesky(R)
+    Ri = np.empty((k, k))
+    logdet = _inverse_pd(R, Ri)
     out = np.zeros((p, p))
     if np.isnan(logdet):
         return out, np.nan
-    Ri = _inverse_from_cholesky(L)
     for a in range(k):
         for b in range(k):
             out[obs[a], obs[b]] = Ri[a, b]
     return out, logdet
-
-
-@_jit
-def _sandwich(A: np.ndarray, E: np.ndarray) -> np.ndarray:
-    """``A E A`` for symmetric ``A`` and ``E``."""
-    p = A.shape[0]
-    AE = np.zeros((p, p))
-    for i in range(p):
-        for t in range(p):
-            v = A[i, t]
-            if v != 0.0:
-                for j in range(p):
-                    AE[i, j] += v * E[t, j]
-    out = np.zeros((p, p))
-    for i in range(p):
-        for t in range(p):
-            v = AE[i, t]
-            if v != 0.0:
-                for j in range(p):
-                    out[i, j] += v * A[t, j]
-    return out
 
 
 @_jit
@@ -346,10 +312,9 @@ def missing_value_and_grad(
                 return np.nan, np.zeros_like(W), np.zeros_like(V), np.zeros_like(mu)
     else:
         inv, ld = np.zeros((0, 1, 1)), np.zeros(0)
-    LV, ld_v = _cholesky(V)
-    if np.isnan(ld_v):
+    Vinv = np.empty((pb, pb))
+    if np.isnan(_inverse_pd(V, Vinv)):
         return np.nan, np.zeros_like(W), np.zeros_like(V), np.zeros_like(mu)
-    Vinv = _inverse_from_cholesky(LV)
     f = 0.0
     dW = np.zeros_like(W)
     dmu = np.zeros_like(mu)
@@ -408,17 +373,17 @@ def missing_value_and_grad(
                     for b in range(no):
                         Rk[a, b] = Rinv[k, obs[a], obs[b]]
                         Ek[a, b] = E[obs[a], obs[b]]
-                RER = _sandwich(Rk, Ek)
+                RER = _matmul(_matmul(Rk, Ek), Rk)
                 for a in range(no):
                     for b in range(no):
                         dW[g, obs[a], obs[b]] += 0.5 * (RER[a, b] - n * Rk[a, b])
     if shared:
         for k in range(K):
             if n_pat[k] > 0:
-                RER = _sandwich(inv[k], E_pat[k])
+                RER = _matmul(_matmul(inv[k], E_pat[k]), inv[k])
                 for i in range(p1):
                     for j in range(p1):
                         dW[0, i, j] += 0.5 * (RER[i, j] - n_pat[k] * inv[k][i, j])
-    VTV = _sandwich(Vinv, T)
+    VTV = _matmul(_matmul(Vinv, T), Vinv)
     dV = 0.5 * (VTV - G * Vinv)
     return f, dW, dV, dmu
