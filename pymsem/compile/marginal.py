@@ -545,8 +545,6 @@ class MarginalLikelihood:
         self.pattern_stats = pattern_statistics(structure, data)  # NumPy, for imputation
         q = len(structure.level2)
         if not structure.random_slopes:
-            # One kernel node: each pattern's within block factored once, every (cluster,
-            # pattern) pair visited in one compiled loop, the gradient from the posterior moments.
             ll = observed_cells_logp(structure, within, between, self.pattern_stats, within.Sigma)
             self.imputation_terms = {
                 "W": within.Sigma,
