@@ -190,3 +190,24 @@ def test_bad_input(two) -> None:
         ms.compare_tables({})
     with pytest.raises(ValueError, match="lacks required"):
         ms.compare_tables({"A": pd.DataFrame({"level": ["within"], "median": [1.0]})})
+
+
+def test_positive_quantities_are_not_marked_in_compared_tables() -> None:
+    rows = [
+        ("within", "Regressions", "", "Y <- X", 0.5, 0.2, 0.8),
+        ("within", "Variances", "", "X ~~ X", 0.9, 0.7, 1.1),
+        ("between", "Intraclass correlations", "", "ICC Y", 0.21, 0.15, 0.28),
+        ("between", "Random slopes", "", "s variance", 0.04, 0.01, 0.09),
+        ("between", "Random slopes", "", "s, t covariance", 0.03, 0.01, 0.05),
+    ]
+    t = ms.compare_tables({"A": _summary(rows), "B": _summary(rows)}, blocks="all")
+    lines = str(t).splitlines()
+
+    def stars(parameter: str) -> int:
+        return next(ln for ln in lines if ln.strip().startswith(parameter)).count("*")
+
+    # Both models' intervals exclude 0 everywhere; only the regression and the covariance say so.
+    assert stars("Y <- X") == 2 and stars("s, t covariance") == 2
+    assert stars("X ~~ X") == stars("ICC Y") == stars("s variance") == 0
+    md = t.to_markdown()
+    assert "**0.500**" in md and "**0.900**" not in md and "**0.210**" not in md and "**0.040**" not in md

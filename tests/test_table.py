@@ -296,3 +296,87 @@ def test_invalid_arguments() -> None:
         Table(_summary(), META, ci_prob=95)
     with pytest.raises(ValueError, match="digits"):
         Table(_summary(), META, digits=-1)
+
+
+# ------------------------------------------------- positive quantities are not marked
+def _positive_summary() -> pd.DataFrame:
+    rows = [
+        # Every interval excludes 0; only the rows that could have been negative are marked.
+        ("within", "Regressions", "a_w", "INT <- REL", 0.5, 0.1, 0.3, 0.7, 1.0, 900.0, 0.4),
+        ("within", "Covariances", "", "REL ~~ SES", 0.2, 0.05, 0.1, 0.3, 1.0, 900.0, 0.3),
+        ("within", "Variances", "", "REL ~~ REL", 0.9, 0.05, 0.8, 1.0, 1.0, 900.0, 1.0),
+        ("within", "Residual variances", "", "INT ~~ INT", 0.7, 0.05, 0.6, 0.8, 1.0, 900.0, 0.8),
+        ("within", "Indicator residual variances", "", "ACH1 ~~ ACH1", 0.3, 0.05, 0.2, 0.4, 1.0, 900.0, 0.3),
+        ("between", "Random slopes", "a_w", "RSa mean", 0.5, 0.1, 0.3, 0.7, 1.0, 900.0, np.nan),
+        ("between", "Random slopes", "", "RSa variance", 0.05, 0.01, 0.03, 0.07, 1.0, 900.0, np.nan),
+        ("between", "Random slopes", "", "RSa residual variance", 0.04, 0.01, 0.02, 0.06, 1.0, 900.0, np.nan),
+        ("between", "Random slopes", "", "RSa, RSb covariance", 0.02, 0.01, 0.01, 0.03, 1.0, 900.0, 0.3),
+        ("between", "Random slopes", "", "RSa, RSb correlation", 0.3, 0.1, 0.1, 0.5, 1.0, 900.0, np.nan),
+        ("between", "Intraclass correlations", "", "ICC INT", 0.2, 0.03, 0.15, 0.26, 1.0, 900.0, np.nan),
+        ("derived", "Derived", "sd_a", "sd(RSa)", 0.22, 0.02, 0.18, 0.26, 1.0, 900.0, np.nan),
+        (
+            "derived",
+            "Derived",
+            "r2",
+            "var(RSa) / (var(RSa) + 0.5)",
+            0.1,
+            0.02,
+            0.05,
+            0.14,
+            1.0,
+            900.0,
+            np.nan,
+        ),
+        ("derived", "Derived", "ind", "a_w * b_w", 0.2, 0.05, 0.1, 0.3, 1.0, 900.0, np.nan),
+        ("derived", "Derived", "diff", "var(RSa) - var(RSb)", 0.1, 0.02, 0.05, 0.14, 1.0, 900.0, np.nan),
+    ]
+    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+
+
+def test_variances_sds_and_iccs_get_no_mark() -> None:
+    t = Table(_positive_summary())
+    p = t.rows().query("kind == 'parameter'").set_index("text")["excludes_zero"]
+    marked = {"INT <- REL", "REL ~~ SES", "RSa mean", "RSa, RSb covariance", "RSa, RSb correlation"}
+    # A difference of variances and a product of paths can be negative: they keep their mark.
+    marked |= {"a_w * b_w", "var(RSa) - var(RSb)"}
+    assert set(p.index[p]) == marked
+    text = str(t)
+    for parameter in p.index:
+        assert ("*" in _param_line(text, parameter)) == (parameter in marked), parameter
+    md, tex, htm = t.to_markdown(), t.to_latex(), t._repr_html_()
+    assert "**0.900**" not in md and "**0.200**" in md  # REL ~~ REL unmarked, REL ~~ SES marked
+    assert r"\textbf{0.050}" not in tex and "<b>0.050</b>" not in htm  # RSa variance
+
+
+def test_is_positive_quantity_reads_derived_expressions_by_form() -> None:
+    from pymsem.results.table import is_positive_quantity
+
+    assert is_positive_quantity("derived", "Derived", "sqrt(var(RSa))")
+    assert is_positive_quantity("derived", "Derived", "var(RSa, between) / totalvar(ACH)")
+    assert not is_positive_quantity("derived", "Derived", "a_w * b_w")  # a name may be negative
+    assert not is_positive_quantity("derived", "Derived", "-var(RSa)")
+    assert not is_positive_quantity("derived", "Derived", "log(var(RSa))")  # log of a variance < 1 is < 0
+    assert not is_positive_quantity("within", "Regressions", "INT <- REL")
+    assert not is_positive_quantity("between", "Random slopes", "RSa, RSb covariance")
+
+
+def test_non_indicator_variances_are_not_indicator_residuals(model2_data: pd.DataFrame) -> None:
+    """A level-1 variable used only in the within model has a between part that loads on nothing:
+    its variance there is listed under "Variances", while factor indicators keep theirs."""
+    import pymsem as ms
+    from pymsem.effects.standardized import parameter_quantities
+
+    m = ms.MSEM(model2_data, cluster="schid")
+    m.latent("ACH", ["ACH1", "ACH2", "ACH3", "ACH4"])
+    m.path("INT1", on="REL1", level="within")
+    st = m.structure()
+    rng = np.random.default_rng(0)
+    vals = {}
+    for name, g in st.groups.items():
+        x = rng.normal(0.3, 0.1, size=(1, 20, len(g)))
+        vals[name] = np.abs(x) + 0.5 if g.kind.endswith("sd") else np.clip(x, -0.9, 0.9)
+    blocks = {(q.level, q.parameter): q.block for q in parameter_quantities(st, vals)}
+    assert blocks[("between", "INT1 ~~ INT1")] == blocks[("between", "REL1 ~~ REL1")] == "Variances"
+    for level in ("within", "between"):
+        for i in range(1, 5):
+            assert blocks[(level, f"ACH{i} ~~ ACH{i}")] == "Indicator residual variances"

@@ -110,13 +110,18 @@ def parameter_quantities(
             r_ = vals[f"lv_cor_{s}"][..., k]
             cov = M.Psi[..., i, j]
             out.append(QuantityDraws(lvl, "Covariances", lab, f"{ls.latent[i]} ~~ {ls.latent[j]}", cov, r_))
+        # An observed variable that loads on no latent at this level (e.g. a level-1 outcome's
+        # between part, when only the within model uses it) has its own variance here, not an
+        # indicator's residual variance.
+        indicators = set(np.flatnonzero(np.any(ls.lambda_fixed != 0, axis=1)).tolist())
+        indicators |= {int(r) for r in ls.lambda_free[:, 0]} if len(ls.lambda_free) else set()
         for (i, k), lab in zip(ls.resid_sd_free, labels("resid_sd")):
             v = np.square(vals[f"resid_sd_{s}"][..., k])
             name = ls.observed[i]
             out.append(
                 QuantityDraws(
                     lvl,
-                    "Indicator residual variances",
+                    "Indicator residual variances" if i in indicators else "Variances",
                     lab,
                     f"{name} ~~ {name}",
                     v,

@@ -27,11 +27,11 @@ from pymsem.results.table import (
     _COLUMNS,
     _LEVEL_TITLES,
     _Column,
-    _excludes_zero,
     _fmt,
     _fmt_meta,
     _latex_escape,
     _latex_number,
+    _marked,
     _md_escape,
     _percent,
     _wrap_items,
@@ -260,7 +260,10 @@ class ComparisonTable:
             got = f.reindex(pd.MultiIndex.from_frame(rows[list(_KEY)]))
             for c in NUMERIC:
                 rows[(m, c)] = got[c].to_numpy()
-            rows[(m, "significant")] = [_excludes_zero(lo, up) for lo, up in zip(got["lower"], got["upper"])]
+            rows[(m, "significant")] = [
+                _marked(*r)
+                for r in zip(rows["level"], rows["block"], rows["parameter"], got["lower"], got["upper"])
+            ]
         return rows
 
     def _statistics(self, statistics: Any) -> pd.DataFrame:

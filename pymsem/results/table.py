@@ -15,6 +15,7 @@ Nothing here depends on PyMC, so tables can be rebuilt from a saved CSV.
 
 from __future__ import annotations
 
+import ast
 import html
 import math
 import os
@@ -90,6 +91,57 @@ def _excludes_zero(lower: float, upper: float) -> bool:
     if not (np.isfinite(lower) and np.isfinite(upper)) or lower == upper:
         return False
     return bool(lower > 0 or upper < 0)
+
+
+#: Blocks of quantities that are positive by construction: their interval always excludes 0, so a
+#: mark there would say nothing (and papers do not star variances).
+POSITIVE_BLOCKS = frozenset(
+    {"Variances", "Residual variances", "Indicator residual variances", "Intraclass correlations"}
+)
+#: Row texts of positive quantities in other blocks (random-slope variances, ICCs, R-squared, SDs).
+_POSITIVE_TEXT = re.compile(r"(?<![cC]o)variance$|^ICC\b|^R2\b|^R-squared\b|\bSD$")
+#: Functions of the derived-expression language whose value is never negative.
+_POSITIVE_FUNCS = frozenset({"var", "totalvar", "sd", "sqrt", "exp", "abs"})
+
+
+def _positive_expression(node: ast.AST) -> bool:
+    """Whether a derived expression is positive by its form: positive functions and constants
+    combined by ``+ * /`` (e.g. ``var(s_a) / (var(s_a) + 1)``, an R-squared); names are unknown."""
+    if isinstance(node, ast.Expression):
+        return _positive_expression(node.body)
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, int | float) and not isinstance(node.value, bool) and node.value > 0
+    if isinstance(node, ast.Call):
+        return isinstance(node.func, ast.Name) and node.func.id in _POSITIVE_FUNCS
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Pow):
+            return _positive_expression(node.left)
+        if isinstance(node.op, ast.Add | ast.Mult | ast.Div):
+            return _positive_expression(node.left) and _positive_expression(node.right)
+    return False
+
+
+def is_positive_quantity(level: str, block: str, parameter: str) -> bool:
+    """Whether a row is a variance, SD, ICC or other quantity that cannot be negative.
+
+    Such rows are never marked "interval excludes 0": the interval of a positive quantity
+    always excludes 0. Derived quantities (whose row text is their expression) count when
+    the expression is positive by its form (``var``, ``sd``, ``sqrt`` ... combined by
+    ``+ * /``).
+    """
+    if block in POSITIVE_BLOCKS or _POSITIVE_TEXT.search(parameter.strip()):
+        return True
+    if level == "derived":
+        try:
+            return _positive_expression(ast.parse(parameter.strip(), mode="eval"))
+        except (SyntaxError, ValueError):
+            return False
+    return False
+
+
+def _marked(level: str, block: str, parameter: str, lower: float, upper: float) -> bool:
+    """Whether a row's estimate gets the "interval excludes 0" mark."""
+    return _excludes_zero(lower, upper) and not is_positive_quantity(level, block, parameter)
 
 
 def _fmt(value: Any, decimals: int) -> str:
@@ -222,7 +274,9 @@ class Table:
     parameters within a block, in the order they first appear in
     ``summary``.  The Label column is shown only if some shown row has a
     label.  An estimate is marked when its interval excludes 0; a
-    degenerate interval (a fixed parameter) is never marked.
+    degenerate interval (a fixed parameter) is never marked, nor are
+    variances, SDs, ICCs and other quantities that cannot be negative
+    (see :func:`is_positive_quantity`).
 
     Examples
     --------
@@ -295,7 +349,9 @@ class Table:
         )
         df = df.assign(_lr=df["level"].map(level_rank), _br=first_block, _pos=np.arange(len(df)))
         df = df.sort_values(["_lr", "_br", "_pos"], kind="mergesort")
-        df["significant"] = [_excludes_zero(lo, up) for lo, up in zip(df["lower"], df["upper"])]
+        df["significant"] = [
+            _marked(*row) for row in zip(df["level"], df["block"], df["parameter"], df["lower"], df["upper"])
+        ]
         return df.drop(columns=["_lr", "_br", "_pos"]).reset_index(drop=True)
 
     def _choose_columns(self, columns: Sequence[str] | None) -> list[_Column]:
