@@ -222,11 +222,108 @@ def test_plot_conditional_indirect_returns_axes(fixed_fit) -> None:
 
     matplotlib.use("Agg")
     fit, _ = fixed_fit
-    ax = fit.plot_conditional_indirect("a_w", "b_w", "W")
+    ax = fit.plot_conditional_indirect("a_w", "b_w", "W", points=41)
     line = ax.get_lines()[0]
     assert len(line.get_xdata()) == 41
     mid = fit.conditional_indirect("a_w", "b_w", "W", at=["mean"]).values
     assert line.get_ydata()[20] == pytest.approx(np.median(mid))
+
+
+# ------------------------------------------------------------ Johnson-Neyman regions
+def _jn_truth(ma: float, sa: float, mb: float, sb: float, z: float) -> np.ndarray:
+    """Where ``|ma + mb w| = z sqrt(sa^2 + sb^2 w^2)``: the JN boundaries of ``A + B w``, A, B normal."""
+    return np.sort(np.roots([mb**2 - z**2 * sb**2, 2 * ma * mb, ma**2 - z**2 * sa**2]).real)
+
+
+def test_johnson_neyman_boundaries_match_the_closed_form() -> None:
+    from scipy.stats import norm
+
+    from pymsem.effects.conditional import johnson_neyman_regions
+
+    rng = np.random.default_rng(3)
+    ma, sa, mb, sb = 0.3, 0.1, 0.4, 0.1
+    A, B = rng.normal(ma, sa, 400_000), rng.normal(mb, sb, 400_000)
+    w = np.linspace(-3, 3, 121)
+    lo, hi = np.quantile(A[None] + B[None] * w[:, None], [0.025, 0.975], axis=1)
+    regions, bounds = johnson_neyman_regions(w, lo, hi)
+    left, right = _jn_truth(ma, sa, mb, sb, norm.ppf(0.975))  # -1.728 and -0.245
+    np.testing.assert_allclose(bounds["value"], [left, right], atol=0.01)
+    assert list(bounds["bound"]) == ["upper", "lower"]
+    assert list(bounds["excludes_zero_above"]) == [False, True]
+    # Negative below the left boundary (from the grid's start), positive above the right one.
+    assert list(regions["sign"]) == ["negative", "positive"]
+    np.testing.assert_allclose(regions[["start", "end"]].to_numpy(), [[-3, left], [right, 3]], atol=0.01)
+    assert list(regions["open_start"]) == [True, False] and list(regions["open_end"]) == [False, True]
+    # No region where the interval always includes 0; one region over the whole grid when it never does.
+    none, _ = johnson_neyman_regions(w, -np.ones_like(w), np.ones_like(w))
+    assert none.empty
+    full, nob = johnson_neyman_regions(w, np.ones_like(w), 2 * np.ones_like(w))
+    assert full[["start", "end"]].to_numpy().tolist() == [[-3.0, 3.0]] and nob.empty
+
+
+def test_johnson_neyman_interpolates_a_crossing_between_grid_points() -> None:
+    from pymsem.effects.conditional import johnson_neyman_regions
+
+    x = np.array([0.0, 1.0, 2.0])
+    regions, bounds = johnson_neyman_regions(x, np.array([-0.5, 0.5, 1.5]), np.array([2.0, 3.0, 4.0]))
+    assert bounds["value"].tolist() == [0.5]  # the lower bound is -0.5 + w: 0 at w = 0.5
+    assert regions[["start", "end"]].to_numpy().tolist() == [[0.5, 2.0]]
+    with pytest.raises(ValueError, match="increasing"):
+        johnson_neyman_regions(x[::-1], x, x)
+
+
+def test_fit_johnson_neyman_is_the_effect_at_fixed_moderator_values(fixed_fit) -> None:
+    fit, _ = fixed_fit
+    jn = fit.johnson_neyman("a_w", "b_w", "W", ci_prob=0.9, points=11)
+    st = fit.structure
+    w_sd = fit.parameter_draws()["lv_sd_b"][..., st.groups["lv_sd_b"].elements.index("W")]
+    center = np.median(fit.draws("intercept_b[W]"))
+    assert jn.scale == pytest.approx(np.median(w_sd)) and jn.center == pytest.approx(center)
+    # Each grid point is the conditional indirect effect at that fixed (centered) value of W.
+    from pymsem.effects.conditional import conditional_indirect
+
+    w = jn.curve["value"].to_numpy() - center
+    np.testing.assert_allclose(w, jn.curve["sd"] * jn.scale)
+    draws = np.stack([conditional_indirect(fit, "a_w", "b_w", "W", x).ravel() for x in w])
+    lo, med, hi = np.quantile(draws, [0.05, 0.5, 0.95], axis=1)
+    np.testing.assert_allclose(jn.curve[["lower", "median", "upper"]].to_numpy(), np.c_[lo, med, hi])
+    # The path alone: a0 + a1 w.
+    P = fit.parameter_draws()
+    a0 = P["path_w"][..., st.groups["path_w"].elements.index("M <- X")].ravel()
+    a1 = P["path_b"][..., st.groups["path_b"].elements.index("RSa <- W")].ravel()
+    single = fit.johnson_neyman("a_w", None, "W", points=11)
+    w = (single.curve["value"].to_numpy() - center)[:, None]
+    np.testing.assert_allclose(single.curve["median"], np.median(a0 + a1 * w, axis=1))
+    with pytest.raises(ms.MSEMSpecificationError, match="between-level variable"):
+        fit.johnson_neyman("a_w", "b_w", "RSa")
+
+
+def test_plot_conditional_indirect_shades_the_johnson_neyman_regions(fixed_fit) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Polygon
+
+    fit, _ = fixed_fit
+    # A wide range: the effect (a0 + a1 w)(b0 + b1 w) with positive paths turns negative far
+    # below the mean, so its interval has boundaries inside the plot.
+    jn = fit.johnson_neyman("a_w", "b_w", "W", sd_range=8.0)
+    assert len(jn.boundaries) >= 1 and len(jn.regions) >= 1
+    ax = fit.plot_conditional_indirect("a_w", "b_w", "W", sd_range=8.0)
+    spans = [p for p in ax.patches if p.get_gid() == "johnson-neyman-region"]
+    assert len(spans) == len(jn.regions)
+    for p, r in zip(spans, jn.regions.itertuples(index=False)):
+        xs = (
+            np.asarray(p.get_xy())[:, 0] if isinstance(p, Polygon) else [p.get_x(), p.get_x() + p.get_width()]
+        )
+        assert (min(xs), max(xs)) == pytest.approx((r.start_sd, r.end_sd))
+    lines = [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_gid() == "johnson-neyman-boundary"]
+    np.testing.assert_allclose(lines, jn.boundaries["sd"])
+    assert "johnson-neyman-region" not in {
+        p.get_gid() for p in fit.plot_conditional_indirect("a_w", "b_w", "W", johnson_neyman=False).patches
+    }
+    plt.close("all")
 
 
 # --------------------------------------------------------------- recovery (Model 4)

@@ -197,31 +197,78 @@ class MSEMFit:
 
         return index_of_moderated_mediation(self, a, b, moderator)
 
+    def johnson_neyman(
+        self,
+        a: str,
+        b: str | None,
+        moderator: str,
+        ci_prob: float = 0.95,
+        sd_range: float = 2.0,
+        points: int = 201,
+    ) -> Any:
+        """Johnson-Neyman regions: where the conditional (indirect) effect's interval excludes 0.
+
+        Over ``points`` fixed values of the between-level ``moderator``, ``sd_range``
+        model-implied SDs either side of its grand mean, the equal-tailed ``ci_prob``
+        credible interval of the conditional indirect effect ``E[a_g b_g | moderator]``
+        (``b=None``: of the path ``a`` alone, ``a0 + a1 w``), and the ranges where it lies
+        wholly above or below 0, with their boundaries interpolated between grid points (as
+        rblimp's ``jn_plot``).
+
+        Returns
+        -------
+        pymsem.effects.conditional.JohnsonNeyman
+            ``regions`` (``start``, ``end`` on the moderator's scale, ``start_sd``,
+            ``end_sd``, ``sign``; ``open_start`` / ``open_end`` where a region runs past the
+            range), ``boundaries`` (``value``, ``sd``, ``bound``) and the ``curve``.
+        """
+        from pymsem.effects.conditional import johnson_neyman
+
+        return johnson_neyman(self, a, b, moderator, ci_prob=ci_prob, sd_range=sd_range, points=points)
+
     def plot_conditional_indirect(
         self,
         a: str,
-        b: str,
+        b: str | None,
         moderator: str,
         sd_range: float = 2.0,
         ci_prob: float = 0.95,
         ax: Any = None,
+        johnson_neyman: bool = True,
+        points: int = 201,
     ) -> Any:
-        """Plot the conditional indirect effect over the moderator with its credible band; returns the axes."""
-        import matplotlib.pyplot as plt
+        """Plot the conditional indirect effect over the moderator with its credible band; returns the axes.
 
-        from pymsem.effects.conditional import conditional_indirect, resolve_at
+        With ``johnson_neyman`` the moderator ranges where the band excludes 0 are shaded and
+        their boundaries marked (see :meth:`johnson_neyman`; ``b=None`` plots the path ``a``'s
+        conditional effect). The x axis is in model-implied SDs from the grand mean.
+        """
+        import matplotlib.pyplot as plt
 
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 4))
-        grid = np.linspace(-sd_range, sd_range, 41)
-        sd = resolve_at(self, moderator, ["+1sd"])[0][1]
-        draws = np.stack([conditional_indirect(self, a, b, moderator, g * sd).ravel() for g in grid])
-        lo, med, hi = np.quantile(draws, [(1 - ci_prob) / 2, 0.5, (1 + ci_prob) / 2], axis=1)
-        ax.fill_between(grid, lo, hi, alpha=0.3, label=f"{ci_prob:.0%} credible band")
-        ax.plot(grid, med, lw=2, label="posterior median")
+        jn = self.johnson_neyman(a, b, moderator, ci_prob=ci_prob, sd_range=sd_range, points=points)
+        c = jn.curve
+        ax.fill_between(c["sd"], c["lower"], c["upper"], alpha=0.3, label=f"{ci_prob:.0%} credible band")
+        ax.plot(c["sd"], c["median"], lw=2, label="posterior median")
         ax.axhline(0, color="gray", lw=0.8, ls="--")
+        if johnson_neyman:
+            for i, r in enumerate(jn.regions.itertuples(index=False)):
+                span = ax.axvspan(
+                    r.start_sd, r.end_sd, color="tab:green", alpha=0.12, lw=0,
+                    label="interval excludes 0 (Johnson-Neyman)" if i == 0 else None,
+                )  # fmt: skip
+                span.set_gid("johnson-neyman-region")
+            for r in jn.boundaries.itertuples(index=False):
+                line = ax.axvline(r.sd, color="tab:green", lw=1, ls=":")
+                line.set_gid("johnson-neyman-boundary")
+                ax.annotate(
+                    f"{r.value:.2f}", (r.sd, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(2, -2), textcoords="offset points", ha="left", va="top",
+                    fontsize="small", color="tab:green",
+                )  # fmt: skip
         ax.set_xlabel(f"{moderator} (between level, SDs from the grand mean)")
-        ax.set_ylabel(f"indirect effect {a} x {b}")
+        ax.set_ylabel(f"indirect effect {a} x {b}" if b is not None else f"conditional effect {a}")
         ax.legend(frameon=False)
         return ax
 
