@@ -597,6 +597,42 @@ class MSEMFit:
 
         return waic(self, pointwise=pointwise, **kwargs)
 
+    # ------------------------------------------------------ prior sensitivity
+    def sensitivity(
+        self,
+        blocks: list[str] | str | None = None,
+        threshold: float = 0.05,
+        alphas: tuple[float, float] = (0.99, 1.01),
+    ) -> pd.DataFrame:
+        """Power-scaling prior and likelihood sensitivity of each reported quantity.
+
+        How much each quantity's posterior would move if the prior (or the likelihood) were
+        raised to a power near 1 (Kallioinen et al. 2024, arviz-stats' ``psense``), estimated
+        by importance sampling from the draws, without refitting; see
+        :mod:`pymsem.results.sensitivity`. Rows as in :meth:`summary` (``blocks`` as in
+        :meth:`table`: the table's sections by default, ``"all"`` for every quantity).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``level`` and ``parameter``; columns ``block``, ``label``, ``prior``,
+            ``likelihood`` and ``diagnosis``: ``"potential strong prior / weak likelihood"``
+            (prior sensitivity above ``threshold``, likelihood below: the prior decides),
+            ``"potential prior-data conflict"`` (both above) or ``"✓"``.
+
+        Notes
+        -----
+        When a conclusion depends on the prior (few clusters and random-slope variances are
+        the usual suspects): state the prior, refit with a wider reasonable one
+        (``model.set_prior``) and report both, or simplify that part of the model. For a
+        conflict, check the prior's location and scale against the data
+        (``model.priors()``). The guide is in ``docs/prior-sensitivity.md`` and in the
+        result's ``attrs["guide"]``.
+        """
+        from pymsem.results.sensitivity import sensitivity
+
+        return sensitivity(self, blocks=blocks, threshold=threshold, alphas=alphas)
+
     # ---------------------------------------------------------------- summary
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """Posterior summary of every parameter, by level.
