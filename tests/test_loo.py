@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import pymsem as ms
+from pymsem.compile.matrices import level_matrices
 from pymsem.results import loo as lo
 from tests.conftest import REFERENCE_MODE
 from tests.test_formulations import CASES, SIZES_TINY, _eval, _params
@@ -181,15 +182,102 @@ def test_slope_chunks_do_not_change_the_value(monkeypatch: pytest.MonkeyPatch) -
     np.testing.assert_allclose(chunked, one, rtol=1e-12)
 
 
-def test_moderated_slopes_are_refused_with_a_reason() -> None:
-    from tests.test_moderation import VALUES, tiny_spec
+def _dense_given_slopes(
+    m: ms.MSEM, vec: dict[str, np.ndarray], T: np.ndarray, S: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``log p(y_g | s)`` per slope value and cluster (n, G) by dense normal densities, and ``C_ss``.
 
-    df = ms.simulate(tiny_spec(None), VALUES, n_clusters=4, cluster_size=3, seed=1)
-    m = tiny_spec(df)
-    st = m.structure()
-    params = {k: np.ones((1, 1, len(g))) for k, g in st.groups.items()}
-    with pytest.raises(NotImplementedError, match=r"cross-level moderation of RSa, RSb"):
-        lo.loglik_draws(st, m.clustered_data(), params, np.eye(2)[None, None])
+    Given a cluster's whole slope deviations ``s``, its between latents are normal with the
+    moments of ``Sigma*`` conditioned on ``s`` (built entry by entry in ``_dense_sigma``).
+    """
+    from tests.test_random_effects import _dense_sigma
+
+    st, cd = m.structure(), m.clustered_data()
+    Wm, Bm = level_matrices(st.within, vec), level_matrices(st.between, vec)
+    Sig = _dense_sigma(st, vec, T)
+    mb = st.between.n_lat
+    K = Sig[:mb, mb:] @ np.linalg.inv(Sig[mb:, mb:])
+    V = Bm.Lambda @ (Sig[:mb, :mb] - K @ Sig[mb:, :mb]) @ Bm.Lambda.T + Bm.Theta
+    ls, p1, q = st.within, len(st.level1), len(st.level2)
+    y = cd.frame[st.level1].to_numpy(float)
+    x2 = np.column_stack([cd.cluster_values(c) for c in st.level2]) if q else np.zeros((cd.n_clusters, 0))
+    Bg = np.broadcast_to(Wm.B, (len(S), ls.n_lat, ls.n_lat)).copy()
+    Bg[:, ls.beta_random[:, 0], ls.beta_random[:, 1]] += S[:, ls.beta_random[:, 2]]
+    A = np.linalg.inv(np.eye(ls.n_lat) - Bg)
+    Sw = Wm.Lambda @ A @ Wm.Psi @ np.swapaxes(A, 1, 2) @ Wm.Lambda.T + Wm.Theta  # (n, p1, p1)
+    mean_b = Bm.nu + S @ (Bm.Lambda @ K).T  # (n, pb)
+    out = np.empty((len(S), cd.n_clusters))
+    for g in range(cd.n_clusters):
+        n = int(cd.sizes[g])
+        cov = np.zeros((len(S), n * p1 + q, n * p1 + q))
+        cov[:, : n * p1, : n * p1] = np.kron(np.eye(n), Sw) + np.kron(np.ones((n, n)), V[:p1, :p1])
+        cov[:, : n * p1, n * p1 :] = np.kron(np.ones((n, 1)), V[:p1, p1:])
+        cov[:, n * p1 :, : n * p1] = np.swapaxes(cov[:, : n * p1, n * p1 :], 1, 2)
+        cov[:, n * p1 :, n * p1 :] = V[p1:, p1:]
+        mu = np.concatenate([np.tile(mean_b[:, :p1], n), mean_b[:, p1:]], axis=1)
+        x = np.r_[y[cd.cluster_index == g].ravel(), x2[g]]
+        o = ~np.isnan(x)
+        d = x[o] - mu[:, o]
+        C = cov[:, o][:, :, o]
+        sign, logdet = np.linalg.slogdet(C)
+        assert np.all(sign > 0)
+        quad = np.einsum("ni,ni->n", d, np.linalg.solve(C, d[..., None])[..., 0])
+        out[:, g] = -0.5 * (quad + logdet + o.sum() * np.log(2 * np.pi))
+    return out, Sig[mb:, mb:]
+
+
+def _moderated_case(kind: str) -> tuple[ms.MSEM, dict[str, np.ndarray], np.ndarray]:
+    """Tiny data with missing cells: slopes moderated by a latent school mean and a level-2
+    column (two slopes), or a slope predicting a level-2 outcome and covarying with an intercept."""
+    from tests import test_moderation as tm
+    from tests import test_random_effects as tr
+
+    spec, values = (tm.tiny_spec, tm.VALUES) if kind == "moderated" else (tr.slope_spec, tr.VALUES)
+    sizes = np.array([1, 6, 3, 12, 4])
+    df = ms.simulate(spec(None), values, len(sizes), sizes, seed=5)
+    rng = np.random.default_rng(6)
+    for c in ("M", "X"):
+        df.loc[rng.random(len(df)) < 0.15, c] = np.nan
+    df.loc[df["schid"] == 3, "Z"] = np.nan  # a moderator missing in one cluster
+    m = spec(df)
+    vec = _params(m, values)
+    k = len(m.structure().random_slopes)
+    sd = np.full(k, values["slope_sd_b"])
+    T = np.outer(sd, sd) * (np.eye(k) + values.get("slope_cor", 0.0) * (1 - np.eye(k)))
+    return m, vec, T
+
+
+@pytest.mark.parametrize("kind", ["moderated", "between"])
+def test_loo_with_slopes_depending_on_between_variables_matches_brute_force(kind: str) -> None:
+    """log p(y_g) integrates the slopes against their marginal N(0, C_ss), moderators included."""
+    m, vec, T = _moderated_case(kind)
+    st, cd = m.structure(), m.clustered_data()
+    k = len(st.random_slopes)
+    n = 401 if k == 1 else 61
+    z1 = np.linspace(-6, 6, n)
+    Z = np.stack(np.meshgrid(*[z1] * k, indexing="ij"), -1).reshape(-1, k)
+    logw = stats.norm.logpdf(Z).sum(1) + k * np.log(z1[1] - z1[0])
+    _, Css = _dense_given_slopes(m, vec, T, np.zeros((1, k)))
+    S = Z @ np.linalg.cholesky(Css).T
+    cond, _ = _dense_given_slopes(m, vec, T, S)
+    joint = cond + logw[:, None]
+    truth = logsumexp(joint, axis=0)
+    w = np.exp(joint - truth)
+    post_mean = w.T @ S
+    post_cov = np.einsum("ng,ngi,ngj->gij", w, S[:, None] - post_mean, S[:, None] - post_mean)
+
+    fns = {256: lo._compiled_function(st, cd, 256, mode=REFERENCE_MODE)}
+    # The compiled conditional density given the slopes is the dense one.
+    f = fns[256]
+    pick = np.linspace(0, len(S) - 1, 256).astype(int)
+    got = f(*[vec[g] for g in st.groups], np.repeat(S[pick], cd.n_clusters, axis=0), T)
+    np.testing.assert_allclose(got.reshape(256, -1), cond[pick], rtol=1e-9)
+    ll, ess = lo.loglik_draws(
+        st, cd, _one_draw(vec), T[None, None], slope_draws=256, proposal=(post_mean, 1.5 * post_cov),
+        return_ess=True, functions=fns,
+    )  # fmt: skip
+    np.testing.assert_allclose(ll[0, 0], truth, atol=5e-3)
+    assert np.all(ess > 50)
 
 
 # ------------------------------------------------------------------- on the shared fits
@@ -301,3 +389,27 @@ def test_high_pareto_k_warning_names_the_clusters() -> None:
     k = xr.DataArray([0.2, 0.9, 0.75, 0.1], dims="cluster", coords={"cluster": ["s1", "s2", "s3", "s4"]})
     with pytest.warns(lo.LooWarning, match=r"2 of 4 cluster\(s\): s2 \(k=0.90\), s3 \(k=0.75\)"):
         lo._warn_pareto(SimpleNamespace(pareto_k=k, good_k=0.7), "LOO")
+
+
+def test_loo_of_a_moderated_fit_agrees_across_proposals() -> None:
+    """On a fit with cross-level moderation, the posterior-guided proposal (the clusters' whole
+    slope deviations, moderators' part included) and plain population sampling agree, and the
+    guided one needs far fewer points."""
+    from tests.test_moderation import VALUES, tiny_spec
+
+    df = ms.simulate(tiny_spec(None), {**VALUES, "wa": 0.6}, n_clusters=30, cluster_size=8, seed=12)
+    fit = tiny_spec(df).fit(draws=150, tune=300, chains=2, seed=4, progress=False, warn=False)
+    # 136 and 2040 points are evaluated in chunks of the same size: one compiled function.
+    few = fit.cluster_loglik(thin=50, slope_draws=136)
+    guided = fit.cluster_loglik(thin=50, slope_draws=2040)
+    prior = fit.cluster_loglik(thin=50, slope_draws=2040, slope_proposal="prior")
+    assert guided.shape == (2, 3, 30) and np.isfinite(guided).all()
+    np.testing.assert_allclose(guided, prior, atol=0.1)  # the population points: ESS ~50
+    # 136 points: errors of order 1 / ESS per cluster, small against the spread of clusters.
+    np.testing.assert_allclose(few, guided, atol=0.15)
+    assert np.abs(few - guided).mean() < 0.02
+    assert guided.attrs["slope_min_ess"] > 5 * prior.attrs["slope_min_ess"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", lo.LooWarning)  # 30 draws: Pareto k is not the point here
+        res = fit.loo(thin=10, slope_draws=136)
+    assert res.n_data_points == 30 and np.isfinite(res.elpd)

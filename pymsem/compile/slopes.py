@@ -38,6 +38,7 @@ __all__ = [
     "moderated_deviations",
     "moderator_values",
     "slope_deviations",
+    "total_slope_deviations",
 ]
 
 DEFAULT_SLOPE_CORR_PRIOR = Prior("LKJCorr", eta=2.0)
@@ -181,6 +182,25 @@ def slope_deviations(structure: ModelStructure, posterior: Any) -> np.ndarray:
         L = np.asarray(posterior["slope_corr_chol"].values)
         z = np.einsum("cdgj,cdkj->cdgk", z, L)
     return z * sd[:, :, None, :]
+
+
+def total_slope_deviations(structure: ModelStructure, posterior: Any) -> np.ndarray:
+    """Each cluster's slopes minus their means, moderators' contributions included (chain, draw, cluster, slope).
+
+    Where the moderators are sampled (``moderator_values`` in the trace) a cluster's slope
+    deviation is ``u_g + Gamma eta_o,g``; elsewhere :func:`slope_deviations` already is.
+    """
+    u = slope_deviations(structure, posterior)
+    if "moderator_values" not in posterior:
+        return u
+    eta = np.asarray(posterior["moderator_values"].values)  # (chain, draw, cluster, moderator)
+    mods = list(posterior["moderator_values"].coords["slope_moderator"].values)
+    path_b = np.asarray(posterior["path_b"].values)
+    u = u.copy()
+    for i, r in enumerate(structure.random_slopes):
+        for lat, k in r.moderators:
+            u[..., i] += path_b[..., k][..., None] * eta[..., mods.index(structure.between.latent[lat])]
+    return u
 
 
 def slope_covariance(structure: ModelStructure, posterior: Any, total: bool = False) -> np.ndarray:

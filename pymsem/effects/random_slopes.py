@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pymsem.compile.slopes import slope_covariance, slope_deviations
+from pymsem.compile.slopes import slope_covariance, total_slope_deviations
 from pymsem.compile.structure import ModelStructure
 from pymsem.effects.standardized import QuantityDraws
 
@@ -100,16 +100,8 @@ def cluster_slopes(structure: ModelStructure, posterior: Any, cluster_ids: list[
     """Each cluster's slopes (mean + deviation) as an ``xarray.Dataset`` over (chain, draw, cluster)."""
     import xarray as xr
 
-    u = slope_deviations(structure, posterior)
+    u = total_slope_deviations(structure, posterior)
     paths = np.asarray(posterior["path_w"].values)
-    if "moderator_values" in posterior:
-        eta = np.asarray(posterior["moderator_values"].values)  # (chain, draw, cluster, o)
-        mods = list(posterior["moderator_values"].coords["slope_moderator"].values)
-        path_b = np.asarray(posterior["path_b"].values)
-        u = u.copy()
-        for i, r in enumerate(structure.random_slopes):
-            for lat, k in r.moderators:
-                u[..., i] += path_b[..., k][..., None] * eta[..., mods.index(structure.between.latent[lat])]
     data = {
         r.name: (("chain", "draw", "cluster"), paths[..., r.mean_index][..., None] + u[..., i])
         for i, r in enumerate(structure.random_slopes)

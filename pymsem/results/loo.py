@@ -23,6 +23,13 @@ distribution ``N(0, T(theta))`` by importance sampling::
 
     log p(y_g | theta) ~= logsumexp_k [log p(y_g | theta, u_k) + log N(u_k | 0, T) - log q_g(u_k)] - log K.
 
+When the slopes depend on between-level variables (cross-level moderation, slopes
+predicting level-2 outcomes or covarying with their disturbances), ``u_g`` is the whole
+deviation of the cluster's slopes from their means and ``T`` its marginal covariance
+``C_ss``; given ``u_g`` the cluster's between latents are ``N(K u_g, Sigma_ee - K C_se)``
+(``K = C_es C_ss^-1``, :mod:`pymsem.compile.random_effects`), so the rest is again Gaussian
+and integrates out exactly, moderators included.
+
 The slopes the sampler drew for cluster ``g`` are *not* conditioned on: that
 would predict the cluster's data from its own fitted slopes, not a new cluster,
 and gives unstable importance ratios.  They only shape the proposal ``q_g``: a
@@ -113,21 +120,14 @@ def _replicate(ps: PatternStatistics, r: int) -> PatternStatistics:
     )
 
 
-def _refuse_moderators(structure: ModelStructure) -> None:
-    moderated = [r.name for r in structure.random_slopes if r.moderators]
-    if moderated:
-        raise NotImplementedError(
-            f"Cluster-level LOO/WAIC is not implemented for random slopes regressed on between-level "
-            f"variables (cross-level moderation of {', '.join(moderated)}): the slopes then depend on "
-            f"the clusters' latent means, which would have to be integrated out jointly with them. "
-            f"Compare models without the moderators, or use K-fold cross-validation by clusters."
-        )
-    if structure.slopes_in_between_model:
-        raise NotImplementedError(
-            "Cluster-level LOO/WAIC is not implemented yet for random slopes that predict between-level "
-            "outcomes or covary with a between variable's disturbance. Use K-fold cross-validation by "
-            "clusters."
-        )
+def _conditioned(structure: ModelStructure) -> bool:
+    """Whether the slopes and the between latents are dependent (moderators, slopes in the between model).
+
+    Then each cluster's between moments are taken given its slopes (as
+    :func:`pymsem.compile.random_effects.conditioned_random_slope_logp` does), and the slopes
+    are integrated out against their marginal distribution ``N(0, C_ss)``.
+    """
+    return structure.slopes_in_between_model or any(r.moderators for r in structure.random_slopes)
 
 
 def _compiled_function(
@@ -138,6 +138,8 @@ def _compiled_function(
     Without random slopes ``reps`` is 1 and the value is exact. With random slopes the
     function takes ``u`` shaped ``(reps * G, k)`` and returns each pseudo-cluster's
     log-likelihood given those slopes (the data of cluster ``g`` repeated ``reps`` times).
+    Where the slopes depend on between variables (:func:`_conditioned`) it also takes their
+    residual covariance ``T`` (k, k) after ``u``, and ``u`` is the slopes' whole deviation.
     ``mode`` is PyTensor's (default: its default backend, numba, which compiles in seconds
     and then evaluates fast).
     """
@@ -170,14 +172,30 @@ def _compiled_function(
     else:
         psr = _replicate(ps, reps)
         u = pt.matrix("u")
+        inputs.append(u)
+        V, mean = B.Sigma, B.nu
+        if _conditioned(structure):
+            from pymsem.compile.linalg import cholesky, solve_lower
+            from pymsem.compile.random_effects import augmented_between
+
+            # Given its slopes s_g, a cluster's between latents are N(K s_g, Sigma_ee - K C_se),
+            # K = C_es C_ss^-1, which moves its cluster vector's mean and shrinks its covariance.
+            T = pt.matrix("T")
+            inputs.append(T)
+            Sigma, _ = augmented_between(structure, B, syms, T)
+            mb = structure.between.n_lat
+            Ls = cholesky(Sigma[mb:, mb:])
+            Kt = solve_lower(Ls, Sigma[mb:, :mb])  # (k, mb)
+            z = solve_lower(Ls, u.T).T  # whitened slopes: K s_g = Kt' z_g
+            V = pt.dot(pt.dot(B.Lambda, Sigma[:mb, :mb] - pt.dot(Kt.T, Kt)), B.Lambda.T) + B.Theta
+            mean = B.nu[None, :] + pt.dot(pt.dot(z, Kt), B.Lambda.T)
         Wg = (
             None
             if mg.within_woodbury_applies(structure)
             else mg._cluster_within_cov(structure, W, u, psr.n_clusters)
         )
         Rinv, ld = mg.within_inverses(structure, W, psr, Wg=Wg, u=u)
-        ll, _ = missing_logp(psr, Rinv, ld, B.Sigma, B.nu, l2)
-        inputs.append(u)
+        ll, _ = missing_logp(psr, Rinv, ld, V, mean, l2)
     with ieee_numba():
         return pytensor.function(inputs, ll, on_unused_input="ignore", mode=mode)
 
@@ -235,7 +253,8 @@ def loglik_draws(
         ``MSEMFit.parameter_draws()``).
     slope_cov
         With random slopes: the covariance ``T`` of the slope deviations per draw,
-        ``(chain, draw, k, k)``.
+        ``(chain, draw, k, k)`` (the residual covariance where slopes are regressed on
+        between variables).
     slope_draws
         Importance samples of the slopes per draw and cluster (random slopes only).
     seed
@@ -264,7 +283,6 @@ def loglik_draws(
     """
     from scipy.special import logsumexp
 
-    _refuse_moderators(structure)
     names = list(structure.groups)
     first = np.asarray(params[names[0]])
     batch = first.shape[:-1]
@@ -301,16 +319,28 @@ def loglik_draws(
     n_chunks = -(-K // max(1, _CHUNK_CLUSTERS // G))
     reps = -(-K // n_chunks)
     f = _function(structure, data, reps, functions)
+    conditioned = _conditioned(structure)
     for s in range(S):
-        L = np.linalg.cholesky(cov[s])
+        args = [flat[n][s] for n in names]
+        if conditioned:
+            from pymsem.compile.matrices import level_matrices
+            from pymsem.compile.random_effects import augmented_between
+
+            # The population of a cluster's slopes is their marginal N(0, C_ss), moderators included.
+            vals = {n: flat[n][s] for n in names}
+            Sigma, _ = augmented_between(structure, level_matrices(structure.between, vals), vals, cov[s])
+            mb = structure.between.n_lat
+            L = np.linalg.cholesky(Sigma[mb:, mb:])
+        else:
+            L = np.linalg.cholesky(cov[s])
         u0 = np.broadcast_to((z0 @ L.T)[:, None, :], (n0, G, k))
         u = np.concatenate([u0, u1])  # (K, G, k)
         upad = np.zeros((n_chunks * reps, G, k))
         upad[:K] = u
-        args = [flat[n][s] for n in names]
+        extra = [cov[s]] if conditioned else []  # T, after the slopes
         ll = np.concatenate(
             [
-                f(*args, upad[c * reps : (c + 1) * reps].reshape(-1, k)).reshape(reps, G)
+                f(*args, upad[c * reps : (c + 1) * reps].reshape(-1, k), *extra).reshape(reps, G)
                 for c in range(n_chunks)
             ]
         )[:K]
@@ -353,8 +383,7 @@ def cluster_loglik(
     Parameters
     ----------
     fit
-        A fitted model (random slopes regressed on between-level variables are not
-        supported: ``NotImplementedError``).
+        A fitted model.
     thin
         Keep every ``thin``-th draw of each chain.
     slope_draws
@@ -391,16 +420,15 @@ def cluster_loglik(
     key = (int(thin), int(slope_draws) if rs else 0, int(seed), slope_proposal if rs else "")
     if key in cache:
         return cache[key]
-    _refuse_moderators(fit.structure)
     post, params = _thinned(fit, thin)
     slope_cov = proposal = None
     if rs:
-        from pymsem.compile.slopes import slope_covariance, slope_deviations
+        from pymsem.compile.slopes import slope_covariance, total_slope_deviations
 
         slope_cov = slope_covariance(fit.structure, post)
         if slope_proposal == "posterior" and ("slope_raw" in fit.posterior or "slope" in fit.posterior):
             # Moments over all draws (not only the thinned ones): the proposal only places samples.
-            U = slope_deviations(fit.structure, fit.posterior)
+            U = total_slope_deviations(fit.structure, fit.posterior)
             U = U.reshape(-1, *U.shape[-2:])  # (samples, cluster, slope)
             m = U.mean(0)
             C = np.einsum("sgi,sgj->gij", U - m, U - m) / max(len(U) - 1, 1)
