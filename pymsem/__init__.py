@@ -4,7 +4,7 @@ Build a model with :class:`MSEM` (levels, latent variables, paths, random
 slopes, derived quantities), fit it with NUTS and read paper-style tables.
 """
 
-from pymsem import datasets, tutorial
+from pymsem import datasets, study, tutorial
 from pymsem.effects.derived import contextual, indirect, total
 from pymsem.priors import Prior
 from pymsem.results.compare import compare_tables
@@ -21,6 +21,7 @@ from pymsem.specification import (
     Path,
     RandomSlope,
 )
+from pymsem.study import SimulationStudy, power
 
 within = Level.WITHIN
 between = Level.BETWEEN
@@ -38,13 +39,16 @@ __all__ = [
     "Path",
     "Prior",
     "RandomSlope",
+    "SimulationStudy",
     "between",
     "compare",
     "compare_tables",
     "contextual",
     "datasets",
     "indirect",
+    "power",
     "simulate",
+    "study",
     "total",
     "tutorial",
     "within",

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
         help="a column that is a level-2 (cluster) variable (repeatable; constant columns are found)",
     )
     _sampling_options(f)
+    from pymsem.study.cli import add_simulate_parser
+
+    add_simulate_parser(sub)
     return p
 
 
@@ -125,6 +128,10 @@ def _model_from_file(args: argparse.Namespace, data: pd.DataFrame) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pymsem`` console script."""
     args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        from pymsem.study.cli import run_simulate
+
+        return run_simulate(args)
     if args.sampler != "pymc":
         # PyTensor's C backend (used only by PyMC's own sampler) warns about BLAS on pip installs;
         # nutpie and the JAX samplers do not use it, so the warning would only confuse.

@@ -209,6 +209,26 @@ class MSEM:
         """The defined quantities (``:=``) of the parameter table."""
         return [Derived(n, e) for n, e in self.table.derived()]
 
+    def with_data(self, data: pd.DataFrame) -> MSEM:
+        """The same specification (rows, priors, settings) on other data, e.g. a simulated data set.
+
+        The copy shares nothing mutable with ``self``: building on it leaves ``self`` unchanged.
+        Simulation studies refit one specification to many data sets this way.
+        """
+        import copy
+
+        model = type(self)(
+            data, self.cluster, level2=self.declared_level2, drop_missing_cluster=self.drop_missing_cluster
+        )
+        model.table = ParameterTable(list(self.table))
+        model.settings = dict(self.settings)
+        model.prior_overrides = dict(self.prior_overrides)
+        model.auto_exogenous_covariances = self.auto_exogenous_covariances
+        for k, v in self.__dict__.items():  # attributes a front end or subclass added
+            if k not in model.__dict__:
+                setattr(model, k, copy.deepcopy(v))
+        return model
+
     # ----------------------------------------------------------------- builders
     def _changed(self) -> MSEM:
         self._cache.clear()
