@@ -90,3 +90,41 @@ def test_bad_arguments(tight_fit) -> None:
         tight_fit.sensitivity(alphas=(1.01, 0.99))
     with pytest.raises(ValueError, match="Loadings"):
         tight_fit.sensitivity(blocks=["Loadings"])
+
+
+def _prior_by_hand(fit: ms.results.fit.MSEMFit) -> np.ndarray:
+    """Sum of every parameter's prior log density at the draws, from the resolved priors."""
+    from scipy.stats import beta, halfnorm, norm
+
+    out = 0.0
+    for g in fit.structure.groups.values():
+        for i, el in enumerate(g.elements):
+            prior, x = fit.compiled.priors[g.name][i].prior, fit.draws(f"{g.name}[{el}]")
+            d = prior.params
+            if prior.distribution == "Normal":
+                out = out + norm(d["mu"], d["sigma"]).logpdf(x)
+            elif prior.distribution == "HalfNormal":
+                out = out + halfnorm(scale=d["sigma"]).logpdf(x)
+            else:
+                raise AssertionError(f"no hand density for {prior!r}")
+    if "slope_cor" in fit.compiled.priors:
+        # Two slopes: LKJ(eta) on their correlation r is (r + 1) / 2 ~ Beta(eta, eta).
+        eta = fit.compiled.priors["slope_cor"][0].prior.params["eta"]
+        L = fit.posterior["slope_corr_chol"].values
+        r = L[..., 1, 0] * L[..., 0, 0]
+        out = out + beta(eta, eta).logpdf((r + 1) / 2) - np.log(2)
+    return out
+
+
+def test_random_slopes_population_is_not_prior(model3_fit) -> None:
+    """With random slopes the prior is the hyperparameters' (slope SDs, their LKJ correlation),
+    not the clusters' slopes, which follow their population distribution."""
+    lp, ll = log_density_draws(model3_fit)
+    assert "slope_raw" in model3_fit.posterior  # sampled per cluster, left out of the prior
+    np.testing.assert_allclose(lp, _prior_by_hand(model3_fit), rtol=1e-9)
+    assert np.all(np.isfinite(ll))
+    s = model3_fit.sensitivity()
+    assert {"RSa variance", "RSb variance", "RSa, RSb correlation"} <= set(
+        s.index.get_level_values("parameter")
+    )
+    assert s[["prior", "likelihood"]].notna().all().all()
