@@ -357,6 +357,9 @@ def test_is_positive_quantity_reads_derived_expressions_by_form() -> None:
     assert not is_positive_quantity("derived", "Derived", "-var(RSa)")
     assert not is_positive_quantity("derived", "Derived", "log(var(RSa))")  # log of a variance < 1 is < 0
     assert not is_positive_quantity("within", "Regressions", "INT <- REL")
+    assert not is_positive_quantity("within", "Regressions", "INT <- SD")  # a variable named SD
+    assert not is_positive_quantity("between", "Random slopes", "variance <- W")
+    assert is_positive_quantity("between", "Random slopes", "RSa residual variance")
     assert not is_positive_quantity("between", "Random slopes", "RSa, RSb covariance")
 
 

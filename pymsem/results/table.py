@@ -129,7 +129,11 @@ def is_positive_quantity(level: str, block: str, parameter: str) -> bool:
     the expression is positive by its form (``var``, ``sd``, ``sqrt`` ... combined by
     ``+ * /``).
     """
-    if block in POSITIVE_BLOCKS or _POSITIVE_TEXT.search(parameter.strip()):
+    if block in POSITIVE_BLOCKS:
+        return True
+    # Paths, loadings and covariances name variables, which may be called anything ("SD").
+    relation = any(op in parameter for op in (" <- ", " by ", " ~~ "))
+    if not relation and _POSITIVE_TEXT.search(parameter.strip()):
         return True
     if level == "derived":
         try:
