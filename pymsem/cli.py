@@ -1,5 +1,7 @@
 """Command line: ``pymsem tutorial MODEL`` fits a tutorial model, ``pymsem fit FILE`` any model.
 
+``pymsem simulate ...`` runs a simulation study (power analysis; :mod:`pymsem.study.cli`).
+
 ``pymsem fit model.lav --data data.csv --cluster schid`` reads a model written in lavaan's
 two-level syntax (or Blimp's, ``--syntax blimp`` or a Blimp input file), fits it and prints its
 table.
