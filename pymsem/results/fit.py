@@ -723,6 +723,7 @@ class MSEMFit:
         blocks: list[str] | str | None = None,
         title: str | None = None,
         digits: int = 3,
+        ppp: bool = False,
     ) -> Table:
         """A paper-style table (Within Level / Between Level), printable and exportable.
 
@@ -738,6 +739,9 @@ class MSEMFit:
             Table title.
         digits
             Decimals.
+        ppp
+            Show the posterior predictive p-value in the footer (runs :meth:`ppc` if it has not
+            been run; once run, the PPP is shown anyway).
         """
         from pymsem.results.table import Table
 
@@ -746,14 +750,35 @@ class MSEMFit:
             blocks = [b for b in s["block"].unique() if b in PAPER_BLOCKS]
         elif blocks == "all":
             blocks = None
+        meta = self.meta()
+        if ppp or "_ppc" in self.__dict__:
+            meta["PPP (chi-square)"] = round((self.__dict__.get("_ppc") or self.ppc()).ppp, 3)
         return Table(
             s,
-            self.meta(),
+            meta,
             title=title or "Parameter estimates",
             ci_prob=ci_prob,
             blocks=blocks,
             digits=digits,
         )
+
+    def ppc(self, draws: int = 200, seed: int | None = 0) -> Any:
+        """Posterior predictive checks at both levels, with the chi-square PPP (Mplus, blavaan).
+
+        Replicated data sets from ``draws`` posterior draws (new clusters, the observed cluster
+        sizes and missing cells) against the data: within and between covariances, ICCs,
+        per-cluster slopes of random-slope paths and a two-level chi-square discrepancy; see
+        :mod:`pymsem.results.ppc`. The last result is kept and its PPP shown in :meth:`table`.
+
+        Returns
+        -------
+        pymsem.results.ppc.PPCResult
+            ``.table()`` (a DataFrame: observed, replicated, PPP, flag), ``.ppp``, ``.plot()``.
+        """
+        from pymsem.results.ppc import ppc
+
+        self.__dict__["_ppc"] = ppc(self, draws=draws, seed=seed)
+        return self.__dict__["_ppc"]
 
     def icc(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """Model-implied intraclass correlations of the level-1 variables."""
