@@ -37,6 +37,7 @@ WORK_UNITS: dict[str, tuple[str, ...]] = {
         "test_diagram.py", "test_compare.py", "test_recovery.py", "test_sensitivity.py",
     ),
     "missing": ("test_missing.py",),
+    "notebooks": ("test_notebooks.py",),
     "formulations": ("test_formulations.py",),
     "moderation": ("test_moderation.py",),
     "reproducible": ("test_reproducible.py",),
