@@ -60,6 +60,15 @@ class Design:
         Parameter values that replace the study's truth in this design (e.g. ``{"a_w": 0.2}``).
     name
         A short name for tables and files (default: built from the settings).
+
+    Notes
+    -----
+    A worker reuses its compiled model for every replication whose data have the same shape
+    (:mod:`pymsem.reuse`): fixed cluster sizes without missing data compile once per design and
+    worker, then cost sampling only. Missing cells change the shape (the missingness patterns)
+    in every replication, and so do cluster sizes drawn per replication, mostly: those
+    replications compile anew (tens of seconds each). Callables (``cluster_size``) must be
+    importable, module-level functions for worker processes and Dask.
     """
 
     n_clusters: int
