@@ -24,7 +24,7 @@ draw from), then masked where missing.
 - ``between cov(a, b)``: the covariance matrix of the cluster vectors (cluster means of the
   level-1 variables, and the level-2 variables), divisor ``G - 1``;
 - ``ICC a``: the ANOVA-type ICC of each level-1 variable from those two matrices;
-- ``slope SD y ~ x``: for each random slope whose outcome and predictor are observed, the
+- ``slope SD y ~ x``: for each within path between observed variables (random slope or not), the
   SD across clusters of the clusters' own OLS slopes (clusters with at least 3 complete pairs);
 - ``chi-square``: a two-level likelihood-ratio chi-square of the model-implied moments at
   ``theta_s`` against the sample's within and between covariance matrices, Muthén's (1994)
@@ -114,13 +114,18 @@ def _cluster_ols_sd(y: np.ndarray, x: np.ndarray, sizes: np.ndarray) -> float:
 
 
 def _slope_pairs(structure: ModelStructure) -> list[tuple[str, int, int]]:
-    """(statistic name, outcome column, predictor column) for random slopes between observed variables."""
-    lv1 = structure.level1
-    return [
-        (f"slope SD {r.outcome} ~ {r.predictor}", lv1.index(r.outcome), lv1.index(r.predictor))
-        for r in structure.random_slopes
-        if r.outcome in lv1 and r.predictor in lv1
-    ]
+    """(statistic name, outcome column, predictor column) for the within paths between observed variables.
+
+    Every such path, random slope or not: a model without random slopes fitted to data whose
+    slopes vary shows it here (the replicated clusters' slopes vary less than the observed).
+    """
+    lv1, ls = structure.level1, structure.within
+    out = []
+    for r, c, _ in ls.beta_free.tolist():
+        y, x = ls.latent[r], ls.latent[c]
+        if y in lv1 and x in lv1:
+            out.append((f"slope SD {y} ~ {x}", lv1.index(y), lv1.index(x)))
+    return out
 
 
 def ppc_statistics(

@@ -758,6 +758,21 @@ class MSEM:
         )
 
     # ----------------------------------------------------------- compile & fit
+    def prior_predictive(self, draws: int = 500, seed: int | None = 0) -> Any:
+        """What the priors imply: ICCs, R-squared, derived quantities and slope SDs, per prior draw.
+
+        Samples the priors (data-scaled defaults and :meth:`set_prior` overrides) of the
+        compiled model, so it needs the data; see :mod:`pymsem.results.prior_predictive`.
+
+        Returns
+        -------
+        pymsem.results.prior_predictive.PriorPredictive
+            ``.draws`` (a DataFrame), ``.summary()``, ``.plot()``, ``.data_set(i)``.
+        """
+        from pymsem.results.prior_predictive import prior_predictive
+
+        return prior_predictive(self, draws=draws, seed=seed)
+
     def compile(self, formulation: str = "auto", slopes: str = "auto") -> CompiledModel:
         """Build the PyMC model and keep what sampling needs (cached per formulation and slopes)."""
         from pymsem.compile.build import build_pymc_model
