@@ -34,7 +34,7 @@ KERNEL_MODES = [pytest.param(REFERENCE_MODE, id="py"), "NUMBA"] + (
 WORK_UNITS: dict[str, tuple[str, ...]] = {
     "fitted-models": (
         "test_random_slopes.py", "test_loo.py", "test_fit.py", "test_plots.py",
-        "test_diagram.py", "test_compare.py", "test_recovery.py", "test_sensitivity.py",
+        "test_diagram.py", "test_compare.py", "test_recovery.py", "test_between_scores.py", "test_sensitivity.py",
     ),
     "missing": ("test_missing.py",),
     "notebooks": ("test_notebooks.py",),
@@ -171,6 +171,21 @@ def model3_data() -> tuple[pd.DataFrame, pd.DataFrame]:
     return ms.simulate(
         model3_spec(None), MODEL3_TRUTH, n_clusters=150, cluster_size=20, seed=23, return_cluster_values=True
     )
+
+
+@pytest.fixture(scope="session")
+def moderated_fit() -> tuple[ms.results.fit.MSEMFit, pd.DataFrame]:
+    """Random slopes moderated by a latent school mean and a level-2 column, 10% of M missing;
+    with each cluster's drawn values."""
+    from tests.test_moderation import VALUES, tiny_spec
+
+    df, truth = ms.simulate(
+        tiny_spec(None), {**VALUES, "wa": 0.6}, n_clusters=30, cluster_size=8, seed=12,
+        return_cluster_values=True,
+    )  # fmt: skip
+    df.loc[np.random.default_rng(13).random(len(df)) < 0.1, "M"] = np.nan
+    fit = tiny_spec(df).fit(draws=150, tune=300, chains=2, seed=4, progress=False, warn=False)
+    return fit, truth
 
 
 @pytest.fixture(scope="session")
