@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import types
 from typing import Any
 
@@ -11,6 +10,7 @@ import pandas as pd
 import pytest
 import scipy.linalg
 
+from pymsem import simulate as ms_simulate
 from pymsem.effects.within_scores import within_conditional, within_scores
 from tests.conftest import model2_spec
 from tests.test_random_slopes import model3_spec
@@ -158,17 +158,92 @@ def test_within_scores_with_missing_cells_recover_the_simulated_factors(within_t
         assert sd[n_missing >= 2].mean() > sd[n_missing == 0].mean(), name
 
 
-def test_within_scores_refuse_missing_level2_values(within_truth_fit) -> None:
-    fit, _ = within_truth_fit
-    fake_structure = dataclasses.replace(fit.structure, level2=["SESX"])
-    data = fit.compiled.data
-    frame = data.frame.copy()
-    frame["SESX"] = np.where(data.cluster_index == 0, np.nan, 1.0)
-    fake = types.SimpleNamespace(
-        structure=fake_structure, compiled=types.SimpleNamespace(data=dataclasses.replace(data, frame=frame))
+def _one_draw_fit(m: Any, vec: dict[str, np.ndarray], slopes: np.ndarray | None, T: np.ndarray | None) -> Any:
+    """A stand-in fit with a single posterior draw (what within_scores reads of a fit)."""
+    import xarray as xr
+
+    post: dict[str, Any] = {}
+    if slopes is not None:
+        k = slopes.shape[1]
+        sd = np.sqrt(np.diag(T))
+        post["slope_deviation"] = (("chain", "draw", "cluster", "rs"), slopes[None, None])
+        post["slope_sd_b"] = (("chain", "draw", "rs"), sd[None, None])
+        if k > 1:
+            L = np.linalg.cholesky(T / np.outer(sd, sd))
+            post["slope_corr_chol"] = (("chain", "draw", "rs", "rs2"), L[None, None])
+    return types.SimpleNamespace(
+        structure=m.structure(),
+        compiled=types.SimpleNamespace(data=m.clustered_data()),
+        parameter_draws=lambda: {key: v[None, None] for key, v in vec.items()},
+        posterior=xr.Dataset(post),
     )
-    with pytest.raises(NotImplementedError, match="SESX"):
-        within_scores(fake)
+
+
+@pytest.mark.parametrize("kind", ["level2", "moderated", "between"])
+def test_within_scores_through_the_kernel_equal_dense_conditioning(kind: str) -> None:
+    """Missing level-2 values, or slopes that depend on between variables (given the clusters'
+    slopes): each cluster's joint normal conditioned on its observed cells."""
+    from pymsem.compile.matrices import level_matrices
+    from tests.test_between_scores import _slope_case
+    from tests.test_formulations import CASES, SIZES_TINY, _params
+
+    if kind == "level2":
+        spec, values, l2 = CASES["small"]
+        df = ms_simulate(spec(None, l2), values, len(SIZES_TINY), SIZES_TINY, seed=4)
+        df.loc[df.schid.isin(df.schid.unique()[[1, 4]]), l2[0]] = np.nan
+        df.loc[[0, 5, 9], df.columns[0]] = np.nan
+        m, vec, slopes, T = spec(df, l2), None, None, None
+        vec = _params(m, values)
+    else:
+        m, vec, slopes, T = _slope_case(kind, missing=True)
+    st, cd = m.structure(), m.clustered_data()
+    scores = within_scores(_one_draw_fit(m, vec, slopes, T))
+
+    from tests.test_random_effects import _dense_sigma
+
+    Wm, Bm = level_matrices(st.within, vec), level_matrices(st.between, vec)
+    mb, G = st.between.n_lat, cd.n_clusters
+    if T is not None:
+        Sig = _dense_sigma(st, vec, T)
+        K = Sig[:mb, mb:] @ np.linalg.inv(Sig[mb:, mb:])
+        S = Sig[:mb, :mb] - K @ Sig[mb:, :mb]
+        prior = slopes @ K.T
+    else:
+        S, prior = Bm.Sigma_eta, np.zeros((G, mb))
+    V = Bm.Lambda @ S @ Bm.Lambda.T + Bm.Theta
+    ls, p1, q = st.within, len(st.level1), len(st.level2)
+    m_lat, pb = ls.n_lat, p1 + q
+    y = cd.frame[st.level1].to_numpy(float)
+    x2 = np.column_stack([cd.cluster_values(c) for c in st.level2]) if q else np.zeros((G, 0))
+    for g in range(G):
+        Bg = Wm.B.copy()
+        if slopes is not None:
+            Bg[ls.beta_random[:, 0], ls.beta_random[:, 1]] += slopes[g, ls.beta_random[:, 2]]
+        A = np.linalg.inv(np.eye(m_lat) - Bg)
+        rows = np.flatnonzero(cd.cluster_index == g)
+        n = len(rows)
+        cov_x = scipy.linalg.block_diag(V, *([Wm.Psi] * n), *([Wm.Theta] * n))
+        mu_x = np.concatenate([Bm.nu + Bm.Lambda @ prior[g], np.zeros(n * (m_lat + p1))])
+        obs = np.zeros((n * p1 + q, len(mu_x)))
+        tgt = np.zeros((n * m_lat, len(mu_x)))
+        for i in range(n):
+            r = slice(i * p1, (i + 1) * p1)
+            obs[r, :p1] = np.eye(p1)
+            obs[r, pb + i * m_lat : pb + (i + 1) * m_lat] = Wm.Lambda @ A
+            obs[r, pb + n * m_lat + i * p1 : pb + n * m_lat + (i + 1) * p1] = np.eye(p1)
+            tgt[i * m_lat : (i + 1) * m_lat, pb + i * m_lat : pb + (i + 1) * m_lat] = A
+        obs[n * p1 :, p1:pb] = np.eye(q)
+        o = np.concatenate([y[rows].ravel(), x2[g]])
+        keep = ~np.isnan(o)
+        obs, o = obs[keep], o[keep]
+        Coo = obs @ cov_x @ obs.T
+        Cto = tgt @ cov_x @ obs.T
+        dense_mean = tgt @ mu_x + Cto @ np.linalg.solve(Coo, o - obs @ mu_x)
+        dense_var = np.diag(tgt @ cov_x @ tgt.T - Cto @ np.linalg.solve(Coo, Cto.T))
+        np.testing.assert_allclose(scores["mean"].values[rows].ravel(), dense_mean, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(
+            scores["sd"].values[rows].ravel(), np.sqrt(np.clip(dense_var, 0, None)), rtol=1e-7, atol=1e-7
+        )
 
 
 def test_within_conditional_with_missing_cells_equals_dense_gaussian_conditional() -> None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from pymsem.compile.structure import ModelStructure
     from pymsem.results.fit import MSEMFit
 
-__all__ = ["between_score_moments", "between_scores"]
+__all__ = ["between_prior", "between_score_moments", "between_scores", "cluster_vector_posterior"]
 
 
 def _within_covariances(structure: ModelStructure, W: Any, s: np.ndarray | None, G: int) -> np.ndarray:
@@ -48,6 +48,68 @@ def _within_covariances(structure: ModelStructure, W: Any, s: np.ndarray | None,
     Ag = np.linalg.inv(np.eye(ls.n_lat) - Bg)
     Sw = W.Lambda[..., None, :, :] @ Ag @ W.Psi[..., None, :, :] @ np.swapaxes(Ag, -1, -2)
     return Sw @ np.swapaxes(W.Lambda, -1, -2)[..., None, :, :] + W.Theta[..., None, :, :]
+
+
+def between_prior(
+    structure: ModelStructure,
+    vals: dict[str, np.ndarray],
+    slopes: np.ndarray | None,
+    slope_cov: np.ndarray | None,
+    G: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The between latents' prior given the slopes, and the cluster vector's: ``(m, S, C, V, mean_z)``.
+
+    ``m`` (..., G, mb) and ``S`` (..., mb, mb) are the latents' mean and covariance, ``C``
+    (..., mb, pb) their covariance with the cluster vector ``z_g``, ``V`` (..., pb, pb) and
+    ``mean_z`` (..., G, pb) the cluster vector's covariance and mean. Slopes change them only
+    where they depend on between variables (cross-level moderators, slopes in the between model).
+    """
+    from pymsem.compile.random_effects import augmented_between
+
+    B = level_matrices(structure.between, vals)
+    mb = structure.between.n_lat
+    batch = B.Sigma.shape[:-2]
+    Lam_t = np.swapaxes(B.Lambda, -1, -2)
+    if structure.slopes_in_between_model or any(r.moderators for r in structure.random_slopes):
+        Sigma, _ = augmented_between(structure, B, vals, slope_cov)
+        Css, Cse = Sigma[..., mb:, mb:], Sigma[..., mb:, :mb]
+        Kt = np.linalg.solve(Css, Cse)  # (..., k, mb) = K'
+        S = Sigma[..., :mb, :mb] - np.swapaxes(Cse, -1, -2) @ Kt
+        m = slopes @ Kt  # (..., G, mb)
+    else:
+        S = B.Sigma_eta
+        m = np.zeros((*batch, G, mb))
+    C = S @ Lam_t
+    V = B.Lambda @ C + B.Theta
+    mean_z = B.nu[..., None, :] + m @ Lam_t
+    return m, S, C, V, mean_z
+
+
+def cluster_vector_posterior(
+    structure: ModelStructure, data: Any, Sw: np.ndarray, V: np.ndarray, mean_z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean ``(..., G, pb)`` and covariance ``(..., G, pb, pb)`` of each cluster vector.
+
+    Given its observed cells (missing level-1 and level-2 cells allowed), from the per-cluster
+    kernel (:func:`pymsem.compile.kernel.missing_numba.missing_moments`). ``Sw`` is the within
+    covariance, ``(..., 1 | G, p1, p1)``; ``V`` ``(..., pb, pb)`` and ``mean_z`` ``(..., G, pb)``
+    the cluster vector's prior.
+    """
+    from pymsem.compile.kernel.missing_numba import missing_moments
+    from pymsem.compile.kernel.missing_op import missing_reduction
+    from pymsem.compile.missing import pattern_statistics
+
+    red = missing_reduction(pattern_statistics(structure, data))
+    batch = V.shape[:-2]
+    G, pb = mean_z.shape[-2:]
+    flat = int(np.prod(batch))
+    Swf = Sw.reshape(flat, *Sw.shape[-3:])
+    Vf, muf = V.reshape(flat, pb, pb), mean_z.reshape(flat, G, pb)
+    zhat, zcov = np.empty((flat, G, pb)), np.empty((flat, G, pb, pb))
+    for i in range(flat):
+        c = np.ascontiguousarray
+        _, zhat[i], zcov[i] = missing_moments(c(Swf[i]), c(Vf[i]), c(muf[i]), **red)
+    return zhat.reshape(*batch, G, pb), zcov.reshape(*batch, G, pb, pb)
 
 
 def between_score_moments(
@@ -70,43 +132,13 @@ def between_score_moments(
     slope_cov
         Where slopes depend on between variables: the slopes' residual covariance ``(..., k, k)``.
     """
-    from pymsem.compile.random_effects import augmented_between
-
     W = level_matrices(structure.within, vals)
-    B = level_matrices(structure.between, vals)
     G, mb = data.n_clusters, structure.between.n_lat
     Sw = _within_covariances(structure, W, slopes if structure.random_slopes else None, G)
-    batch = B.Sigma.shape[:-2]
-    Lam_t = np.swapaxes(B.Lambda, -1, -2)
-    if structure.slopes_in_between_model or any(r.moderators for r in structure.random_slopes):
-        Sigma, _ = augmented_between(structure, B, vals, slope_cov)
-        Css, Cse = Sigma[..., mb:, mb:], Sigma[..., mb:, :mb]
-        Kt = np.linalg.solve(Css, Cse)  # (..., k, mb) = K'
-        S = Sigma[..., :mb, :mb] - np.swapaxes(Cse, -1, -2) @ Kt
-        m = slopes @ Kt  # (..., G, mb)
-    else:
-        S = B.Sigma_eta
-        m = np.zeros((*batch, G, mb))
-    C = S @ Lam_t  # Cov(eta, z) given the slopes, (..., mb, pb)
-    V = B.Lambda @ C + B.Theta
-    mean_z = B.nu[..., None, :] + m @ Lam_t  # (..., G, pb)
+    m, S, C, V, mean_z = between_prior(structure, vals, slopes, slope_cov, G)
+    batch = V.shape[:-2]
     if data.has_missing:
-        from pymsem.compile.kernel.missing_numba import missing_moments
-        from pymsem.compile.kernel.missing_op import missing_reduction
-        from pymsem.compile.missing import pattern_statistics
-
-        red = missing_reduction(pattern_statistics(structure, data))
-        flat = int(np.prod(batch))
-        Swf = np.ascontiguousarray(Sw.reshape(flat, *Sw.shape[-3:]))
-        Vf = V.reshape(flat, *V.shape[-2:])
-        muf = mean_z.reshape(flat, G, -1)
-        zhat = np.empty_like(muf)
-        zcov = np.empty((flat, G, muf.shape[-1], muf.shape[-1]))
-        for i in range(flat):
-            _, zhat[i], zcov[i] = missing_moments(
-                Swf[i], np.ascontiguousarray(Vf[i]), np.ascontiguousarray(muf[i]), **red
-            )
-        zhat, zcov = zhat.reshape(mean_z.shape), zcov.reshape(*mean_z.shape, -1)
+        zhat, zcov = cluster_vector_posterior(structure, data, Sw, V, mean_z)
         Ht = np.linalg.solve(V, np.swapaxes(C, -1, -2))  # (..., pb, mb) = H'
         H = np.swapaxes(Ht, -1, -2)  # (..., mb, pb)
         mean = m + (H[..., None, :, :] @ (zhat - mean_z)[..., None])[..., 0]

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pymsem.compile.matrices import level_matrices
-from pymsem.compile.slopes import slope_deviations
+from pymsem.compile.slopes import slope_covariance, total_slope_deviations
 
 if TYPE_CHECKING:
     from pymsem.results.fit import MSEMFit
 
-__all__ = ["within_conditional", "within_conditional_missing", "within_scores"]
+__all__ = ["within_conditional", "within_conditional_missing", "within_given_cluster_means", "within_scores"]
 
 
 def within_conditional(
@@ -127,10 +127,8 @@ def within_conditional_missing(
         (N, m, m) conditional covariances (they differ by missingness pattern).
     """
     G = level2.shape[0]
-    N, p1 = y.shape
+    p1 = y.shape[1]
     Sw = np.broadcast_to(Sigma_W, (G, p1, p1))
-    Cew = np.broadcast_to(cov_eta_w, (G, *np.shape(cov_eta_w)[-2:]))
-    Se = np.broadcast_to(Sigma_eta, (G, *np.shape(Sigma_eta)[-2:]))
     S11 = Sigma_B[:p1, :p1]
     if level2.shape[1]:
         S12, S22 = Sigma_B[:p1, p1:], Sigma_B[p1:, p1:]
@@ -141,16 +139,7 @@ def within_conditional_missing(
         prior_mean, P = np.broadcast_to(nu_B[:p1], (G, p1)), S11
     observed = ~np.isnan(y)
     y0 = np.where(observed, y, 0.0)
-    # Padded inverses of each student's observed block, computed once per missingness pattern.
-    M = np.zeros((N, p1, p1))
-    patterns, which = np.unique(observed, axis=0, return_inverse=True)
-    for k, pat in enumerate(patterns):
-        rows = np.flatnonzero(which.ravel() == k)
-        o = np.flatnonzero(pat)
-        if len(o) == 0:
-            continue
-        inv = np.linalg.inv(Sw[cluster_index[rows]][:, o][:, :, o])
-        M[np.ix_(rows, o, o)] = inv
+    M = _padded_inverses(observed, Sw, cluster_index)
     Pinv = np.linalg.inv(P)
     J = np.broadcast_to(Pinv, (G, p1, p1)).copy()
     np.add.at(J, cluster_index, M)
@@ -158,13 +147,69 @@ def within_conditional_missing(
     np.add.at(h, cluster_index, np.einsum("ipq,iq->ip", M, y0))
     R = np.linalg.inv(J)
     m_mu = np.einsum("gpq,gq->gp", R, h)
-    K = Cew[cluster_index] @ M  # (N, m, p1), zero columns at missing cells
-    mean = np.einsum("imp,ip->im", K, y0 - m_mu[cluster_index])
-    cov = (
-        Se[cluster_index]
-        - K @ np.swapaxes(Cew[cluster_index], -1, -2)
-        + K @ R[cluster_index] @ np.swapaxes(K, -1, -2)
-    )
+    return within_given_cluster_means(y, cluster_index, m_mu, R, Sw, cov_eta_w, Sigma_eta, M)
+
+
+def _padded_inverses(observed: np.ndarray, Sw: np.ndarray, cluster_index: np.ndarray) -> np.ndarray:
+    """Each student's inverse of its observed block of ``Sw``, zero-padded to (N, p1, p1), once per pattern."""
+    N, p1 = observed.shape
+    M = np.zeros((N, p1, p1))
+    patterns, which = np.unique(observed, axis=0, return_inverse=True)
+    for k, pat in enumerate(patterns):
+        rows = np.flatnonzero(which.ravel() == k)
+        o = np.flatnonzero(pat)
+        if len(o) == 0:
+            continue
+        M[np.ix_(rows, o, o)] = np.linalg.inv(Sw[cluster_index[rows]][:, o][:, :, o])
+    return M
+
+
+def within_given_cluster_means(
+    y: np.ndarray,
+    cluster_index: np.ndarray,
+    m_mu: np.ndarray,
+    R: np.ndarray,
+    Sigma_W: np.ndarray,
+    cov_eta_w: np.ndarray,
+    Sigma_eta: np.ndarray,
+    inverses: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every student's within latents given the posterior ``N(m_mu_g, R_g)`` of its cluster's level-1 means.
+
+    Given the means the students are independent, so ``eta_i | data`` has mean
+    ``K_i (y_i,o - m_mu_g,o)`` and covariance ``Sigma_eta - K_i Cov(w_o, eta) + K_i R_g,oo K_i'``
+    with ``K_i = Cov(eta, w_o) Sigma_W,oo^-1`` over the student's observed cells ``o``.
+
+    Parameters
+    ----------
+    y
+        Level-1 values with NaN for missing cells, (N, p1).
+    cluster_index
+        Cluster of each student, (N,).
+    m_mu, R
+        Posterior mean (G, p1) and covariance (G, p1, p1) of the clusters' level-1 means.
+    Sigma_W, cov_eta_w, Sigma_eta
+        As in :func:`within_conditional` (one, or one per cluster).
+    inverses
+        Each student's padded inverse of its observed block of ``Sigma_W`` (N, p1, p1), if
+        already computed.
+
+    Returns
+    -------
+    mean : ndarray
+        (N, m) conditional means.
+    cov : ndarray
+        (N, m, m) conditional covariances.
+    """
+    G, p1 = m_mu.shape
+    Sw = np.broadcast_to(Sigma_W, (G, p1, p1))
+    Cew = np.broadcast_to(cov_eta_w, (G, *np.shape(cov_eta_w)[-2:]))[cluster_index]
+    Se = np.broadcast_to(Sigma_eta, (G, *np.shape(Sigma_eta)[-2:]))[cluster_index]
+    observed = ~np.isnan(y)
+    M = _padded_inverses(observed, Sw, cluster_index) if inverses is None else inverses
+    K = Cew @ M  # (N, m, p1), zero columns at missing cells
+    mean = np.einsum("imp,ip->im", K, np.where(observed, y, 0.0) - m_mu[cluster_index])
+    cov = Se - K @ np.swapaxes(Cew, -1, -2) + K @ R[cluster_index] @ np.swapaxes(K, -1, -2)
     return mean, (cov + np.swapaxes(cov, -1, -2)) / 2
 
 
@@ -179,31 +224,23 @@ def within_scores(fit: MSEMFit) -> Any:
     Parameters
     ----------
     fit
-        A fitted model without cross-level moderators and without random slopes in the between
-        model. Missing level-1 cells are allowed (each student is scored from its observed
-        cells); level-2 values must be complete.
+        A fitted model. Missing cells are allowed: each student is scored from its observed
+        cells, and the cluster's latent means from all of the cluster's observed cells, level-2
+        values included (integrated out where missing). Where random slopes depend on
+        between-level variables, each draw conditions on the clusters' drawn slopes.
 
     Returns
     -------
     xarray.Dataset
         ``mean`` and ``sd``, dims ``(student, latent)``; ``student`` is the row's position in the
         data the model was given, with a ``cluster`` coordinate.
-
-    Raises
-    ------
-    NotImplementedError
-        For missing level-2 values, moderated random slopes, or slopes in the between model.
     """
     import xarray as xr
 
     from pymsem.compile.marginal import sufficient_statistics
+    from pymsem.effects.scores import between_prior, cluster_vector_posterior
 
     st = fit.structure
-    if any(r.moderators for r in st.random_slopes) or st.slopes_in_between_model:
-        raise NotImplementedError(
-            "within latent scores do not yet handle random slopes regressed on between-level "
-            "variables, predicting them, or covarying with their disturbances."
-        )
     data = fit.compiled.data
     y = data.frame[st.level1].to_numpy(float)
     missing = bool(np.isnan(y).any())
@@ -212,22 +249,28 @@ def within_scores(fit: MSEMFit) -> Any:
         if st.level2
         else np.zeros((data.n_clusters, 0))
     )
-    if np.isnan(level2).any():
-        cols = [c for c, bad in zip(st.level2, np.isnan(level2).any(0), strict=True) if bad]
-        raise NotImplementedError(
-            f"within latent scores need complete level-2 values; missing in {cols}. "
-            "Use fit.impute() and score the completed data sets."
-        )
     n, idx = data.sizes.astype(float), data.cluster_index
-    z = None if missing else sufficient_statistics(st, data).cluster_vectors
     vals = fit.parameter_draws()
     W = level_matrices(st.within, vals)
     B = level_matrices(st.between, vals)
     ls = st.within
-    u = slope_deviations(st, fit.posterior) if st.random_slopes else None
+    u = s_cov = None
+    if st.random_slopes:
+        u, s_cov = total_slope_deviations(st, fit.posterior), slope_covariance(st, fit.posterior)
+    # Where the cluster means' prior depends on the slopes, or level-2 cells are missing, the
+    # per-cluster kernel gives the means' posterior; elsewhere the closed forms below do.
+    kernel = (
+        bool(np.isnan(level2).any())
+        or st.slopes_in_between_model
+        or any(r.moderators for r in st.random_slopes)
+    )
+    z = None if missing or kernel else sufficient_statistics(st, data).cluster_vectors
+    if kernel:
+        _, _, _, V, mean_z = between_prior(st, vals, u, s_cov, data.n_clusters)
     batch = W.Lambda.shape[:-2]
     flat = int(np.prod(batch))
     m = ls.n_lat
+    p1 = len(st.level1)
     acc_mean = np.zeros((len(y), m))
     acc_sq = np.zeros((len(y), m))
     acc_var = np.zeros((len(y), m))
@@ -247,7 +290,11 @@ def within_scores(fit: MSEMFit) -> Any:
             Se = Ag @ Psi @ np.swapaxes(Ag, -1, -2)
         Cew = Se @ Lam.T
         Sw = Lam @ Cew + Th
-        if z is None:
+        if kernel:
+            Swg = Sw if Sw.ndim == 3 else Sw[None]
+            zhat, zcov = cluster_vector_posterior(st, data, Swg, at(V, s), at(mean_z, s))
+            mean, cov = within_given_cluster_means(y, idx, zhat[:, :p1], zcov[:, :p1, :p1], Sw, Cew, Se)
+        elif z is None:
             mean, cov = within_conditional_missing(y, idx, level2, at(B.nu, s), at(B.Sigma, s), Sw, Cew, Se)
         else:
             mean, cov = within_conditional(y, idx, z, n, at(B.nu, s), at(B.Sigma, s), Sw, Cew, Se)
