@@ -146,8 +146,12 @@ def test_other_settings_in_the_same_directory_are_refused(full: SimulationStudy)
 
 # -------------------------------------------------------------------------- engines
 def test_two_local_workers_give_the_same_replications(full: SimulationStudy, tmp_path) -> None:
-    two = study(tmp_path, reps=2, workers=2).run(progress=False)
-    mine = per_rep(full.results()[full.results()["rep"] < 2])
+    # One design, so each worker process compiles one shape; its seeds are design 0's.
+    two = SimulationStudy(
+        spec(), MODEL1_TRUTH, DESIGNS[:1], reps=2, fit_options=FIT, seed=7, out=tmp_path, workers=2
+    )
+    two.run(progress=False)
+    mine = per_rep(full.results().query("design == 0 and rep < 2"))
     pd.testing.assert_frame_equal(per_rep(two.results()), mine)
 
 
@@ -264,3 +268,18 @@ def test_cli_simulate_runs_and_resumes(full: SimulationStudy, tmp_path, capsys) 
     assert "replications in" not in capsys.readouterr().out
     assert main([("160" if a == "150" else a) for a in argv]) == 2  # other draws, same directory
     assert "other settings" in capsys.readouterr().err
+
+
+def test_power_short_form_on_a_specification(full: SimulationStudy) -> None:
+    found = ms.power(
+        spec(), ["b_w"], target=0.0, truth=MODEL1_TRUTH, designs=[Design(20, 5)], reps=2,
+        fit_options=FIT, seed=7, workers=1, progress=False,
+    )  # fmt: skip
+    assert found.design == Design(20, 5)  # power >= 0 always holds: the only design
+    # Same seed, same position: the replications of design 0 of the full study.
+    mine = full.results().query("design == 0 and rep < 2")
+    np.testing.assert_array_equal(
+        found.table["power"], [np.mean(mine[mine["label"] == "b_w"]["excludes_zero"].astype(bool))]
+    )
+    with pytest.raises(ms.MSEMSpecificationError, match="needs truth= and designs="):
+        ms.power(spec(), ["b_w"])
