@@ -14,8 +14,8 @@ import pytest
 import pymsem as ms
 from pymsem.compile.matrices import level_matrices
 from pymsem.effects.scores import between_score_moments
-from tests.test_formulations import CASES, SIZES_TINY, _params
-from tests.test_missing import _tiny_case
+from tests.test_formulations import CASES, _params
+from tests.test_missing import exact_case
 
 
 def _dense_moments(
@@ -77,15 +77,7 @@ def _check(m: ms.MSEM, vec: dict, slopes: np.ndarray | None = None, T: np.ndarra
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "missing"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_scores_without_slopes_equal_dense_conditioning(case: str, missing: bool) -> None:
-    if missing:
-        m, vec = _tiny_case(case)
-        assert m.clustered_data().has_missing
-    else:
-        spec, values, level2 = CASES[case]
-        df = ms.simulate(spec(None, level2), values, len(SIZES_TINY), SIZES_TINY, seed=9)
-        m = spec(df, level2)
-        vec = _params(m, values)
-    _check(m, vec)
+    _check(*exact_case(case, missing))
 
 
 def _slope_case(kind: str, missing: bool) -> tuple[ms.MSEM, dict, np.ndarray, np.ndarray | None]:

@@ -25,7 +25,7 @@ from pymsem.compile.matrices import level_matrices
 from pymsem.results import loo as lo
 from tests.conftest import REFERENCE_MODE
 from tests.test_formulations import CASES, SIZES_TINY, _eval, _params
-from tests.test_missing import _dense_per_cluster, _punch, _tiny_case
+from tests.test_missing import _dense_per_cluster, _punch, exact_case
 from tests.test_random_slopes import MODEL3_TRUTH, model3_spec
 
 
@@ -45,14 +45,7 @@ def _one_draw(vec: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("missing", [False, True], ids=["complete", "missing"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_cluster_loglik_equals_dense_density_and_sums_to_the_potential(case: str, missing: bool) -> None:
-    if missing:
-        m, vec = _tiny_case(case)
-        assert m.clustered_data().has_missing
-    else:
-        spec, values, level2 = CASES[case]
-        df = ms.simulate(spec(None, level2), values, len(SIZES_TINY), SIZES_TINY, seed=9)
-        m = spec(df, level2)
-        vec = _params(m, values)
+    m, vec = exact_case(case, missing)
     st, cd = m.structure(), m.clustered_data()
     ll = lo.loglik_draws(st, cd, _one_draw(vec), functions=_quick(st, cd))
     assert ll.shape == (1, 1, cd.n_clusters)

@@ -87,6 +87,18 @@ def _tiny_case(name: str, share: float = 0.25) -> tuple[ms.MSEM, dict[str, np.nd
     return m, _params(m, values)
 
 
+def exact_case(name: str, missing: bool) -> tuple[ms.MSEM, dict[str, np.ndarray]]:
+    """A tiny unbalanced case of ``CASES`` with its true parameter vectors, complete or with missing cells."""
+    if missing:
+        m, vec = _tiny_case(name)
+        assert m.clustered_data().has_missing
+        return m, vec
+    spec, values, level2 = CASES[name]
+    df = ms.simulate(spec(None, level2), values, len(SIZES_TINY), SIZES_TINY, seed=9)
+    m = spec(df, level2)
+    return m, _params(m, values)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_missing_likelihood_equals_dense_density_of_observed_values(case: str) -> None:
     m, vec = _tiny_case(case)
