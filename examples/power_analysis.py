@@ -60,8 +60,10 @@ def main() -> None:
         found = study.power(LABELS[number][:1], target=0.8)
         print(f"Smallest design with power >= 0.8 for {LABELS[number][0]}: "
               f"{found.design.label if found.design else 'none of these'}")  # fmt: skip
-        if len(study.failures()):
-            print(f"Failed or not converged:\n{study.failures().to_string(index=False)}")
+        fails = study.failures()  # never dropped silently: listed with their diagnostics
+        if len(fails):
+            cols = ["design", "rep", "error", "max_rhat", "min_ess_bulk", "divergences"]
+            print(f"Failed or not converged ({len(fails)}):\n{fails[cols].round(3).to_string(index=False)}")
         run = study.last_run
         if run.get("replications"):
             print(f"This run: {run['replications']} replications in {run['seconds']:.0f} s "

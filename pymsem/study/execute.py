@@ -39,10 +39,13 @@ def available_cores() -> int:
 def default_workers(chains: int) -> int:
     """Worker processes by default: one chain per core, ``cores // chains``, at least 1.
 
-    Measured on 2 cores (``bench/study_scaling.py``): one worker sampling its 2 chains on 2
-    threads and two workers with 2 chains each give similar replications per hour once
-    compiled, since sampling is what a replication spends its time on; one chain per core
-    avoids oversubscribing the cores.
+    Each chain of a replication already runs on its own thread, so with 2 chains a 2-core
+    machine is busy with one worker, and the default runs in this process, where the model
+    compiled once serves every replication. A new worker process compiles each design shape
+    again (tens of seconds; ``bench/results/study_scaling.md``: Model 1 on 2 cores, 8
+    replications in 3.5 s with 1 worker against 57 s with 2 spawned workers, which each
+    compiled first). More workers pay off when there are cores to spare and many replications
+    per shape.
     """
     return max(1, available_cores() // max(1, int(chains)))
 
