@@ -73,6 +73,7 @@ def main() -> None:
         else:
             study, wall = run(args.model, designs, args.reps, tmp / name.replace(" ", "_"), **engine)
         res = study.results()
+        n_workers = 2 if engine.get("dask") else engine["workers"]
         per_rep = res.groupby("rep").first()
         reused = per_rep.loc[per_rep["reused"].astype(bool), "seconds"]
         medians[name] = res.sort_values(["rep", "label"])["median"].to_numpy()
@@ -86,6 +87,10 @@ def main() -> None:
                 "reps_per_hour": round(3600 * args.reps / wall),
                 "compiles": int((~per_rep["reused"].astype(bool)).sum()),
                 "median_rep_s_reused": round(float(reused.median()), 2) if len(reused) else np.nan,
+                # throughput once compiled: every worker busy with reused replications
+                "steady_per_hour": round(n_workers * 3600 / float(reused.median()))
+                if len(reused)
+                else np.nan,
                 "failed": int((per_rep["error"] != "").sum()),
             }
         )
