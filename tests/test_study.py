@@ -283,3 +283,14 @@ def test_power_short_form_on_a_specification(full: SimulationStudy) -> None:
     )
     with pytest.raises(ms.MSEMSpecificationError, match="needs truth= and designs="):
         ms.power(spec(), ["b_w"])
+
+
+def test_with_data_copies_the_specification() -> None:
+    df = ms.simulate(model1_spec(None), MODEL1_TRUTH, n_clusters=4, cluster_size=3, seed=1)
+    m = spec().set_prior("path", ms.Prior("Normal", mu=0, sigma=2))
+    other = m.with_data(df)
+    assert other.data is df and list(other.table) == list(m.table)
+    assert other.prior_overrides == m.prior_overrides
+    other.derived("extra", "a_w + b_w")  # building on the copy ...
+    assert "extra" not in {d.name for d in m.derived_quantities}  # ... leaves the original as it was
+    assert other.to_lavaan() != m.to_lavaan()
