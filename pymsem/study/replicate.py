@@ -55,7 +55,7 @@ class Task:
     study_seed: int
     fit_options: Mapping[str, Any]
     ci_prob: float = 0.95
-    max_rhat: float = 1.01
+    max_rhat: float = 1.05
     min_ess: float = 100.0
     max_divergences: int = 0
     parameters: tuple[str, ...] | None = None
