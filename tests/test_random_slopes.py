@@ -405,3 +405,16 @@ def test_auto_slope_parametrization_follows_cluster_size() -> None:
     assert not centered_slopes("auto", np.full(3, 500), moderated=True)
     with pytest.raises(ValueError, match="regressed on between-level"):
         centered_slopes("centered", np.full(3, 500), moderated=True)
+
+
+def test_slope_correlation_label_reads_its_draws(model3_fit) -> None:
+    """``rCor`` labels the slopes' correlation: draws, trace and rank plots take it by label."""
+    L = model3_fit.posterior["slope_corr_chol"].values
+    R = L @ np.swapaxes(L, -1, -2)
+    np.testing.assert_allclose(model3_fit.draws("rCor"), R[..., 1, 0], rtol=1e-12)
+    from pymsem.results.plots import diagnostic_tree
+
+    tree = diagnostic_tree(model3_fit, ["rCor", "a_w"])
+    assert set(tree["posterior"].data_vars) == {"rCor", "a_w"}
+    with pytest.raises(KeyError, match="rCor"):
+        model3_fit.draws("rCorr")

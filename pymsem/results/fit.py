@@ -101,9 +101,22 @@ class MSEMFit:
             for i, el in enumerate(g.elements):
                 if name == f"{g.name}[{el}]":
                     return self.parameter_draws()[g.name][..., i]
+        rs = st.random_slopes
+        names = [r.name for r in rs]
+        cor_labels = {lab: (i, names.index(b)) for i, r in enumerate(rs) for b, lab in r.cor_labels.items()}
+        if name in cor_labels:  # a random-slope correlation's label (e.g. rCor)
+            from pymsem.compile.slopes import slope_covariance
+
+            i, j = cor_labels[name]
+            T = slope_covariance(st, self.posterior)
+            return T[..., i, j] / np.sqrt(T[..., i, i] * T[..., j, j])
         from pymsem.specification.errors import closest
 
-        known = list(st.labels) + [f"{g.name}[{el}]" for g in st.groups.values() for el in g.elements]
+        known = (
+            list(st.labels)
+            + list(cor_labels)
+            + [f"{g.name}[{el}]" for g in st.groups.values() for el in g.elements]
+        )
         raise KeyError(f"No parameter {name!r}." + closest(name, known))
 
     def quantities(self) -> list[QuantityDraws]:
