@@ -39,7 +39,10 @@ Supported
   ``CLUSTERID``, ``MISSING``, ``SEED``, ``BURN``, ``ITERATIONS`` (``ITER``), ``CHAINS``
   (``CHAIN``, ``4 processors 4``), ``NIMPS``, ``THIN``, ``FIXED``, ``LATENT``, ``CENTER``,
   ``MODEL``, ``PARAMETERS``, ``OPTIONS``, ``OUTPUT``, ``SAVE``; the settings are returned in
-  :attr:`BlimpModel.settings`. ``ORDINAL``, ``NOMINAL`` and ``COUNT`` are accepted when empty.
+  :attr:`BlimpModel.settings`. ``NOMINAL`` and ``COUNT`` are accepted when empty.
+- ``ORDINAL: x1:x4 y;`` (rblimp's ``ordinal=``): ordinal columns, in :attr:`BlimpModel.ordinal`,
+  for :class:`~pymsem.specification.model.MSEM`'s ``ordinal=`` (probit thresholds on a latent
+  response, Blimp's model for ordinal variables; binary is the two-category case).
 - Variable ranges with a common prefix and suffix and a numeric part: ``ACH1:ACH4``,
   ``x1_i:x3_i``, ``y01:y12``.
 - Block labels in ``MODEL`` (``within_l1:``, ``level2.models:``): names only.
@@ -74,7 +77,7 @@ Supported
 
 Not supported yet (refused with a message naming the construct)
 -----------------------------------------------------------------
-- ``ORDINAL`` / ``NOMINAL`` / ``COUNT`` variables, ``TRANSFORM``, ``BYGROUP``, ``RANDOMEFFECT``,
+- ``NOMINAL`` / ``COUNT`` variables, ``TRANSFORM``, ``BYGROUP``, ``RANDOMEFFECT``,
   ``SIMPLE``, ``TEST`` / ``WALDTEST``, ``FCS``, ``TIMEID``, ``WEIGHT``, ``DROPOUT``, ``FILTER``;
   three-level models (two cluster ids).
 - Interactions ``x*z``, powers ``x^2``, functions in equations (``poly(x, 2)``, ``log(x)``), and
@@ -112,7 +115,7 @@ __all__ = ["BlimpModel", "parse_blimp", "parse_blimp_file"]
 
 @dataclass
 class BlimpModel:
-    """What a Blimp script says: the parameter table, the cluster id and the settings.
+    """What a Blimp script says: the parameter table, the cluster id, the settings, the ordinal columns.
 
     Attributes
     ----------
@@ -126,11 +129,15 @@ class BlimpModel:
         ``iterations``, ``chains``, ``processors``, ``nimps``, ``thin``, ``options``,
         ``output``, ``save``, ``fixed``, ``center`` (``{"groupmean": [...], "grandmean": [...]}``),
         each present only when given.
+    ordinal
+        The columns declared ordinal (``ORDINAL``, rblimp's ``ordinal=``), each once, in the
+        order given; for :class:`~pymsem.specification.model.MSEM`'s ``ordinal=``.
     """
 
     table: ParameterTable
     cluster: str | None
     settings: dict[str, object] = field(default_factory=dict)
+    ordinal: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------- tokens
@@ -469,6 +476,7 @@ class _Parser:
         self.model: list[_Stmt] = []
         self.parameters: list[list[_Tok]] = []
         self.center: list[list[_Tok]] = []
+        self.ordinal: list[str] = []
         self._vars: dict[str, str] = {}  # lower-case -> spelling, for Blimp's case-insensitivity
         self._labels: dict[str, str] = {}
         if self.columns is not None:
@@ -551,6 +559,18 @@ class _Parser:
                 raise _err(term.tok, "expected variable names.")
             out.extend(term.names)
         return out
+
+    def add_ordinal(self, tokens: list[_Tok]) -> None:
+        """``ORDINAL: names`` (ranges allowed): observed columns, checked once the latents are known."""
+        for t in self.add_names(tokens):
+            name = self.var(t.text)
+            if name in self.within or name in self.between:
+                raise _err(
+                    t,
+                    f"{name!r} is a latent variable; ORDINAL lists observed columns (ordinal indicators "
+                    f"or outcomes), whose latent responses pymsem adds itself.",
+                )
+            self.ordinal.append(self.column(t).name)
 
     # ------------------------------------------------------------------ roles
     def roles(self) -> None:
@@ -1152,6 +1172,7 @@ def parse_blimp(
     parameters: str | None = None,
     clusterid: str | None = None,
     fixed: str | None = None,
+    ordinal: str | Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
     level2: Sequence[str] = (),
 ) -> BlimpModel:
@@ -1165,6 +1186,9 @@ def parse_blimp(
         mapping ``{block name: statements}`` is read as rblimp reads them.
     latent, center, parameters, clusterid, fixed
         rblimp's arguments of those names, in Blimp's syntax.
+    ordinal
+        rblimp's ``ordinal``: the ordinal columns, in Blimp's syntax (``"x1:x4 y"``) or as a list
+        of such strings (``["x1", "y"]``); returned in :attr:`BlimpModel.ordinal`.
     columns
         The data's columns, when known: names that are neither columns nor latents, aliases or
         random slopes are then errors with the closest known name. Without them such names are
@@ -1206,9 +1230,16 @@ def parse_blimp(
     if fixed is not None:
         toks = _Source(fixed, "fixed").tokens()
         p.settings["fixed"] = [p.column(t).name for t in p.add_names(toks)] if toks else []
+    _add_ordinal_argument(p, ordinal)
     if parameters is not None:
         p.parameters = _split(_Source(parameters, "parameters").tokens())
     return _finish(p)
+
+
+def _add_ordinal_argument(p: _Parser, ordinal: str | Sequence[str] | None) -> None:
+    if ordinal is not None:
+        text = ordinal if isinstance(ordinal, str) else " ".join(str(n) for n in ordinal)
+        p.add_ordinal(_Source(text, "ordinal").tokens())
 
 
 def _center(p: _Parser, tokens: list[_Tok]) -> None:
@@ -1240,7 +1271,9 @@ def _finish(p: _Parser) -> BlimpModel:
     p.derived()
     if "fixed" in p.settings:
         p.settings["fixed"] = [p.var(n) for n in p.settings["fixed"]]  # type: ignore[union-attr]
-    return BlimpModel(table, p.cluster, p.settings)
+    # Re-spelled like fixed: without the data's columns, a name's spelling is its first use.
+    ordinal = tuple(dict.fromkeys(p.var(n) for n in p.ordinal))
+    return BlimpModel(table, p.cluster, p.settings, ordinal)
 
 
 # ---------------------------------------------------------------------------------- whole files
@@ -1273,11 +1306,14 @@ _ACCEPTED = {
     "options",
     "output",
     "save",
+    "ordinal",
 }
 _REFUSED = {
-    "ordinal": "ordinal variables (ORDINAL) are not supported yet",
-    "nominal": "nominal variables (NOMINAL) are not supported yet",
-    "count": "count variables (COUNT) are not supported yet",
+    "nominal": (
+        "nominal variables (NOMINAL) are not supported yet; dummy-code them, or list them in ORDINAL "
+        "if their categories are ordered"
+    ),
+    "count": "count variables (COUNT) are not supported yet; model them as continuous or recode them",
     "transform": "TRANSFORM is not supported; transform the data before fitting",
     "bygroup": "BYGROUP (separate analyses by group) is not supported yet",
     "randomeffect": "RANDOMEFFECT is not supported yet; name random slopes in LATENT (y ~ x@RS)",
@@ -1298,7 +1334,11 @@ def _strip_comments(text: str) -> str:
 
 
 def parse_blimp_file(
-    text: str, columns: Sequence[str] | None = None, *, level2: Sequence[str] = ()
+    text: str,
+    columns: Sequence[str] | None = None,
+    *,
+    level2: Sequence[str] = (),
+    ordinal: str | Sequence[str] | None = None,
 ) -> BlimpModel:
     """Read a whole Blimp input file (``DATA:``, ``VARIABLES:``, ``MODEL:`` ...).
 
@@ -1311,18 +1351,20 @@ def parse_blimp_file(
         columns that names are checked against.
     level2
         Columns constant within clusters, as in :func:`parse_blimp`.
+    ordinal
+        Ordinal columns besides those of ``ORDINAL``, as in :func:`parse_blimp`.
 
     Returns
     -------
     BlimpModel
         With ``settings`` from ``DATA``, ``VARIABLES``, ``MISSING``, ``SEED``, ``BURN``,
         ``ITERATIONS``, ``CHAINS``, ``NIMPS``, ``THIN``, ``OPTIONS``, ``OUTPUT``, ``SAVE``,
-        ``FIXED`` and ``CENTER``.
+        ``FIXED`` and ``CENTER``, and the ``ORDINAL`` columns in ``ordinal``.
 
     Raises
     ------
     MSEMSyntaxError
-        For anything that cannot be read or is not supported (``ORDINAL``, ``FCS``, ``SIMPLE``,
+        For anything that cannot be read or is not supported (``NOMINAL``, ``FCS``, ``SIMPLE``,
         ...), naming the line and column of the file.
     """
     src = _Source(_strip_comments(text), "")
@@ -1409,6 +1451,9 @@ def parse_blimp_file(
         _center(p, toks("center"))
     if "fixed" in bodies:
         settings["fixed"] = [p.column(t).name for t in p.add_names(toks("fixed"))]
+    if "ordinal" in bodies:
+        p.add_ordinal(toks("ordinal"))
+    _add_ordinal_argument(p, ordinal)
     if "parameters" in bodies:
         p.parameters = _split(toks("parameters"))
     return _finish(p)

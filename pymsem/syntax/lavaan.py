@@ -28,12 +28,18 @@ Supported
   ``RSa``; ``RSa | INT ~ a_w*REL`` labels the slope's mean ``a_w``. One predictor per line. The
   slope's mean, moderators and covariances are ordinary level-2 statements: ``RSa ~ a_w*1``,
   ``RSa ~ m*SES``, ``RSa ~~ rCor*RSb``.
+- Ordinal variables as lavaan declares them, outside the model text: ``ordered=["u1", "u2"]``
+  (``MSEM.from_lavaan(text, data, cluster, ordered=[...])``), which :func:`lavaan_arguments`
+  turns into :class:`~pymsem.specification.model.MSEM`'s ``ordinal=``. Their thresholds are
+  estimated without being written.
 
 Not supported yet (refused with a message naming the construct)
 ---------------------------------------------------------------
 - ``group:`` blocks (multiple groups) and any block other than ``level:``.
 - The operators ``<~`` (formative indicators), ``~*~`` (scaling factors), ``==``, ``<``, ``>``
-  (constraints; equal labels make parameters equal) and ``|`` as thresholds (``u | t1 + t2``).
+  (constraints; equal labels make parameters equal) and ``|`` as thresholds (``u | t1 + t2``;
+  declare the variable in ``ordered=`` instead, and its thresholds are estimated).
+- ``ordered=True`` (lavaan: every observed variable is ordinal): name the columns.
 - The modifiers ``start(...)``, ``c(...)`` (one value per group), ``equal("...")``,
   ``lower(...)`` / ``upper(...)``, ``prior(...)`` (blavaan), ``efa("...")`` and lavaan's
   ``0.5?x`` start values; more than one modifier chained on one term (``NA*a*x``; repeat the
@@ -49,13 +55,15 @@ read by :func:`parse_lavaan` from text in that order) comes back row for row.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
+from typing import Any
 
 from pymsem.specification.errors import MSEMSpecificationError, MSEMSyntaxError
 from pymsem.specification.partable import ParameterTable, Statement
 
-__all__ = ["parse_lavaan", "to_lavaan"]
+__all__ = ["lavaan_arguments", "parse_lavaan", "to_lavaan"]
 
 # Longest first: "~*~" must not be read as "~" followed by "*~".
 _MULTI_OPS = ("~*~", "=~", "~~", ":=", "<~", "==", "<=", ">=")
@@ -450,7 +458,8 @@ class _Parser:
         if not outcomes or not c.peek().is_op("~"):
             c.i = j
             raise c.error(
-                "thresholds ('y | t1 + t2', for ordinal variables) are not supported yet; '|' is "
+                "thresholds ('y | t1 + t2', for ordinal variables) are not supported yet: declare "
+                "ordinal variables with ordered=[...] and their thresholds are estimated; '|' is "
                 "read only in pymsem's random-slope form 'RSa | y ~ x' in the level: 1 block",
                 bar,
             )
@@ -660,6 +669,62 @@ def parse_lavaan(text: str) -> ParameterTable:
     for statement in _statements(_tokenize(text)):
         parser.statement(statement)
     return ParameterTable(parser.rows)
+
+
+def lavaan_arguments(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~pymsem.specification.model.MSEM`'s keyword arguments from lavaan-style ones.
+
+    lavaan declares ordinal variables with ``ordered=``; pymsem's name is ``ordinal=``. Other
+    arguments pass through unchanged.
+
+    Parameters
+    ----------
+    kwargs
+        Keyword arguments given to ``MSEM.from_lavaan``: ``ordered`` (a column name or a list of
+        them) and any of :class:`~pymsem.specification.model.MSEM`'s.
+
+    Returns
+    -------
+    dict
+        A copy of ``kwargs`` with ``ordered`` merged into ``ordinal`` (names in order, each once).
+
+    Raises
+    ------
+    MSEMSpecificationError
+        For ``ordered=True`` (lavaan's "every observed variable"), or ``ordered`` that is not a
+        name or a list of names.
+
+    Examples
+    --------
+    >>> lavaan_arguments({"ordered": ["u1", "u2"], "level2": ["w"]})
+    {'level2': ['w'], 'ordinal': ('u1', 'u2')}
+    """
+    out = dict(kwargs)
+    if "ordered" not in out:
+        return out
+    ordered = out.pop("ordered")
+    if ordered is None or ordered is False:
+        return out
+    if ordered is True:
+        raise MSEMSpecificationError(
+            "ordered=True (lavaan's 'every observed variable is ordinal') is not supported: name the "
+            "ordinal columns, ordered=['u1', 'u2', ...]."
+        )
+    if isinstance(ordered, str):
+        ordered = [ordered]
+    try:
+        names = list(ordered)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise MSEMSpecificationError(
+            f"ordered= takes the names of the ordinal columns, a list of strings such as "
+            f"['u1', 'u2'], not {ordered!r}."
+        )
+    earlier = out.pop("ordinal", ())
+    earlier = [earlier] if isinstance(earlier, str) else list(earlier)
+    out["ordinal"] = tuple(dict.fromkeys([*earlier, *names]))
+    return out
 
 
 # ---------------------------------------------------------------------------------------- writer
