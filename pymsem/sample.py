@@ -77,6 +77,21 @@ def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> 
     return out
 
 
+def _drop_untraced(compiled: CompiledModel, idata: Any) -> Any:
+    """The trace without the per-cell latent responses of ordinal data.
+
+    nutpie keeps every free variable's draws (its ``var_names`` selects among the others
+    only), and results never read these: one value per ordinal cell and draw. Dropping them
+    keeps the fit object, and what users save of it, small.
+    """
+    skip = [v for v in getattr(compiled.formulation, "untraced", ()) if v in idata.posterior]
+    if skip:
+        post = idata.posterior.to_dataset()
+        dims = {d for v in skip for d in post[v].dims} - {"chain", "draw"}
+        idata["posterior"] = post.drop_dims(sorted(dims))
+    return idata
+
+
 def _value_shape(model: Any, rv: Any) -> tuple[int, ...]:
     """The shape of a variable, from its dimensions' coordinates.
 
@@ -139,7 +154,10 @@ def sample_compiled(
             if not reused:
                 with ieee_numba():
                     cache[key] = nutpie.compile_pymc_model(
-                        model, backend=backend, initial_points=init, jitter_rvs=set()
+                        model,
+                        backend=backend,
+                        initial_points=init,
+                        jitter_rvs=set(),
                     )
                 if backend == "numba":
                     reuse.remember(model, init, cache[key])
@@ -166,6 +184,7 @@ def sample_compiled(
                 save_warmup=save_warmup,
             )
         t2 = time.perf_counter()
+        idata = _drop_untraced(compiled, idata)
         return SamplingRun(idata, sampler, draws, tune, chains, seed, t1 - t0, t2 - t1, reused)
     else:
         import importlib.util
@@ -209,7 +228,7 @@ def sample_compiled(
                 **extra,
             )
         t2 = time.perf_counter()
-    return SamplingRun(idata, sampler, draws, tune, chains, seed, t1 - t0, t2 - t1)
+    return SamplingRun(_drop_untraced(compiled, idata), sampler, draws, tune, chains, seed, t1 - t0, t2 - t1)
 
 
 @contextmanager

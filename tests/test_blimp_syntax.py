@@ -729,7 +729,6 @@ def test_nominal_and_count_are_still_refused_with_what_to_do():
         parse_blimp_file("COUNT: y;\nMODEL: y ~ x;")
 
 
-@pytest.mark.xfail(strict=False, reason="MSEM.from_blimp passes BlimpModel.ordinal on once model.py does")
 def test_from_blimp_declares_the_ordinal_columns():
     text = "CLUSTERID: schid;\nORDINAL: u1:u2;\nMODEL: u1 ~ u2 x;"
     assert ms.MSEM.from_blimp(None, file=text).declared_ordinal == ("u1", "u2")

@@ -379,7 +379,6 @@ def test_ordered_takes_names_only(ordered: object, words: str) -> None:
     assert words in str(info.value) and "ordered=" in str(info.value)
 
 
-@pytest.mark.xfail(strict=False, reason="MSEM.from_lavaan maps ordered= once model.py calls lavaan_arguments")
 def test_from_lavaan_takes_ordered() -> None:
     text = "level: 1\n  u1 ~ u2\nlevel: 2\n  u1 ~ u2\n"
     model = ms.MSEM.from_lavaan(text, None, cluster="g", ordered=["u1", "u2"])

@@ -366,6 +366,8 @@ class AugmentedLikelihood:
 
     name: ClassVar[str] = "augmented"
     slopes: SlopeSettings = SlopeSettings()
+    #: Free variables left out of the stored trace (ordinal cells' latent responses).
+    untraced: tuple[str, ...] | list[str] = ()
 
     def supports(self, structure: ModelStructure) -> str | None:
         """``None`` if the model can be augmented, else why not."""
@@ -412,6 +414,11 @@ class AugmentedLikelihood:
         Z2 = data.level2_values(structure.level2)
         Y = _fill_missing(model, "y_missing", Y, data.cluster_index)
         Z2 = _fill_missing(model, "level2_missing", Z2, np.zeros(G, dtype=np.int64))
+        if structure.ordinal:
+            from pymsem.compile.ordinal import latent_response_data, thresholds
+
+            tau = thresholds(structure, data)
+            Y, self.untraced = latent_response_data(structure, data, pt.as_tensor_variable(Y), tau)
         nu = between.nu if between.nu is not None else pt.zeros(be.n_obs)
         terms = []
 

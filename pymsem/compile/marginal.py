@@ -489,9 +489,14 @@ class MarginalLikelihood:
     name: ClassVar[str] = "marginal"
     slopes: SlopeSettings = SlopeSettings()
 
+    #: Free variables left out of the stored trace (ordinal cells' latent responses).
+    untraced: tuple[str, ...] | list[str] = ()
+
     def supports(self, structure: ModelStructure) -> str | None:
         if not structure.level1:
             return "it needs at least one level-1 (within-varying) variable"
+        if structure.ordinal and structure.random_slopes:
+            return "ordinal variables with random slopes are fitted with formulation='augmented'"
         return None
 
     def add(
@@ -504,6 +509,9 @@ class MarginalLikelihood:
     ) -> None:
         import pymc as pm
 
+        if structure.ordinal:
+            self._add_ordinal(structure, data, within, between)
+            return
         if data.has_missing:
             self._add_missing(structure, data, within, between, params)
             return
@@ -530,6 +538,28 @@ class MarginalLikelihood:
         # same value as marginal_logp's graph, which is compiled node by node.
         stats = sufficient_statistics(structure, data)
         pm.Potential("loglik", complete_kernel_logp(structure, stats, params))
+
+    def _add_ordinal(
+        self, structure: ModelStructure, data: ClusteredData, within: LevelMatrices, between: LevelMatrices
+    ) -> None:
+        """Ordinal columns: latent responses sampled per cell, both levels still integrated out.
+
+        The sufficient statistics then depend on sampled values, so they are computed in the graph
+        (:func:`pymsem.compile.ordinal.complete_data_logp`); missing cells are sampled as well.
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        from pymsem.compile.augmented import _fill_missing
+        from pymsem.compile.ordinal import complete_data_logp, latent_response_data, thresholds
+
+        model = pm.modelcontext(None)
+        Y = _fill_missing(model, "y_missing", data.frame[structure.level1].to_numpy(float), data.cluster_index)
+        Z2 = data.level2_values(structure.level2)
+        Z2 = _fill_missing(model, "level2_missing", Z2, np.zeros(data.n_clusters, dtype=np.int64))
+        tau = thresholds(structure, data)
+        Y, self.untraced = latent_response_data(structure, data, pt.as_tensor_variable(Y), tau)
+        pm.Potential("loglik", complete_data_logp(data, Y, pt.as_tensor_variable(Z2), within, between))
 
     def _add_missing(
         self,

@@ -24,7 +24,7 @@ import numpy as np
 
 from pymsem.specification.errors import MSEMSpecificationError, closest
 from pymsem.specification.objects import Latent, Level
-from pymsem.specification.partable import ParameterTable, level_number
+from pymsem.specification.partable import ParameterTable, Statement, level_number
 
 __all__ = ["KINDS", "LevelStructure", "ModelStructure", "ParamGroup", "ParamRef", "lower"]
 
@@ -194,6 +194,8 @@ class ModelStructure:
     level2: list[str]  # observed level-2 columns (after level1 in between order)
     factors: dict[str, Latent]
     random_slopes: list[RandomSlopeInfo] = field(default_factory=list)
+    #: Ordinal level-1 columns and their number of categories (:mod:`pymsem.compile.ordinal`).
+    ordinal: dict[str, int] = field(default_factory=dict)
 
     def level(self, level: Level) -> LevelStructure:
         return self.within if level is Level.WITHIN else self.between
@@ -305,11 +307,29 @@ def _check_rows(table: ParameterTable) -> None:
                 )
 
 
+def _fix_ordinal_variances(variances: dict[str, Statement], ordinal: dict[str, int]) -> None:
+    """Fix the within (residual) variance of each ordinal variable's latent response at 1.
+
+    The probit scale: the latent response's within residual has unit variance, as in Mplus's
+    and Blimp's ordinal models, so thresholds and loadings are in those units.
+    """
+    for v in ordinal:
+        r = variances.get(v)
+        if r is not None and not (r.fixed == 1.0 and r.label is None):
+            raise MSEMSpecificationError(
+                f"{r.text()} (within{', ' + r.origin if r.origin else ''}): {v!r} is ordinal, and the "
+                f"within residual variance of its latent response is fixed at 1 (probit scale); drop "
+                f"this statement."
+            )
+        variances[v] = Statement(1, v, "~~", v, fixed=1.0, origin="ordinal variable")
+
+
 def lower(
     table: ParameterTable,
     level1: list[str],
     level2: list[str],
     auto_exogenous_covariances: bool = True,
+    ordinal: dict[str, int] | None = None,
 ) -> ModelStructure:
     """Lower a parameter table to a :class:`ModelStructure`, adding the defaults.
 
@@ -323,6 +343,12 @@ def lower(
     auto_exogenous_covariances
         Free the covariances among exogenous latent variables of a level
         (lavaan's default); otherwise only the covariances the user names.
+    ordinal
+        Level-1 columns that are ordinal, with their number of categories. Each is the
+        observed category of a continuous latent response (probit): its within residual
+        variance (or, in a regression, its within disturbance variance) is fixed at 1 and
+        its grand mean at 0, since the thresholds carry its location
+        (:mod:`pymsem.compile.ordinal`).
 
     Notes
     -----
@@ -338,6 +364,13 @@ def lower(
     paths = table.paths()
     covariances = table.covariances()
     _check_rows(table)
+    for r in table.select("~1", 2):
+        if r.lhs in (ordinal or {}):
+            raise MSEMSpecificationError(
+                f"{r.text()}{' (' + r.origin + ')' if r.origin else ''}: {r.lhs!r} is ordinal; its "
+                f"location is carried by its thresholds (the latent response's grand mean is 0), so "
+                f"it has no intercept to set; drop this statement."
+            )
     slope_rows = table.random_slopes()
     intercept_labels = {r.lhs: r.label for r in table.select("~1", 2) if r.lhs not in slope_rows and r.label}
     factors = {f.name: f for f in latents}
@@ -480,6 +513,8 @@ def lower(
 
         num = level_number(level)
         variances = {r.lhs: r for r in table.select("~~", num) if r.lhs == r.rhs}
+        if num == 1:
+            _fix_ordinal_variances(variances, ordinal or {})
         for f in level_factors:
             rows = [r for r in table.select("=~", num) if r.lhs == f.name]
             fixed = {r.rhs: float(r.fixed) for r in rows if r.fixed is not None}
@@ -587,7 +622,8 @@ def lower(
                 rsd_free.append((i, free("resid_sd", level, v, lab)))
         if level is Level.BETWEEN:
             for i, v in enumerate(observed):
-                icpt.append((i, free("intercept", level, v, intercept_labels.get(v))))
+                if v not in (ordinal or {}):  # an ordinal variable's location is its thresholds
+                    icpt.append((i, free("intercept", level, v, intercept_labels.get(v))))
 
         levels[level] = LevelStructure(
             level=level,
@@ -652,6 +688,7 @@ def lower(
         level2=list(level2),
         factors=factors,
         random_slopes=random_slopes,
+        ordinal=dict(ordinal or {}),
     )
     for ref in structure.refs():
         if ref.label is not None:

@@ -44,7 +44,10 @@ def _sd(M: np.ndarray) -> np.ndarray:
 
 
 def parameter_quantities(
-    structure: ModelStructure, vals: dict[str, np.ndarray], slope_cov: np.ndarray | None = None
+    structure: ModelStructure,
+    vals: dict[str, np.ndarray],
+    slope_cov: np.ndarray | None = None,
+    thresholds: dict[str, np.ndarray] | None = None,
 ) -> list[QuantityDraws]:
     """Every free parameter (variances as variances) and each level-1 variable's ICC, per draw.
 
@@ -57,6 +60,9 @@ def parameter_quantities(
     slope_cov
         The random slopes' residual covariance per draw, where slopes predict between-level
         outcomes (their variances then include the slopes' part).
+    thresholds
+        Each ordinal column's thresholds, ``(chain, draw, K - 1)``: reported on the latent
+        response's scale (within residual SD 1) and, as ``std``, in units of its total SD.
     """
     from pymsem.compile.random_effects import implied_level_matrices
 
@@ -145,4 +151,13 @@ def parameter_quantities(
         out.append(
             QuantityDraws("between", "Intraclass correlations", "", f"ICC {name}", sb / (sb + sw), None)
         )
+    for name, tau in (thresholds or {}).items():
+        j = structure.level1.index(name)
+        total_sd = np.sqrt(W.Sigma[..., j, j] + B.Sigma[..., j, j])
+        for k in range(tau.shape[-1]):
+            out.append(
+                QuantityDraws(
+                    "between", "Thresholds", "", f"{name} | t{k + 1}", tau[..., k], tau[..., k] / total_sd
+                )
+            )
     return out

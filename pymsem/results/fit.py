@@ -30,6 +30,7 @@ PAPER_BLOCKS = (
     "Random slopes",
     "Derived",
     "Intraclass correlations",
+    "Thresholds",
 )
 
 
@@ -91,6 +92,13 @@ class MSEMFit:
             }
         return self.__dict__["_param_draws"]
 
+    def threshold_draws(self) -> dict[str, np.ndarray]:
+        """Each ordinal column's thresholds, shaped (chain, draw, categories - 1)."""
+        from pymsem.compile.ordinal import threshold_name
+
+        post = self.posterior
+        return {c: np.asarray(post[threshold_name(c)].values, dtype=float) for c in self.structure.ordinal}
+
     def draws(self, name: str) -> np.ndarray:
         """Draws (chain, draw) of one parameter, by label (``"a_w"``) or ``"group[element]"``."""
         st = self.structure
@@ -134,7 +142,7 @@ class MSEMFit:
                 from pymsem.compile.slopes import slope_covariance
 
                 slope_cov = slope_covariance(st, self.posterior)  # the slopes' part of between moments
-            qs = parameter_quantities(st, self.parameter_draws(), slope_cov)
+            qs = parameter_quantities(st, self.parameter_draws(), slope_cov, self.threshold_draws())
             qs += random_slope_quantities(self.structure, self.posterior)
             self._quantities = qs
         return list(self._quantities)
@@ -697,7 +705,16 @@ class MSEMFit:
             "Min bulk ESS": int(diag["min_ess_bulk"]),
             "Divergences": diag["divergences"],
             "Missing data": self.missing().line(),
+            **self._ordinal_line(),
         }
+
+    def _ordinal_line(self) -> dict[str, str]:
+        """The footer's line on ordinal variables (none when there are none)."""
+        ords = self.structure.ordinal
+        if not ords:
+            return {}
+        cols = ", ".join(f"{c} ({k})" for c, k in ords.items())
+        return {"Ordinal (categories)": f"{cols}; probit, latent responses with within residual variance 1"}
 
     def missing(self) -> Any:
         """The missing-data report of the data this model was fitted to (see ``MSEM.missing``)."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,9 @@ class ClusteredData:
     level2: frozenset[str]
     excluded_rows: tuple[int, ...] = ()
     source_rows: np.ndarray | None = None  # position in the user's data of every row of ``frame``
+    #: Ordinal columns (``frame`` holds their category codes 0..K-1), see
+    #: :mod:`pymsem.specification.ordinal`.
+    ordinal: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_obs(self) -> int:

@@ -7,6 +7,7 @@ PyMC object until :meth:`MSEM.build` or :meth:`MSEM.fit`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -53,6 +54,12 @@ class MSEM:
         error; with ``True`` they are left out instead, and the fit and its table
         report how many. (Missing values of the model's variables are never
         dropped: the likelihood models them, see :meth:`missing`.)
+    ordinal
+        Level-1 columns that are ordinal (Likert items; binary is the two-category case):
+        integer codes or pandas ordered Categoricals. Ordered Categoricals the model uses are
+        ordinal without being listed. Each is modeled through a continuous latent response
+        (probit) with a within and a between part and ordered thresholds; see
+        :mod:`pymsem.compile.ordinal`.
 
     Examples
     --------
@@ -70,6 +77,7 @@ class MSEM:
         cluster: str,
         level2: Sequence[str] = (),
         drop_missing_cluster: bool = False,
+        ordinal: Sequence[str] = (),
     ) -> None:
         if data is None:  # a specification only, e.g. for ms.simulate
             data = pd.DataFrame(columns=[cluster])
@@ -84,6 +92,9 @@ class MSEM:
         self.cluster = cluster
         self.declared_level2 = tuple(level2)
         self.drop_missing_cluster = bool(drop_missing_cluster)
+        if isinstance(ordinal, str):
+            ordinal = (ordinal,)
+        self.declared_ordinal = tuple(ordinal)
         self.table = ParameterTable()
         #: Sampling settings read from a Blimp input file (seed, burn, iterations, chains).
         self.settings: dict[str, Any] = {}
@@ -131,9 +142,9 @@ class MSEM:
         ... '''
         >>> model = ms.MSEM.from_lavaan(text, None, cluster="schid")
         """
-        from pymsem.syntax.lavaan import parse_lavaan
+        from pymsem.syntax.lavaan import lavaan_arguments, parse_lavaan
 
-        return cls.from_table(parse_lavaan(text), data, cluster, **kwargs)
+        return cls.from_table(parse_lavaan(text), data, cluster, **lavaan_arguments(kwargs))
 
     @classmethod
     def from_blimp(
@@ -159,8 +170,9 @@ class MSEM:
 
         columns = [str(c) for c in data.columns] if data is not None else None
         level2 = tuple(kwargs.get("level2", ()))
+        ordinal = kwargs.pop("ordinal", None)  # Blimp syntax ("u1:u4 y") or a list of names
         if file is not None:
-            parsed = parse_blimp_file(file, columns=columns, level2=level2)
+            parsed = parse_blimp_file(file, columns=columns, level2=level2, ordinal=ordinal)
         else:
             parsed = parse_blimp(
                 model,
@@ -171,6 +183,7 @@ class MSEM:
                 fixed=fixed,
                 columns=columns,
                 level2=level2,
+                ordinal=ordinal,
             )
         cluster = parsed.cluster or kwargs.pop("cluster", None)
         kwargs.pop("cluster", None)  # CLUSTERID in the file wins over a cluster= given as well
@@ -178,7 +191,7 @@ class MSEM:
             raise MSEMSpecificationError(
                 "The Blimp model names no cluster id: give clusterid= (or CLUSTERID: in the file)."
             )
-        out = cls.from_table(parsed.table, data, cluster, **kwargs)
+        out = cls.from_table(parsed.table, data, cluster, ordinal=parsed.ordinal, **kwargs)
         out.settings = dict(parsed.settings)
         return out
 
@@ -209,16 +222,22 @@ class MSEM:
         """The defined quantities (``:=``) of the parameter table."""
         return [Derived(n, e) for n, e in self.table.derived()]
 
-    def with_data(self, data: pd.DataFrame) -> MSEM:
+    def with_data(self, data: pd.DataFrame, ordinal: Sequence[str] | None = None) -> MSEM:
         """The same specification (rows, priors, settings) on other data, e.g. a simulated data set.
 
         The copy shares nothing mutable with ``self``: building on it leaves ``self`` unchanged.
-        Simulation studies refit one specification to many data sets this way.
+        Simulation studies refit one specification to many data sets this way. ``ordinal``
+        declares the copy's ordinal columns (default: those of ``self``), e.g. for data whose
+        items were cut into categories.
         """
         import copy
 
         model = type(self)(
-            data, self.cluster, level2=self.declared_level2, drop_missing_cluster=self.drop_missing_cluster
+            data,
+            self.cluster,
+            level2=self.declared_level2,
+            drop_missing_cluster=self.drop_missing_cluster,
+            ordinal=self.declared_ordinal if ordinal is None else ordinal,
         )
         model.table = ParameterTable(list(self.table))
         model.settings = dict(self.settings)
@@ -619,8 +638,11 @@ class MSEM:
                     raise MSEMDataError(
                         f"level2 column {c!r} is not in the data." + closest(c, list(self.data.columns))
                     )
+            from pymsem.specification.ordinal import encode_ordinal, ordinal_columns
+
+            ords = ordinal_columns(self.data, self.declared_ordinal, cols, self.cluster)
             cd = prepare_data(
-                self.data,
+                encode_ordinal(self.data, ords) if ords else self.data,
                 self.cluster,
                 list(dict.fromkeys(cols + list(self.declared_level2))),
                 drop_missing_cluster=self.drop_missing_cluster,
@@ -635,6 +657,8 @@ class MSEM:
                         f"cluster: fix the data, or drop it from level2= to treat it as a level-1 variable "
                         f"(split into a latent cluster mean and a within deviation)."
                     )
+            if ords:
+                cd = replace(cd, ordinal=ords)
             self._cache["data"] = cd
         return self._cache["data"]
 
@@ -664,7 +688,10 @@ class MSEM:
                                 f"(constant within clusters) and has no within part; use it at the "
                                 f"between level."
                             )
-            self._cache["structure"] = lower(self.table, level1, level2, self.auto_exogenous_covariances)
+            ordinal = {c: o.n_categories for c, o in cd.ordinal.items()}
+            self._cache["structure"] = lower(
+                self.table, level1, level2, self.auto_exogenous_covariances, ordinal
+            )
         return self._cache["structure"]
 
     # ------------------------------------------------------------- inspection

@@ -1,0 +1,196 @@
+"""Ordinal variables: thresholds, and the latent responses behind the observed categories.
+
+An ordinal column with categories ``0..K-1`` is the interval in which a continuous latent
+response falls (probit): category ``k`` is observed exactly when
+``tau_{k-1} < y* <= tau_k``, with ``tau_{-1} = -inf`` and ``tau_{K-1} = +inf``. The latent
+response is an ordinary level-1 variable of the model: a between part (its latent cluster
+mean, with a free between variance) and a within part whose residual variance is fixed at 1,
+the probit scale of Mplus's and Blimp's ordinal models (:func:`pymsem.compile.structure.lower`
+fixes it); its grand mean is 0 because the thresholds carry its location. Loadings, paths and
+between variances are therefore on the latent-response scale, within residual SD 1.
+
+Why the formulation is exact. The likelihood of the observed categories is the Gaussian
+density of the latent responses integrated over their intervals. Sampling each observed cell's
+latent response jointly with the parameters, under the model's Gaussian density (the collapsed
+one where the model has no random slopes) restricted to the cell's interval, leaves exactly that
+integral as the posterior of the parameters: data augmentation, as the Gibbs samplers of Blimp
+and Mplus do, but with NUTS. Each cell is a free real ``r`` mapped onto its interval,
+
+* interior categories: ``y* = tau_{k-1} + (tau_k - tau_{k-1}) sigmoid(r)``,
+* the lowest: ``y* = tau_0 - exp(r)``; the highest: ``y* = tau_{K-2} + exp(r)``,
+
+with the log-Jacobian of the map added to the density. The map moves with the thresholds, so
+a move of the thresholds carries the latent responses along inside their intervals rather
+than leaving them outside. Missing ordinal cells are unconstrained, like other missing cells.
+
+Thresholds get ``Normal(0, THRESHOLD_SD)`` priors on the ordered vector (PyMC's ordered
+transform) and start at the normal quantiles of the observed cumulative proportions, scaled
+to the latent response's expected SD.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pymsem.compile.linalg import chol_logdet, cholesky, solve_lower
+from pymsem.compile.matrices import LevelMatrices
+from pymsem.compile.structure import ModelStructure
+from pymsem.specification.data import ClusteredData
+
+__all__ = [
+    "THRESHOLD_SD",
+    "complete_data_logp",
+    "latent_response_data",
+    "threshold_name",
+    "thresholds",
+]
+
+#: Prior SD of every threshold (probit scale; the latent response's within residual SD is 1).
+THRESHOLD_SD = 5.0
+
+#: The free vector of the observed ordinal cells' latent responses (left out of the stored trace).
+LATENT_RESPONSE = "latent_response"
+
+_LOG2PI = float(np.log(2 * np.pi))
+
+
+def threshold_name(column: str) -> str:
+    """The PyMC variable holding a column's thresholds (``threshold[ACH1]``)."""
+    return f"threshold[{column}]"
+
+
+def _start_thresholds(codes: np.ndarray, K: int, icc: float) -> np.ndarray:
+    """Normal quantiles of the cumulative proportions, on the scale of an SD ``sqrt(1 / (1 - icc))``."""
+    from scipy.stats import norm
+
+    x = codes[~np.isnan(codes)].astype(int)
+    cum = np.cumsum(np.bincount(x, minlength=K))[:-1] / len(x)
+    tau = norm.ppf(np.clip(cum, 0.01, 0.99)) * np.sqrt(1.0 / (1.0 - icc))
+    # Strictly increasing, also where a middle category is rare.
+    return np.maximum.accumulate(tau + 1e-3 * np.arange(K - 1))
+
+
+def _icc(codes: np.ndarray, cluster_index: np.ndarray, G: int) -> float:
+    ok = ~np.isnan(codes)
+    x, g = codes[ok], cluster_index[ok]
+    n = np.bincount(g, minlength=G)
+    m = np.bincount(g, weights=x, minlength=G) / np.maximum(n, 1)
+    within = np.sum((x - m[g]) ** 2) / max(len(x) - np.count_nonzero(n), 1)
+    between = max(np.var(m[n > 0]) - within / max(np.mean(n[n > 0]), 1), 0.0)
+    return float(np.clip(between / (between + within), 0.0, 0.5)) if within > 0 else 0.0
+
+
+def thresholds(structure: ModelStructure, data: ClusteredData) -> dict[str, Any]:
+    """Create each ordinal column's ordered thresholds in the current PyMC model."""
+    import pymc as pm
+    from pymc.distributions.transforms import ordered
+
+    out = {}
+    for col, K in structure.ordinal.items():
+        codes = data.frame[col].to_numpy(float)
+        start = _start_thresholds(codes, K, _icc(codes, data.cluster_index, data.n_clusters))
+        out[col] = pm.Normal(
+            threshold_name(col), 0.0, THRESHOLD_SD, shape=K - 1, transform=ordered, initval=start
+        )
+    return out
+
+
+def _threshold_matrix(structure: ModelStructure, tau: dict[str, Any]) -> Any:
+    """The ordinal columns' thresholds as one ``(columns, K_max - 1)`` matrix, rows padded at the end."""
+    import pytensor.tensor as pt
+
+    width = max(structure.ordinal.values()) - 1
+    rows = []
+    for col, K in structure.ordinal.items():
+        t = tau[col]
+        rows.append(t if K - 1 == width else pt.concatenate([t, pt.repeat(t[-1:], width - (K - 1))]))
+    return pt.stack(rows)
+
+
+def _interval_values(r: Any, column: np.ndarray, code: np.ndarray, n_cat: np.ndarray, T: Any) -> tuple[Any, Any]:
+    """Latent responses in their categories' intervals from free reals ``r``, and the log-Jacobian.
+
+    One vectorized map for the cells of every ordinal column (one small graph, whatever the
+    number of columns): cell ``c`` is in column ``column[c]`` (a row of ``T``) with category
+    ``code[c]`` of ``n_cat[c]``.
+    """
+    import pytensor.tensor as pt
+
+    low, high = code == 0, code == n_cat - 1
+    mid = ~(low | high)
+    lo = T[column, np.maximum(code - 1, 0)]
+    hi = T[column, np.minimum(code, n_cat - 2)]
+    # The outer categories' width is unused; 1 keeps its log (and gradient) finite.
+    width = pt.where(mid, hi - lo, 1.0)
+    y = pt.where(low, hi - pt.exp(r), pt.where(high, lo + pt.exp(r), lo + width * pt.sigmoid(r)))
+    logj = pt.where(mid, pt.log(width) - pt.softplus(-r) - pt.softplus(r), r)
+    return y, pt.sum(logj)
+
+
+def latent_response_data(
+    structure: ModelStructure, data: ClusteredData, Y: Any, tau: dict[str, Any]
+) -> tuple[Any, list[str]]:
+    """``Y`` with every observed ordinal cell replaced by its (sampled) latent response.
+
+    ``Y`` is the ``(N, p1)`` level-1 data as a tensor whose missing cells are already
+    filled (``augmented._fill_missing``); its ordinal columns hold category codes. Adds the
+    free vector ``latent_response`` (one real per observed ordinal cell) and the Jacobian
+    ``Potential``; returns the new ``Y`` and the names of what results never read (dropped
+    from the stored trace: one value per cell and draw).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    rows, cols, column, code, n_cat = [], [], [], [], []
+    for i, (col, K) in enumerate(structure.ordinal.items()):
+        codes = data.frame[col].to_numpy(float)
+        r = np.flatnonzero(~np.isnan(codes))
+        rows.append(r)
+        cols.append(np.full(len(r), structure.level1.index(col)))
+        column.append(np.full(len(r), i))
+        code.append(codes[r].astype(np.int64))
+        n_cat.append(np.full(len(r), K))
+    rows_, cols_, column_, code_, n_cat_ = (np.concatenate(a) for a in (rows, cols, column, code, n_cat))
+    # Mid-interval (interior categories) or half a unit beyond the outer thresholds.
+    start = np.where((code_ == 0) | (code_ == n_cat_ - 1), np.log(0.5), 0.0)
+    r = pm.Flat(LATENT_RESPONSE, shape=len(code_), initval=start)
+    ystar, logj = _interval_values(r, column_, code_, n_cat_, _threshold_matrix(structure, tau))
+    pm.Potential("latent_response_jacobian", logj)
+    return pt.set_subtensor(Y[rows_, cols_], ystar), [LATENT_RESPONSE]
+
+
+def complete_data_logp(
+    data: ClusteredData, Y: Any, Z2: Any, within: LevelMatrices, between: LevelMatrices
+) -> Any:
+    """The collapsed two-level normal log-likelihood of complete data given as tensors.
+
+    The same value as :func:`pymsem.compile.marginal.marginal_logp`, whose sufficient statistics
+    are computed once from fixed data; here the data hold sampled latent responses (and filled
+    missing cells), so the cluster means and the within scatter are part of the graph. Each
+    cluster contributes its mean vector's density under ``Sigma_B + Sigma_W / n_g`` and its
+    ``n_g - 1`` within deviations' density under ``Sigma_W``.
+    """
+    import pytensor.tensor as pt
+
+    idx, sizes = data.cluster_index, data.sizes.astype(float)
+    N, G, p1 = data.n_obs, data.n_clusters, within.Sigma.type.shape[-1]
+    sums = pt.zeros((G, p1))
+    sums = pt.inc_subtensor(sums[idx], Y)
+    means = sums / sizes[:, None]
+    dev = Y - means[idx]
+    L_W = cholesky(within.Sigma)
+    ll = -0.5 * (N - G) * (p1 * _LOG2PI + chol_logdet(L_W))
+    ll = ll - 0.5 * pt.sum(pt.square(solve_lower(L_W, dev.T))) - 0.5 * p1 * float(np.log(sizes).sum())
+
+    z = means if Z2 is None else pt.concatenate([means, Z2], axis=1)
+    pb = between.Sigma.type.shape[-1]
+    nu = between.nu if between.nu is not None else pt.zeros(pb)
+    uniq, inv = np.unique(sizes, return_inverse=True)
+    pad = pt.zeros((pb, pb))
+    pad = pt.set_subtensor(pad[:p1, :p1], within.Sigma)
+    L = cholesky(between.Sigma[None, :, :] + pad[None, :, :] / uniq[:, None, None])  # (K, pb, pb)
+    white = solve_lower(L[inv], (z - nu[None, :])[:, :, None])  # (G, pb, 1)
+    ll = ll - 0.5 * (G * pb * _LOG2PI + pt.sum(chol_logdet(L)[inv]) + pt.sum(pt.square(white)))
+    return ll
