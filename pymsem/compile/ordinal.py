@@ -110,7 +110,7 @@ def _threshold_matrix(structure: ModelStructure, tau: dict[str, Any]) -> Any:
 
 
 def _interval_values(r: Any, column: np.ndarray, code: np.ndarray, n_cat: np.ndarray, T: Any) -> tuple[Any, Any]:
-    """Latent responses in their categories' intervals from free reals ``r``, and the log-Jacobian.
+    """Latent responses in their categories' intervals from free reals ``r``, and each one's log-Jacobian.
 
     One vectorized map for the cells of every ordinal column (one small graph, whatever the
     number of columns): cell ``c`` is in column ``column[c]`` (a row of ``T``) with category
@@ -126,7 +126,7 @@ def _interval_values(r: Any, column: np.ndarray, code: np.ndarray, n_cat: np.nda
     width = pt.where(mid, hi - lo, 1.0)
     y = pt.where(low, hi - pt.exp(r), pt.where(high, lo + pt.exp(r), lo + width * pt.sigmoid(r)))
     logj = pt.where(mid, pt.log(width) - pt.softplus(-r) - pt.softplus(r), r)
-    return y, pt.sum(logj)
+    return y, logj
 
 
 def latent_response_data(
@@ -157,7 +157,7 @@ def latent_response_data(
     start = np.where((code_ == 0) | (code_ == n_cat_ - 1), np.log(0.5), 0.0)
     r = pm.Flat(LATENT_RESPONSE, shape=len(code_), initval=start)
     ystar, logj = _interval_values(r, column_, code_, n_cat_, _threshold_matrix(structure, tau))
-    pm.Potential("latent_response_jacobian", logj)
+    pm.Potential("latent_response_jacobian", pt.sum(logj))
     return pt.set_subtensor(Y[rows_, cols_], ystar), [LATENT_RESPONSE]
 
 

@@ -1,0 +1,203 @@
+"""Ordinal variables: the latent-response map, the collapsed likelihood of sampled data, lowering,
+and recovery of loadings, paths and thresholds from 5-category and binary items."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from scipy.stats import multivariate_normal, norm
+
+import pymsem as ms
+from pymsem.compile.ordinal import _interval_values, complete_data_logp
+from pymsem.specification.errors import MSEMSpecificationError
+from pymsem.study.truths import TUTORIAL_TRUTH, tutorial_spec
+
+ITEMS = [f"{f}{i}" for f in ("ACH", "INT", "REL") for i in range(1, 5)]
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_interval_map_integrates_to_the_category_probability(k: int) -> None:
+    """The density of a normal latent response, carried onto the real line by the map and its
+    Jacobian, integrates to the probability of the category: what sampling the cell leaves."""
+    tau = np.array([-1.0, 0.3, 1.2])
+    mu, sd = 0.4, 1.3
+    r = pt.dvector("r")
+    n = 40001
+    y, logj = _interval_values(
+        r, np.zeros(n, dtype=int), np.full(n, k), np.full(n, 4), pt.as_tensor_variable(tau[None, :])
+    )
+    dens = pt.exp(-0.5 * pt.square((y - mu) / sd) - np.log(sd * np.sqrt(2 * np.pi)) + logj)
+    grid = np.linspace(-40, 40, n)
+    values = pytensor.function([r], [dens, y])(grid)
+    integral = np.trapezoid(values[0], grid)
+    edges = np.concatenate([[-np.inf], tau, [np.inf]])
+    exact = norm.cdf((edges[k + 1] - mu) / sd) - norm.cdf((edges[k] - mu) / sd)
+    assert integral == pytest.approx(exact, rel=1e-4)
+    # Every value lies in its category's interval.
+    assert np.all(values[1] >= edges[k] - 1e-12) and np.all(values[1] <= edges[k + 1] + 1e-12)
+
+
+def test_complete_data_logp_equals_the_dense_normal() -> None:
+    """The in-graph collapsed likelihood (statistics from sampled data) against the dense
+    normal of each cluster's stacked rows and level-2 value, on unbalanced clusters."""
+    rng = np.random.default_rng(3)
+    sizes = [1, 2, 3, 5, 2]
+    df = pd.DataFrame({"g": np.repeat(np.arange(5), sizes)})
+    df["y1"], df["y2"] = rng.normal(size=(2, len(df)))
+    df["w"] = np.repeat(rng.normal(size=5), sizes)
+    data = ms.MSEM(df, cluster="g").path("y1", on="y2", level="within").path("y1", on="w", level="between")
+    data = data.clustered_data()
+    A = rng.normal(size=(2, 2))
+    SW = A @ A.T + 0.5 * np.eye(2)
+    B = rng.normal(size=(3, 3))
+    SB = B @ B.T + 0.3 * np.eye(3)
+    nu = rng.normal(size=3)
+    Y = data.frame[["y1", "y2"]].to_numpy()
+    Z2 = data.level2_values(["w"])
+    within = SimpleNamespace(Sigma=pt.as_tensor_variable(SW))
+    between = SimpleNamespace(Sigma=pt.as_tensor_variable(SB), nu=pt.as_tensor_variable(nu))
+    got = complete_data_logp(data, pt.as_tensor_variable(Y), pt.as_tensor_variable(Z2), within, between).eval()
+    ref = 0.0
+    for g in range(data.n_clusters):
+        rows = Y[data.cluster_index == g]
+        n = len(rows)
+        cov = np.kron(np.eye(n), SW) + np.kron(np.ones((n, n)), SB[:2, :2])
+        cross = np.kron(np.ones((n, 1)), SB[:2, 2:])
+        full = np.block([[cov, cross], [cross.T, SB[2:, 2:]]])
+        x = np.concatenate([rows.ravel(), Z2[g]])
+        ref += multivariate_normal(np.concatenate([np.tile(nu[:2], n), nu[2:]]), full).logpdf(x)
+    assert got == pytest.approx(ref, rel=1e-10)
+
+
+def _ordinal_frame(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(12), 5)
+    df = pd.DataFrame({"g": g, "x": rng.normal(size=60)})
+    for c in ("u1", "u2", "u3", "u4"):
+        df[c] = rng.integers(0, 4, 60)
+    return df
+
+
+def test_lowering_fixes_the_probit_scale() -> None:
+    m = ms.MSEM(_ordinal_frame(), cluster="g", ordinal=["u1", "u2", "u3", "u4"])
+    m.latent("F", ["u1", "u2", "u3"], levels=("within", "between"))
+    m.path("u4", on="x", level="within")
+    st = m.structure()
+    assert st.ordinal == {"u1": 4, "u2": 4, "u3": 4, "u4": 4}
+    wi, be = st.within, st.between
+    for v in ("u1", "u2", "u3"):  # indicators: residual SD 1, not free
+        i = wi.observed.index(v)
+        assert wi.resid_sd_fixed[i] == 1.0 and i not in wi.resid_sd_free[:, 0]
+    j = wi.latent.index("u4")  # an outcome: its disturbance SD is 1
+    assert wi.lv_sd_fixed[j] == 1.0 and j not in wi.lv_sd_free[:, 0]
+    # Grand means: only the continuous x has one; the thresholds locate the ordinal ones.
+    assert [be.observed[i] for i in be.intercept_free[:, 0]] == ["x"]
+    fit_rows = m.parameters()
+    assert not fit_rows.empty
+
+
+def test_a_free_or_fixed_scale_of_an_ordinal_variable_is_refused() -> None:
+    text = "level: 1\n F =~ u1 + u2 + u3\n u1 ~~ u1\nlevel: 2\n F =~ u1 + u2 + u3\n"
+    m = ms.MSEM.from_lavaan(text, _ordinal_frame(), cluster="g", ordered=["u1", "u2", "u3"])
+    with pytest.raises(MSEMSpecificationError, match=r"'u1' is ordinal.*fixed at 1"):
+        m.structure()
+    text = "level: 1\n F =~ u1 + u2 + u3\nlevel: 2\n F =~ u1 + u2 + u3\n u1 ~ 1\n"
+    m = ms.MSEM.from_lavaan(text, _ordinal_frame(), cluster="g", ordered=["u1", "u2", "u3"])
+    with pytest.raises(MSEMSpecificationError, match=r"'u1' is ordinal.*thresholds"):
+        m.structure()
+
+
+def test_random_slopes_with_ordinal_variables_use_the_augmented_formulation() -> None:
+    m = ms.MSEM(_ordinal_frame(), cluster="g", ordinal=["u1", "u2", "u3", "u4"])
+    m.latent("F", ["u1", "u2", "u3"], levels=("within", "between"))
+    m.path("u4", on="x", level="within", random=ms.RandomSlope("S"))
+    assert m.compile().formulation.name == "augmented"
+    assert "latent_response" in m.build().named_vars
+    with pytest.raises(ValueError, match="formulation='augmented'"):
+        m.compile(formulation="marginal")
+
+
+# --------------------------------------------------------------------------------- recovery
+#: Thresholds of the 5-category items (on the latent response: within residual SD 1).
+TAU5 = np.array([-1.5, -0.5, 0.4, 1.3])
+
+
+def _cut(df: pd.DataFrame, tau: np.ndarray) -> pd.DataFrame:
+    out = df.copy()
+    for c in ITEMS:
+        out[c] = (df[c].to_numpy()[:, None] > tau[None, :]).sum(1)
+    return out
+
+
+def _truth_rows(fit: ms.results.fit.MSEMFit, truth: dict[str, float], tau: np.ndarray) -> pd.DataFrame:
+    """Summary rows of the paths, loadings and thresholds with their true values."""
+    s = fit.summary().reset_index()
+    st = fit.structure
+    rows = []
+    for ref in st.refs():
+        if ref.kind not in ("path", "loading"):
+            continue
+        key = ref.label if ref.label in truth else ref.group
+        value = truth.get(f"{ref.group}[{ref.element}]", truth.get(key))
+        level = "within" if ref.group.endswith("_w") else "between"
+        element = ref.element
+        row = s[(s.level == level) & (s.parameter == element)].iloc[0]
+        rows.append((ref.group + "[" + element + "]", value, row["median"], row["sd"], row["lower"], row["upper"]))
+    for c in ITEMS:
+        for k, t in enumerate(tau):
+            row = s[s.parameter == f"{c} | t{k + 1}"].iloc[0]
+            rows.append((f"{c} | t{k + 1}", t, row["median"], row["sd"], row["lower"], row["upper"]))
+    return pd.DataFrame(rows, columns=["parameter", "truth", "median", "sd", "lower", "upper"])
+
+
+@pytest.fixture(scope="module")
+def model2_ordinal() -> dict[str, object]:
+    """Tutorial Model 2 at 60 schools x 10, its 12 items cut into 5 categories and into 2."""
+    truth = {**TUTORIAL_TRUTH[2], "resid_sd_w": 1.0, "intercept_b": 0.0}
+    spec = tutorial_spec(2)
+    latent = ms.simulate(spec, truth, n_clusters=60, cluster_size=10, seed=11)
+    kw = dict(draws=500, tune=500, chains=2, seed=2, progress=False, warn=False)
+    five = spec.with_data(_cut(latent, TAU5), ordinal=ITEMS).fit(**kw)
+    binary = spec.with_data(_cut(latent, np.array([0.2])), ordinal=ITEMS).fit(**kw)
+    return {"truth": truth, "five": five, "binary": binary}
+
+
+@pytest.mark.slow
+def test_five_category_items_recover_paths_loadings_and_thresholds(model2_ordinal) -> None:
+    rows = _truth_rows(model2_ordinal["five"], model2_ordinal["truth"], TAU5)
+    covered = (rows.lower <= rows.truth) & (rows.truth <= rows.upper)
+    z = (rows["median"] - rows.truth).abs() / rows["sd"]
+    assert len(rows) == 6 + 18 + 48
+    assert covered.mean() >= 0.9, rows[~covered]
+    assert (z < 2).mean() >= 0.9 and z.max() < 3.5, rows[z >= 2]
+    # The within paths, the best-informed parameters, within 2 posterior SD each.
+    assert (z[rows.parameter.str.startswith("path_w")] < 2).all()
+
+
+@pytest.mark.slow
+def test_binary_items_recover_the_within_model_and_their_thresholds(model2_ordinal) -> None:
+    rows = _truth_rows(model2_ordinal["binary"], model2_ordinal["truth"], np.array([0.2]))
+    covered = (rows.lower <= rows.truth) & (rows.truth <= rows.upper)
+    assert covered.mean() >= 0.9, rows[~covered]
+    within = rows[rows.parameter.str.contains("_w\\[") | rows.parameter.str.contains(" \\| t1")]
+    assert ((within["median"] - within.truth).abs() < 2 * within["sd"]).mean() >= 0.9, within
+    # Binary items carry less information than five categories: wider intervals.
+    five = _truth_rows(model2_ordinal["five"], model2_ordinal["truth"], TAU5)
+    assert rows["sd"].iloc[:24].mean() > 1.2 * five["sd"].iloc[:24].mean()
+
+
+@pytest.mark.slow
+def test_ordinal_fit_reports_thresholds_and_the_probit_scale(model2_ordinal) -> None:
+    fit = model2_ordinal["five"]
+    text = str(fit.table())
+    assert "Thresholds" in text and "ACH1 | t4" in text
+    assert "Ordinal (categories): ACH1 (5)" in text
+    assert "latent_response" not in fit.posterior  # one value per cell and draw: not kept
+    std = fit.summary().reset_index()
+    lam = std[(std.parameter == "ACH2 by ACH") & (std.level == "within")].iloc[0]
+    assert 0 < lam["std"] < 1  # standardized loading on the latent-response scale
