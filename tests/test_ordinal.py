@@ -186,9 +186,11 @@ def test_binary_items_recover_the_within_model_and_their_thresholds(model2_ordin
     assert covered.mean() >= 0.9, rows[~covered]
     within = rows[rows.parameter.str.contains("_w\\[") | rows.parameter.str.contains(" \\| t1")]
     assert ((within["median"] - within.truth).abs() < 2 * within["sd"]).mean() >= 0.9, within
-    # Binary items carry less information than five categories: wider intervals.
+    # Binary items carry less information than five categories: wider intervals (within, where
+    # the between model's weakly identified paths do not dominate the comparison).
     five = _truth_rows(model2_ordinal["five"], model2_ordinal["truth"], TAU5)
-    assert rows["sd"].iloc[:24].mean() > 1.2 * five["sd"].iloc[:24].mean()
+    w = rows.parameter.iloc[:24].str.contains("_w\\[").to_numpy()
+    assert rows["sd"].iloc[:24][w].mean() > 1.2 * five["sd"].iloc[:24][w].mean()
 
 
 @pytest.mark.slow
