@@ -61,7 +61,9 @@ def test_complete_data_logp_equals_the_dense_normal() -> None:
     Z2 = data.level2_values(["w"])
     within = SimpleNamespace(Sigma=pt.as_tensor_variable(SW))
     between = SimpleNamespace(Sigma=pt.as_tensor_variable(SB), nu=pt.as_tensor_variable(nu))
-    got = complete_data_logp(data, pt.as_tensor_variable(Y), pt.as_tensor_variable(Z2), within, between).eval()
+    got = complete_data_logp(
+        data, pt.as_tensor_variable(Y), pt.as_tensor_variable(Z2), within, between
+    ).eval()
     ref = 0.0
     for g in range(data.n_clusters):
         rows = Y[data.cluster_index == g]
@@ -112,14 +114,45 @@ def test_a_free_or_fixed_scale_of_an_ordinal_variable_is_refused() -> None:
         m.structure()
 
 
-def test_random_slopes_with_ordinal_variables_use_the_augmented_formulation() -> None:
+def test_random_slopes_with_ordinal_variables_stay_collapsed() -> None:
     m = ms.MSEM(_ordinal_frame(), cluster="g", ordinal=["u1", "u2", "u3", "u4"])
     m.latent("F", ["u1", "u2", "u3"], levels=("within", "between"))
     m.path("u4", on="x", level="within", random=ms.RandomSlope("S"))
-    assert m.compile().formulation.name == "augmented"
-    assert "latent_response" in m.build().named_vars
-    with pytest.raises(ValueError, match="formulation='augmented'"):
-        m.compile(formulation="marginal")
+    assert m.compile().formulation.name == "marginal"
+    names = set(m.build().named_vars)
+    assert {"latent_response", "slope_raw"} <= names or {"latent_response", "slope"} <= names
+    assert m.compile(formulation="augmented").formulation.name == "augmented"
+
+
+def test_in_graph_cluster_statistics_give_the_random_slope_likelihood_of_fixed_data() -> None:
+    """Unbalanced, shuffled rows: the padded deviations reproduce each cluster's scatter, and the
+    random-slope likelihood from them equals the one from statistics computed once in NumPy."""
+    import pytensor.tensor as pt
+
+    from pymsem.compile.marginal import random_slope_logp, sufficient_statistics
+    from pymsem.compile.matrices import level_matrices
+    from pymsem.compile.ordinal import cluster_statistics
+    from pymsem.simulate import parameter_vectors
+
+    spec = tutorial_spec(3)
+    d = ms.simulate(spec, TUTORIAL_TRUTH[3], n_clusters=12, cluster_size=6, seed=1)
+    d = d.drop(index=[0, 1, 7, 20]).sample(frac=1, random_state=1)
+    m = spec.with_data(d)
+    st, cd = m.structure(), m.clustered_data()
+    fixed = sufficient_statistics(st, cd, per_cluster=True)
+    Y = pt.as_tensor_variable(cd.frame[st.level1].to_numpy(float))
+    graph = cluster_statistics(cd, Y, pt.as_tensor_variable(cd.level2_values(st.level2)))
+    R = graph.cluster_roots.eval()
+    np.testing.assert_allclose(
+        R @ R.transpose(0, 2, 1), fixed.cluster_roots @ fixed.cluster_roots.transpose(0, 2, 1), atol=1e-10
+    )
+    np.testing.assert_allclose(graph.cluster_vectors.eval(), fixed.cluster_vectors, atol=1e-12)
+    vec = parameter_vectors(st, TUTORIAL_TRUTH[3])
+    within, between = level_matrices(st.within, vec), level_matrices(st.between, vec)
+    u = np.random.default_rng(0).normal(0, 0.1, (cd.n_clusters, len(st.random_slopes)))
+    a = random_slope_logp(fixed, st, within, between, pt.as_tensor_variable(u)).eval()
+    b = random_slope_logp(graph, st, within, between, pt.as_tensor_variable(u)).eval()
+    assert np.isfinite(a) and abs(a - b) < 1e-8 * abs(a)
 
 
 # --------------------------------------------------------------------------------- recovery
@@ -147,7 +180,9 @@ def _truth_rows(fit: ms.results.fit.MSEMFit, truth: dict[str, float], tau: np.nd
         level = "within" if ref.group.endswith("_w") else "between"
         element = ref.element
         row = s[(s.level == level) & (s.parameter == element)].iloc[0]
-        rows.append((ref.group + "[" + element + "]", value, row["median"], row["sd"], row["lower"], row["upper"]))
+        rows.append(
+            (ref.group + "[" + element + "]", value, row["median"], row["sd"], row["lower"], row["upper"])
+        )
     for c in ITEMS:
         for k, t in enumerate(tau):
             row = s[s.parameter == f"{c} | t{k + 1}"].iloc[0]

@@ -495,8 +495,6 @@ class MarginalLikelihood:
     def supports(self, structure: ModelStructure) -> str | None:
         if not structure.level1:
             return "it needs at least one level-1 (within-varying) variable"
-        if structure.ordinal and structure.random_slopes:
-            return "ordinal variables with random slopes are fitted with formulation='augmented'"
         return None
 
     def add(
@@ -510,37 +508,52 @@ class MarginalLikelihood:
         import pymc as pm
 
         if structure.ordinal:
-            self._add_ordinal(structure, data, within, between)
+            self._add_ordinal(structure, data, within, between, params)
             return
         if data.has_missing:
             self._add_missing(structure, data, within, between, params)
             return
         if structure.random_slopes:
-            # The slopes stay explicit (non-centered); given them, every latent variable
-            # still integrates out exactly, cluster by cluster.
             stats = sufficient_statistics(structure, data, per_cluster=True).as_model_data()
-            if structure.slopes_in_between_model:
-                ll = conditioned_random_slope_logp(
-                    stats, structure, within, between, params, self.slopes.corr_prior
-                )
-                pm.Potential("loglik", ll)
-                return
-            u = add_random_slopes(structure, params, self.slopes)
-            if any(r.moderators for r in structure.random_slopes):
-                ll = moderated_random_slope_logp(stats, structure, within, between, u, params)
-            elif woodbury_applies(structure):
-                ll = random_slope_logp_woodbury(stats, structure, within, between, u)
-            else:
-                ll = random_slope_logp(stats, structure, within, between, u)
-            pm.Potential("loglik", ll)
+            pm.Potential("loglik", self._slopes_logp(stats, structure, within, between, params))
             return
         # One kernel node from the parameters to the log-likelihood and its gradient: the
         # same value as marginal_logp's graph, which is compiled node by node.
         stats = sufficient_statistics(structure, data)
         pm.Potential("loglik", complete_kernel_logp(structure, stats, params))
 
+    def _slopes_logp(
+        self,
+        stats: SufficientStatistics,
+        structure: ModelStructure,
+        within: LevelMatrices,
+        between: LevelMatrices,
+        params: dict[str, Any],
+        woodbury: bool = True,
+    ) -> Any:
+        """The collapsed log-likelihood given explicit random slopes, from per-cluster statistics.
+
+        The slopes stay explicit (non-centered); given them, every latent variable still
+        integrates out exactly, cluster by cluster.
+        """
+        if structure.slopes_in_between_model:
+            return conditioned_random_slope_logp(
+                stats, structure, within, between, params, self.slopes.corr_prior
+            )
+        u = add_random_slopes(structure, params, self.slopes)
+        if any(r.moderators for r in structure.random_slopes):
+            return moderated_random_slope_logp(stats, structure, within, between, u, params)
+        if woodbury and woodbury_applies(structure):
+            return random_slope_logp_woodbury(stats, structure, within, between, u)
+        return random_slope_logp(stats, structure, within, between, u)
+
     def _add_ordinal(
-        self, structure: ModelStructure, data: ClusteredData, within: LevelMatrices, between: LevelMatrices
+        self,
+        structure: ModelStructure,
+        data: ClusteredData,
+        within: LevelMatrices,
+        between: LevelMatrices,
+        params: dict[str, Any],
     ) -> None:
         """Ordinal columns: latent responses sampled per cell, both levels still integrated out.
 
@@ -551,15 +564,32 @@ class MarginalLikelihood:
         import pytensor.tensor as pt
 
         from pymsem.compile.augmented import _fill_missing
-        from pymsem.compile.ordinal import complete_data_logp, latent_response_data, thresholds
+        from pymsem.compile.ordinal import (
+            cluster_statistics,
+            complete_data_logp,
+            latent_response_data,
+            thresholds,
+        )
 
         model = pm.modelcontext(None)
-        Y = _fill_missing(model, "y_missing", data.frame[structure.level1].to_numpy(float), data.cluster_index)
+        Y = _fill_missing(
+            model, "y_missing", data.frame[structure.level1].to_numpy(float), data.cluster_index
+        )
         Z2 = data.level2_values(structure.level2)
         Z2 = _fill_missing(model, "level2_missing", Z2, np.zeros(data.n_clusters, dtype=np.int64))
         tau = thresholds(structure, data)
         Y, self.untraced = latent_response_data(structure, data, pt.as_tensor_variable(Y), tau)
-        pm.Potential("loglik", complete_data_logp(data, Y, pt.as_tensor_variable(Z2), within, between))
+        Z2 = pt.as_tensor_variable(Z2)
+        if structure.random_slopes:
+            stats = cluster_statistics(data, Y, Z2)
+            if between.nu is None:  # every between mean is a threshold's job: grand means 0
+                between = replace(between, nu=pt.zeros(stats.pb))
+            # The Woodbury path reads statistics packed once from fixed data.
+            pm.Potential(
+                "loglik", self._slopes_logp(stats, structure, within, between, params, woodbury=False)
+            )
+            return
+        pm.Potential("loglik", complete_data_logp(data, Y, Z2, within, between))
 
     def _add_missing(
         self,

@@ -12,14 +12,16 @@ between variances are therefore on the latent-response scale, within residual SD
 Why the formulation is exact. The likelihood of the observed categories is the Gaussian
 density of the latent responses integrated over their intervals. Sampling each observed cell's
 latent response jointly with the parameters, under the model's Gaussian density (the collapsed
-one where the model has no random slopes) restricted to the cell's interval, leaves exactly that
+one: given the random slopes where the model has them) restricted to the cell's interval, leaves exactly that
 integral as the posterior of the parameters: data augmentation, as the Gibbs samplers of Blimp
 and Mplus do, but with NUTS. Each cell is a free real ``r`` mapped onto its interval,
 
 * interior categories: ``y* = tau_{k-1} + (tau_k - tau_{k-1}) sigmoid(r)``,
 * the lowest: ``y* = tau_0 - exp(r)``; the highest: ``y* = tau_{K-2} + exp(r)``,
 
-with the log-Jacobian of the map added to the density. The map moves with the thresholds, so
+with the log-Jacobian of the map added to the density. With random slopes the slopes' cluster
+deviations are sampled as for continuous data and the rest still integrates out cluster by
+cluster; the per-cluster statistics are then graph nodes too (:func:`cluster_statistics`). The map moves with the thresholds, so
 a move of the thresholds carries the latent responses along inside their intervals rather
 than leaving them outside. Missing ordinal cells are unconstrained, like other missing cells.
 
@@ -41,6 +43,7 @@ from pymsem.specification.data import ClusteredData
 
 __all__ = [
     "THRESHOLD_SD",
+    "cluster_statistics",
     "complete_data_logp",
     "latent_response_data",
     "threshold_name",
@@ -109,7 +112,9 @@ def _threshold_matrix(structure: ModelStructure, tau: dict[str, Any]) -> Any:
     return pt.stack(rows)
 
 
-def _interval_values(r: Any, column: np.ndarray, code: np.ndarray, n_cat: np.ndarray, T: Any) -> tuple[Any, Any]:
+def _interval_values(
+    r: Any, column: np.ndarray, code: np.ndarray, n_cat: np.ndarray, T: Any
+) -> tuple[Any, Any]:
     """Latent responses in their categories' intervals from free reals ``r``, and each one's log-Jacobian.
 
     One vectorized map for the cells of every ordinal column (one small graph, whatever the
@@ -194,3 +199,48 @@ def complete_data_logp(
     white = solve_lower(L[inv], (z - nu[None, :])[:, :, None])  # (G, pb, 1)
     ll = ll - 0.5 * (G * pb * _LOG2PI + pt.sum(chol_logdet(L)[inv]) + pt.sum(pt.square(white)))
     return ll
+
+
+def cluster_statistics(data: ClusteredData, Y: Any, Z2: Any) -> Any:
+    """Per-cluster statistics of data given as tensors, for the random-slope likelihoods.
+
+    The fields of :class:`pymsem.compile.marginal.SufficientStatistics` that the per-cluster
+    (random-slope) likelihoods read, with the sampled latent responses in them: the cluster
+    vectors (cluster means and level-2 columns) and, as each cluster's scatter root, its
+    deviations from its mean padded with zero columns to the largest cluster (``R_g R_g'`` is
+    then the cluster's within scatter, whatever its size). The pooled fields, which only the
+    slope-free likelihood reads, are left out (``None``).
+    """
+    import pytensor.tensor as pt
+
+    from pymsem.compile.marginal import SufficientStatistics
+
+    idx, sizes = data.cluster_index, data.sizes
+    G, p1, q = data.n_clusters, Y.type.shape[-1], Z2.type.shape[-1]
+    sums = pt.zeros((G, p1))
+    sums = pt.inc_subtensor(sums[idx], Y)
+    means = sums / sizes[:, None].astype(float)
+    dev = Y - means[idx]
+    # Each student's position inside its cluster, in row order.
+    order = np.argsort(idx, kind="stable")
+    position = np.empty(len(idx), dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position[order] = np.arange(len(idx)) - np.repeat(starts, sizes)
+    padded = pt.zeros((G, int(sizes.max()), p1))
+    padded = pt.set_subtensor(padded[idx, position], dev)
+    z = means if q == 0 else pt.concatenate([means, Z2], axis=1)
+    return SufficientStatistics(
+        n_obs=data.n_obs,
+        n_clusters=G,
+        p1=p1,
+        pb=p1 + q,
+        within_root=None,
+        sizes=None,
+        counts=None,
+        means=None,
+        roots=None,
+        log_n_sum=float(np.log(sizes).sum()),
+        cluster_sizes=sizes.astype(float),
+        cluster_vectors=z,
+        cluster_roots=padded.transpose(0, 2, 1),
+    )
