@@ -42,6 +42,40 @@ def test_interval_map_integrates_to_the_category_probability(k: int) -> None:
     assert np.all(values[1] >= edges[k] - 1e-12) and np.all(values[1] <= edges[k + 1] + 1e-12)
 
 
+def test_interval_map_of_mixed_columns_matches_its_formula() -> None:
+    """Columns of 2, 3 and 5 categories (padded threshold rows), cells in cell_order: each value
+    and log-Jacobian as the direct formula gives it, and a finite threshold gradient (the
+    padded rows' zero widths never reach a log)."""
+    from scipy.special import expit
+
+    from pymsem.compile.ordinal import cell_order
+
+    rng = np.random.default_rng(0)
+    K = np.array([5, 2, 3, 5])
+    T = np.array([[-1.5, -0.5, 0.4, 1.3], [0.2, 0.2, 0.2, 0.2], [-0.3, 0.8, 0.8, 0.8], [-1.0, 0.0, 1.0, 2.0]])
+    column = rng.integers(0, 4, 500)
+    n_cat = K[column]
+    code = rng.integers(0, 10, 500) % n_cat
+    o = cell_order(code, n_cat)
+    column, code, n_cat = column[o], code[o], n_cat[o]
+    rv = rng.normal(scale=2.0, size=500)
+    Tt, r = pt.dmatrix("T"), pt.dvector("r")
+    y, lj = _interval_values(r, column, code, n_cat, Tt)
+    f = pytensor.function([r, Tt], [y, lj, pytensor.grad(pt.sum(lj) + pt.sum(y), Tt)])
+    yv, ljv, gv = f(rv, T)
+    lo, hi = T[column, np.maximum(code - 1, 0)], T[column, np.minimum(code, n_cat - 2)]
+    low, high = code == 0, code == n_cat - 1
+    mid = ~(low | high)
+    w = np.where(mid, hi - lo, 1.0)
+    np.testing.assert_allclose(
+        yv, np.where(low, hi - np.exp(rv), np.where(high, lo + np.exp(rv), lo + w * expit(rv))), atol=1e-12
+    )
+    np.testing.assert_allclose(ljv, np.where(mid, np.log(w * expit(rv) * (1 - expit(rv))), rv), atol=1e-10)
+    assert np.isfinite(gv).all() and gv[1, 1:].sum() == 0.0
+    with pytest.raises(ValueError, match="cell_order"):
+        _interval_values(r, column[::-1], code[::-1], n_cat[::-1], Tt)
+
+
 def test_complete_data_logp_equals_the_dense_normal() -> None:
     """The in-graph collapsed likelihood (statistics from sampled data) against the dense
     normal of each cluster's stacked rows and level-2 value, on unbalanced clusters."""
