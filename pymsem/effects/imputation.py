@@ -11,7 +11,11 @@ data set is drawn per chosen posterior draw:
 2. each student's missing values given ``z_g`` and the student's observed values.
 
 With the augmented formulation the missing cells are sampled with the model, so
-the imputations are read from the posterior.
+the imputations are read from the posterior. So are those of models with ordinal
+variables (both formulations sample their missing cells): an ordinal column's missing
+cell is a latent response, which is cut at the same draw's thresholds into a category
+(``tau_{k-1} < y* <= tau_k``) and returned as the user's category value (an ordered
+Categorical stays one; integer codes come back as those integers).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from pymsem.compile.reproducible import ieee_numba
+from pymsem.results.ordinal import category_values, cut_columns
 
 if TYPE_CHECKING:
     from pymsem.results.fit import MSEMFit
@@ -189,6 +194,7 @@ def impute(fit: MSEMFit, m: int = 20, seed: int | None = None, stacked: bool = T
     """
     compiled = fit.compiled
     data = compiled.data
+    st = compiled.structure
     chains, ndraws = fit.posterior.sizes["chain"], fit.posterior.sizes["draw"]
     if m < 1 or m > chains * ndraws:
         raise ValueError(
@@ -196,23 +202,32 @@ def impute(fit: MSEMFit, m: int = 20, seed: int | None = None, stacked: bool = T
         )
     flat = np.linspace(0, chains * ndraws - 1, m).round().astype(int)
     draws = [(int(i // ndraws), int(i % ndraws)) for i in flat]
+    tau = fit.threshold_draws() if st.ordinal else {}
     if not data.has_missing:
         filled = [None] * m
-    elif compiled.formulation.name == "augmented":
+    elif compiled.formulation.name == "augmented" or st.ordinal:
+        # Ordinal models sample every missing cell in both formulations.
         filled = _impute_augmented(fit, draws)
     else:
         filled = _impute_marginal(fit, draws, seed)
-    st = compiled.structure
     user = fit.model.data
     base = user.iloc[data.source_rows]
     back = np.argsort(data.source_rows)  # from cluster order back to the user's row order
+    missing = np.isnan(data.frame[st.level1].to_numpy(float))
     frames = []
     for k, f in enumerate(filled):
         df = base.copy()
         if f is not None:
             Yc, Xc = f
+            if st.ordinal:
+                c, d = draws[k]
+                # Only the imputed cells are latent responses; observed ones are codes already.
+                Yc = cut_columns(st, Yc, {col: t[c, d] for col, t in tau.items()}, where=missing)
             for j, col in enumerate(st.level1):
-                df[col] = Yc[:, j]
+                if col in st.ordinal:
+                    df[col] = category_values(Yc[:, j], data.ordinal[col], like=user[col])
+                else:
+                    df[col] = Yc[:, j]
             for j, col in enumerate(st.level2):
                 df[col] = Xc[data.cluster_index, j]
         df = df.iloc[back]

@@ -15,6 +15,13 @@ fit reports what the priors imply, so the two cannot disagree:
 Since the default priors are scaled by the data (see :mod:`pymsem.priors`), the model needs
 its data. :meth:`PriorPredictive.data_set` draws a whole data set (observed cluster sizes)
 from one prior draw, with :func:`pymsem.simulate.draw_data`.
+
+Ordinal variables: ICCs and R-squared are those of the latent responses (within residual
+variance 1, the probit scale), as in a fit's table. The thresholds' prior is the ordered
+``Normal(0, THRESHOLD_SD)`` of :mod:`pymsem.compile.ordinal`, a normal density restricted to
+increasing vectors, which is the distribution of sorted independent normal draws: the draws
+of each threshold vector are sorted. ``data_set`` cuts the latent responses at the draw's
+thresholds and returns the user's category values.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ class PriorPredictive:
     parameters: dict[str, np.ndarray]  # group name -> (draws, n)
     slope_cov: np.ndarray | None  # (draws, k, k) or None
     seed: int | None = None
+    thresholds: dict[str, np.ndarray] | None = None  # ordinal column -> (draws, K - 1)
 
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """Mean, SD, median and equal-tailed interval of each quantity's prior distribution."""
@@ -77,7 +85,12 @@ class PriorPredictive:
         )
 
     def data_set(self, i: int = 0, seed: int | None = None) -> pd.DataFrame:
-        """A data set drawn from prior draw ``i`` with the observed cluster sizes."""
+        """A data set drawn from prior draw ``i`` with the observed cluster sizes.
+
+        Ordinal columns hold categories: the drawn latent responses cut at draw ``i``'s
+        thresholds, as the user's category values.
+        """
+        from pymsem.results.ordinal import category_values, cut_columns
         from pymsem.simulate import draw_data
 
         st = self.compiled.structure
@@ -88,7 +101,13 @@ class PriorPredictive:
             st, vec, None if self.slope_cov is None else self.slope_cov[i], sizes, np.random.default_rng(seed)
         )
         cl = np.repeat(np.arange(len(sizes)), sizes)
-        df = pd.DataFrame(d.level1, columns=st.level1)
+        level1 = d.level1
+        if st.ordinal:
+            level1 = cut_columns(st, level1, {c: t[i] for c, t in (self.thresholds or {}).items()})
+        df = pd.DataFrame(level1, columns=st.level1)
+        for c in st.ordinal:
+            like = self.model.data[c] if c in self.model.data else None
+            df[c] = category_values(df[c].to_numpy(), cd.ordinal[c], like=like)
         for j, c in enumerate(st.level2):
             df[c] = d.level2[cl, j]
         df[cd.cluster] = np.asarray(cd.cluster_ids)[cl]
@@ -196,6 +215,9 @@ def prior_predictive(model: MSEM, draws: int = 500, seed: int | None = 0) -> Pri
         raise RuntimeError(f"The compiled model has no variable for {missing}: cannot sample its prior.")
     if st.random_slopes and "slope_corr_chol" in pmodel.named_vars:
         names.append("slope_corr_chol")
+    from pymsem.compile.ordinal import threshold_name
+
+    names += [threshold_name(c) for c in st.ordinal]
     log = logging.getLogger("pymc")
     level = log.level
     log.setLevel(logging.WARNING)  # PyMC logs the variables it samples: noise here
@@ -210,6 +232,10 @@ def prior_predictive(model: MSEM, draws: int = 500, seed: int | None = 0) -> Pri
         log.setLevel(level)
     ds = prior["prior"]
     ds = ds.to_dataset() if hasattr(ds, "to_dataset") else ds
+    for c in st.ordinal:
+        # Forward sampling ignores the ordered transform; sorting gives the ordered prior exactly.
+        name = threshold_name(c)
+        ds[name] = ds[name].copy(data=np.sort(ds[name].values, axis=-1))
     # Read the prior draws as a one-chain posterior: the fit's reporting code does the rest.
     run = SamplingRun(
         idata=xr.DataTree.from_dict({"posterior": ds}),
@@ -247,4 +273,5 @@ def prior_predictive(model: MSEM, draws: int = 500, seed: int | None = 0) -> Pri
         slope_cov = slope_covariance(st, pseudo.posterior).reshape(-1, k, k)
     df = pd.DataFrame({c: np.asarray(v).reshape(-1) for c, v in cols.items()})
     flat = {n: v.reshape(-1, v.shape[-1]) for n, v in params.items()}
-    return PriorPredictive(df, kinds, model, compiled, flat, slope_cov, seed)
+    tau = {c: t.reshape(-1, t.shape[-1]) for c, t in pseudo.threshold_draws().items()} if st.ordinal else None
+    return PriorPredictive(df, kinds, model, compiled, flat, slope_cov, seed, tau)
