@@ -511,7 +511,8 @@ class MSEMFit:
         Drawn, for every posterior draw, from their exact conditional distribution given the
         cluster's data (they were integrated out during sampling, not lost); ``draw=False``
         gives the conditional means. An ``xarray.Dataset`` with dims (chain, draw, cluster),
-        one variable per between-level latent, centered at the grand mean.
+        one variable per between-level latent, centered at the grand mean. Models with ordinal
+        variables raise ``NotImplementedError`` (their latent responses are not stored).
         """
         from pymsem.effects.scores import between_scores
 
@@ -524,6 +525,7 @@ class MSEMFit:
         cluster's data and (with random slopes) the cluster's slopes; the SD adds the spread
         of the conditional means over draws. An ``xarray.Dataset`` with ``mean`` and ``sd``,
         dims (student, latent); see :func:`pymsem.effects.within_scores.within_scores`.
+        Models with ordinal variables raise ``NotImplementedError``.
         """
         from pymsem.effects.within_scores import within_scores
 
@@ -595,6 +597,8 @@ class MSEMFit:
         """Each cluster's log-likelihood per draw, latent variables integrated out (dims chain, draw, cluster).
 
         See :func:`pymsem.results.loo.cluster_loglik` (``thin``, ``slope_draws``, ``seed``, ``slope_proposal``).
+        Models with ordinal variables raise ``NotImplementedError`` (the probability of a
+        cluster's categories is a multivariate normal orthant probability, not available yet).
         """
         from pymsem.results.loo import cluster_loglik
 
@@ -607,13 +611,17 @@ class MSEMFit:
         latent means (and random slopes) integrated out; see :mod:`pymsem.results.loo`.
         Warns naming the clusters whose Pareto k is too high. ``kwargs``: ``thin``,
         ``slope_draws``, ``seed``, ``slope_proposal``. Returns ``arviz_stats.ELPDDataLOO``.
+        Models with ordinal variables raise ``NotImplementedError``; check them with :meth:`ppc`.
         """
         from pymsem.results.loo import loo
 
         return loo(self, pointwise=pointwise, **kwargs)
 
     def waic(self, pointwise: bool = False, **kwargs: Any) -> Any:
-        """WAIC with clusters as the unit (see :func:`pymsem.results.loo.waic`); prefer :meth:`loo`."""
+        """WAIC with clusters as the unit (see :func:`pymsem.results.loo.waic`); prefer :meth:`loo`.
+
+        Models with ordinal variables raise ``NotImplementedError``, as :meth:`loo`.
+        """
         from pymsem.results.loo import waic
 
         return waic(self, pointwise=pointwise, **kwargs)
@@ -648,7 +656,8 @@ class MSEMFit:
         (``model.set_prior``) and report both, or simplify that part of the model. For a
         conflict, check the prior's location and scale against the data
         (``model.priors()``). The guide is in ``docs/prior-sensitivity.md`` and in the
-        result's ``attrs["guide"]``.
+        result's ``attrs["guide"]``. Models with ordinal variables raise
+        ``NotImplementedError`` (power-scaling needs the categories' log-likelihood).
         """
         from pymsem.results.sensitivity import sensitivity
 
@@ -727,7 +736,8 @@ class MSEMFit:
         clusters' latent means and missing level-2 values are drawn given everything observed
         in the cluster, then each student's missing values given those and the student's
         observed values (as Blimp's imputation output). Analyse them elsewhere and pool with
-        Rubin's rules.
+        Rubin's rules. A missing cell of an ordinal column is its sampled latent response cut at
+        the draw's thresholds: one of the column's categories, in the user's values.
 
         Parameters
         ----------
@@ -782,7 +792,10 @@ class MSEMFit:
             blocks = None
         meta = self.meta()
         if ppp or "_ppc" in self.__dict__:
-            meta["PPP (chi-square)"] = round((self.__dict__.get("_ppc") or self.ppc()).ppp, 3)
+            res = self.__dict__.get("_ppc") or self.ppc()
+            # With ordinal variables the chi-square is taken against simulated moments of the codes.
+            key = "PPP (chi-square vs simulated moments)" if res.simulated_reference else "PPP (chi-square)"
+            meta[key] = round(res.ppp, 3)
         return Table(
             s,
             meta,
@@ -797,8 +810,10 @@ class MSEMFit:
 
         Replicated data sets from ``draws`` posterior draws (new clusters, the observed cluster
         sizes and missing cells) against the data: within and between covariances, ICCs,
-        per-cluster slopes of random-slope paths and a two-level chi-square discrepancy; see
-        :mod:`pymsem.results.ppc`. The last result is kept and its PPP shown in :meth:`table`.
+        per-cluster slopes of random-slope paths, ordinal columns' category shares and a
+        two-level chi-square discrepancy; see :mod:`pymsem.results.ppc`. Ordinal columns are
+        compared as categories, and their chi-square against simulated moments of the codes.
+        The last result is kept and its PPP shown in :meth:`table`.
 
         Returns
         -------

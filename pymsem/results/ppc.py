@@ -41,10 +41,31 @@ draw from), then masked where missing.
   (``P(D(y_rep, theta) >= D(y, theta))``, both at the same draw). With missing cells the
   sample matrices are pairwise; where one is not positive definite that draw's chi-square
   is left out.
+- ``P(u = k)`` (ordinal columns only): the share of each ordinal column's observed cells in
+  each of its categories (named by the user's category values).
+
+**Ordinal variables.** The data of an ordinal column are its category codes ``0 .. K-1``;
+a replicated data set draws the column's latent responses like any level-1 variable and
+cuts them at the draw's thresholds (``tau_{k-1} < y* <= tau_k`` is category ``k``), so every
+discrepancy above is computed on codes, for the observed and the replicated data alike.
+The chi-square's Gaussian implied moments are moments of the latent responses, not of the
+codes, whose expected within and between covariances the model implies only through
+bivariate normal orthant probabilities integrated over the between distribution. So for a
+model with ordinal columns the chi-square's reference at draw ``s`` is instead the codes'
+expected sample moments at ``theta_s``, estimated from one simulated data set
+:data:`REFERENCE_COPIES` times the observed one (its clusters, sizes and missing cells
+repeated), drawn and cut at ``theta_s`` independently of the replicated data set. ``D(y,
+theta_s)`` and ``D(y_rep_s, theta_s)`` are then computed alike against the same reference,
+as the PPP needs; the reference's simulation error adds a little spread to both. (Centering
+at the mean of the replicated data sets instead would not do: the observed data, which the
+posterior was fitted to, lie closer to that mean than a replication does, so the PPP would
+drift towards 1 for a true model.) The result's ``chi_square_reference`` says which
+reference was used (``"implied"`` or ``"simulated"``), and the table footer names it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +82,9 @@ __all__ = ["PPCResult", "ppc", "ppc_statistics"]
 FLAG_LEVEL = 0.05
 #: Quasi-random slope points for the average implied within covariance under random slopes.
 _SLOPE_POINTS = 64
+#: With ordinal variables, the chi-square's reference moments at a draw come from a simulated data
+#: set this many times the size of the observed one.
+REFERENCE_COPIES = 20
 CHI_SQUARE = "chi-square"
 
 
@@ -129,7 +153,11 @@ def _slope_pairs(structure: ModelStructure) -> list[tuple[str, int, int]]:
 
 
 def ppc_statistics(
-    structure: ModelStructure, y1: np.ndarray, level2: np.ndarray, sizes: np.ndarray
+    structure: ModelStructure,
+    y1: np.ndarray,
+    level2: np.ndarray,
+    sizes: np.ndarray,
+    categories: Mapping[str, Sequence[Any]] | None = None,
 ) -> dict[str, float]:
     """The data-only discrepancies of one data set, by name (see the module docstring).
 
@@ -138,11 +166,15 @@ def ppc_statistics(
     structure
         The lowered model (names the columns: ``structure.level1`` then ``structure.level2``).
     y1
-        Level-1 values (N, p1), rows in cluster order, NaN where missing.
+        Level-1 values (N, p1), rows in cluster order, NaN where missing; ordinal columns hold
+        category codes ``0 .. K-1``.
     level2
         Each cluster's level-2 values (G, p2), NaN where missing.
     sizes
         Students per cluster.
+    categories
+        Names of each ordinal column's categories, lowest first, for the proportions'
+        names (``P(u1 = agree)``); default the codes.
     """
     SW, SB, _ = _sample_moments(y1, level2, sizes)
     lv1, names = structure.level1, structure.level1 + structure.level2
@@ -159,7 +191,18 @@ def ppc_statistics(
         out[f"ICC {v}"] = float(sb / (sb + SW[i, i]))
     for name, a, b in _slope_pairs(structure):
         out[name] = _cluster_ols_sd(y1[:, a], y1[:, b], sizes)
+    for col, K in structure.ordinal.items():
+        x = y1[:, lv1.index(col)]
+        x = x[~np.isnan(x)].astype(np.int64)
+        share = np.bincount(x, minlength=K)[:K] / max(len(x), 1)
+        names_k = list(categories[col]) if categories and col in categories else list(range(K))
+        for k in range(K):
+            out[_proportion_name(col, names_k[k])] = float(share[k])
     return out
+
+
+def _proportion_name(col: str, category: Any) -> str:
+    return f"P({col} = {category})"
 
 
 def _ml_discrepancy(S: np.ndarray, Sigma: np.ndarray) -> float:
@@ -209,6 +252,35 @@ def _chi_square(SW: np.ndarray, SB: np.ndarray, implied: tuple, n: int, g: int) 
     return (n - g) * _ml_discrepancy(SW, implied[0]) + (g - 1) * _ml_discrepancy(SB, implied[1])
 
 
+def _simulated_moments(
+    structure: ModelStructure,
+    vec: dict[str, np.ndarray],
+    slope_cov: np.ndarray | None,
+    sizes: np.ndarray,
+    masks: tuple[np.ndarray, np.ndarray],
+    thresholds: Mapping[str, np.ndarray],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected sample moments of the data (ordinal columns as codes) at one draw, by simulation.
+
+    One data set of :data:`REFERENCE_COPIES` times the clusters (the observed sizes and
+    missing cells repeated) drawn at the draw's parameters and cut at its thresholds; its
+    pooled within covariance and covariance of cluster vectors estimate the expected ones of
+    a data set like the observed, with a tenth of a replication's sampling error or less.
+    """
+    from pymsem.results.ordinal import cut_columns
+    from pymsem.simulate import draw_data
+
+    mask1, mask2 = masks
+    r = REFERENCE_COPIES
+    big = np.tile(sizes, r)
+    d = draw_data(structure, vec, slope_cov, big, rng)
+    y = np.where(np.tile(mask1, (r, 1)), np.nan, cut_columns(structure, d.level1, thresholds))
+    x = np.where(np.tile(mask2, (r, 1)), np.nan, d.level2)
+    SW, SB, _ = _sample_moments(y, x, big)
+    return SW, SB
+
+
 # ---------------------------------------------------------------------- result
 @dataclass
 class PPCResult:
@@ -222,14 +294,27 @@ class PPCResult:
     replicated
         ``(draws, statistics)`` values of the replicated data sets.
     kinds
-        Each statistic's kind: ``within``, ``between``, ``ICC``, ``slope SD``, ``chi-square``.
+        Each statistic's kind: ``within``, ``between``, ``ICC``, ``slope SD``, ``proportion``
+        (ordinal columns' category shares), ``chi-square``.
+    seed
+        The seed of the replicated data.
+    chi_square_reference
+        ``"implied"``: the chi-square compares with the draw's model-implied moments;
+        ``"simulated"`` (models with ordinal variables): with the draw's expected sample
+        moments of the codes, estimated by simulation (see the module docstring).
     """
 
     observed: pd.DataFrame
     replicated: pd.DataFrame
     kinds: dict[str, str]
     seed: int | None = None
+    chi_square_reference: str = "implied"
     _table: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def simulated_reference(self) -> bool:
+        """Whether the chi-square's reference moments are simulated ones (ordinal models)."""
+        return self.chi_square_reference == "simulated"
 
     @property
     def ppp(self) -> float:
@@ -267,9 +352,10 @@ class PPCResult:
 
     def __repr__(self) -> str:
         t = self.table()
+        ref = " (against simulated moments of the ordinal codes)" if self.simulated_reference else ""
         lines = [
             f"Posterior predictive checks ({len(self.replicated)} draws): "
-            f"chi-square PPP = {self.ppp:.3f}; {int(t['flag'].sum())} of {len(t)} statistics flagged "
+            f"chi-square PPP{ref} = {self.ppp:.3f}; {int(t['flag'].sum())} of {len(t)} statistics flagged "
             f"(PPP < {FLAG_LEVEL} or > {1 - FLAG_LEVEL})",
             t.to_string(float_format=lambda v: f"{v:.3f}"),
         ]
@@ -372,6 +458,7 @@ def ppc(fit: MSEMFit, draws: int = 200, seed: int | None = 0) -> PPCResult:
     PPCResult
     """
     from pymsem.compile.slopes import slope_covariance
+    from pymsem.results.ordinal import cut_columns
     from pymsem.simulate import draw_data
 
     if int(draws) != draws or draws < 2:
@@ -389,17 +476,31 @@ def ppc(fit: MSEMFit, draws: int = 200, seed: int | None = 0) -> PPCResult:
         T = slope_covariance(st, fit.posterior).reshape(-1, k, k)
         Ttot = slope_covariance(st, fit.posterior, total=True).reshape(-1, k, k)
     implied = _ImpliedMoments(st, sizes)
-    obs_stats = ppc_statistics(st, y1, level2, sizes)
+    ordinal = bool(st.ordinal)
+    tau = {c: t.reshape(-1, t.shape[-1]) for c, t in fit.threshold_draws().items()} if ordinal else {}
+    # Category names only where there are ordinal columns: the call is unchanged otherwise.
+    names = {"categories": {c: o.categories for c, o in fit.compiled.data.ordinal.items()}} if ordinal else {}
+    obs_stats = ppc_statistics(st, y1, level2, sizes, **names)
     SW_obs, SB_obs, _ = _sample_moments(y1, level2, sizes)
     rng = np.random.default_rng(seed)
+    # The reference data sets of ordinal models draw from their own stream: the replicated data
+    # are the same with or without them.
+    ref_rng = np.random.default_rng(None if seed is None else [seed, 1])
     obs_rows, rep_rows = [], []
     for s in idx:
         vec = {name: v[s] for name, v in params.items()}
         d = draw_data(st, vec, None if T is None else T[s], sizes, rng)
-        yr = np.where(mask1, np.nan, d.level1)
+        tau_s = {c: t[s] for c, t in tau.items()}
+        level1 = cut_columns(st, d.level1, tau_s) if ordinal else d.level1
+        yr = np.where(mask1, np.nan, level1)
         lr = np.where(mask2, np.nan, d.level2)
-        rep = ppc_statistics(st, yr, lr, sizes)
-        mom = implied(vec, None if Ttot is None else Ttot[s])
+        rep = ppc_statistics(st, yr, lr, sizes, **names)
+        if ordinal:
+            mom = _simulated_moments(
+                st, vec, None if T is None else T[s], sizes, (mask1, mask2), tau_s, ref_rng
+            )
+        else:
+            mom = implied(vec, None if Ttot is None else Ttot[s])
         SW_rep, SB_rep, _ = _sample_moments(yr, lr, sizes)
         rep[CHI_SQUARE] = _chi_square(SW_rep, SB_rep, mom, n, g)
         obs_rows.append({**obs_stats, CHI_SQUARE: _chi_square(SW_obs, SB_obs, mom, n, g)})
@@ -416,7 +517,9 @@ def ppc(fit: MSEMFit, draws: int = 200, seed: int | None = 0) -> PPCResult:
             if name.startswith("between")
             else "ICC"
             if name.startswith("ICC")
+            else "proportion"
+            if name.startswith("P(")
             else "slope SD"
         )
     order = [CHI_SQUARE] + [c for c in rep_df.columns if c != CHI_SQUARE]
-    return PPCResult(obs_df[order], rep_df[order], kinds, seed)
+    return PPCResult(obs_df[order], rep_df[order], kinds, seed, "simulated" if ordinal else "implied")
