@@ -173,9 +173,17 @@ def between_scores(fit: MSEMFit, draw: bool = True, seed: int | None = None) -> 
         Draw from the conditional distribution (default); ``False`` returns conditional means.
     seed
         Seed for those draws.
+
+    Raises
+    ------
+    NotImplementedError
+        For a model with ordinal variables (see :mod:`pymsem.results.ordinal`).
     """
     import xarray as xr
 
+    from pymsem.results.ordinal import SCORES_INSTEAD, SCORES_WHY, refuse_ordinal
+
+    refuse_ordinal(fit.structure, "fit.latent_scores()", SCORES_WHY, SCORES_INSTEAD)
     st = fit.structure
     data = fit.compiled.data
     vals = fit.parameter_draws()

@@ -234,10 +234,18 @@ def within_scores(fit: MSEMFit) -> Any:
     xarray.Dataset
         ``mean`` and ``sd``, dims ``(student, latent)``; ``student`` is the row's position in the
         data the model was given, with a ``cluster`` coordinate.
+
+    Raises
+    ------
+    NotImplementedError
+        For a model with ordinal variables (see :mod:`pymsem.results.ordinal`).
     """
     import xarray as xr
 
     from pymsem.compile.marginal import sufficient_statistics
+    from pymsem.results.ordinal import SCORES_INSTEAD, SCORES_WHY, refuse_ordinal
+
+    refuse_ordinal(fit.structure, "fit.within_scores()", SCORES_WHY, SCORES_INSTEAD)
     from pymsem.effects.scores import between_prior, cluster_vector_posterior
 
     st = fit.structure

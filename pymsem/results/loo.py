@@ -405,6 +405,11 @@ def cluster_loglik(
         ``slope_min_ess``: the smallest importance-sampling ESS of any cluster (its median
         over draws), with random slopes.
 
+    Raises
+    ------
+    NotImplementedError
+        For a model with ordinal variables (see :mod:`pymsem.results.ordinal`).
+
     Warns
     -----
     LooWarning
@@ -413,6 +418,9 @@ def cluster_loglik(
     """
     import xarray as xr
 
+    from pymsem.results.ordinal import LOO_INSTEAD, LOO_WHY, refuse_ordinal
+
+    refuse_ordinal(fit.structure, "fit.cluster_loglik() (and LOO, WAIC)", LOO_WHY, LOO_INSTEAD)
     cache = fit.__dict__.setdefault("_cluster_loglik", {})
     if slope_proposal not in ("posterior", "prior"):
         raise ValueError(f"slope_proposal must be 'posterior' or 'prior', got {slope_proposal!r}.")
@@ -521,6 +529,11 @@ def loo(fit: MSEMFit, pointwise: bool = False, **kwargs: Any) -> Any:
         ``elpd`` (expected log predictive density of a new cluster, summed over clusters),
         ``se``, ``p`` (effective number of parameters), ``n_data_points`` (clusters).
 
+    Raises
+    ------
+    NotImplementedError
+        For a model with ordinal variables (see :mod:`pymsem.results.ordinal`).
+
     Warns
     -----
     LooWarning
@@ -528,6 +541,9 @@ def loo(fit: MSEMFit, pointwise: bool = False, **kwargs: Any) -> Any:
     """
     from arviz_stats import loo as az_loo
 
+    from pymsem.results.ordinal import LOO_INSTEAD, LOO_WHY, refuse_ordinal
+
+    refuse_ordinal(fit.structure, "fit.loo()", LOO_WHY, LOO_INSTEAD)
     tree = log_likelihood_tree(fit, **kwargs)
     with warnings.catch_warnings():
         # Our own warning names the clusters; ArviZ's generic one would repeat it without them.
@@ -614,6 +630,11 @@ def waic(fit: MSEMFit, pointwise: bool = False, **kwargs: Any) -> WAICData:
     -------
     WAICData
 
+    Raises
+    ------
+    NotImplementedError
+        For a model with ordinal variables (see :mod:`pymsem.results.ordinal`).
+
     Warns
     -----
     LooWarning
@@ -621,6 +642,9 @@ def waic(fit: MSEMFit, pointwise: bool = False, **kwargs: Any) -> WAICData:
     """
     from scipy.special import logsumexp
 
+    from pymsem.results.ordinal import LOO_INSTEAD, LOO_WHY, refuse_ordinal
+
+    refuse_ordinal(fit.structure, "fit.waic()", LOO_WHY, LOO_INSTEAD)
     da = cluster_loglik(fit, **kwargs)
     ll = da.stack(sample=("chain", "draw")).transpose("cluster", "sample")
     x = np.asarray(ll.values)
@@ -702,6 +726,14 @@ def _check_same_variables(fits: Mapping[str, MSEMFit]) -> None:
             )
 
 
+def _refuse_ordinal_fits(fits: Mapping[str, MSEMFit], what: str) -> None:
+    """Refuse, before any work, a comparison that includes a model with ordinal variables."""
+    from pymsem.results.ordinal import LOO_INSTEAD, LOO_WHY, refuse_ordinal
+
+    for name, f in fits.items():
+        refuse_ordinal(f.structure, f"{what} of model {name!r}", LOO_WHY, LOO_INSTEAD)
+
+
 def _is_fit(x: Any) -> bool:
     return hasattr(x, "structure") and hasattr(x, "compiled")
 
@@ -738,6 +770,11 @@ def compare(
         clusters of the pointwise differences from the best model), ``dse``, ``p_worse``,
         ``diag_diff``, ``diag_elpd``, ``p``, ``elpd``, ``se``, ``weight``.
 
+    Raises
+    ------
+    NotImplementedError
+        When a fitted model has ordinal variables.
+
     Examples
     --------
     >>> ms.compare({"Model 2": fit2, "Model 3": fit3})  # doctest: +SKIP
@@ -751,6 +788,7 @@ def compare(
             "compare needs a dict of at least two models, e.g. {'Model 1': fit1, 'Model 2': fit2}."
         )
     fitted = {str(n): f for n, f in fits.items() if _is_fit(f)}
+    _refuse_ordinal_fits(fitted, f"compare(ic={ic!r})")
     if len(fitted) > 1:
         _check_same_clusters({n: [str(c) for c in f.compiled.data.cluster_ids] for n, f in fitted.items()})
         _check_same_variables(fitted)
@@ -783,9 +821,17 @@ def ic_statistics(fits: Mapping[str, MSEMFit], ic: str = "loo", **kwargs: Any) -
     ``Clusters``; for ``"waic"``: ``elpd_waic``, ``SE(elpd_waic)``, ``p_waic``, ``WAIC``,
     ``Clusters``. Values are on the scale of clusters (leave-one-cluster-out); ``kwargs``
     go to :func:`cluster_loglik`.
+
+    Raises
+    ------
+    NotImplementedError
+        When a model has ordinal variables.
     """
     if ic not in ("loo", "waic"):
         raise ValueError(f"ic must be 'loo' or 'waic', got {ic!r}.")
+    _refuse_ordinal_fits(
+        {str(n): f for n, f in fits.items()}, f"statistics={ic!r} (leave-one-cluster-out {ic.upper()})"
+    )
     if len(fits) > 1:
         _check_same_clusters({str(n): [str(c) for c in f.compiled.data.cluster_ids] for n, f in fits.items()})
         _check_same_variables(fits)

@@ -133,11 +133,28 @@ def sensitivity(
         Indexed like :meth:`MSEMFit.summary` (``level``, ``parameter``), columns ``block``,
         ``label``, ``prior`` and ``likelihood`` (sensitivities) and ``diagnosis``. The
         DataFrame's ``attrs["guide"]`` holds :data:`GUIDE`.
+
+    Raises
+    ------
+    NotImplementedError
+        For a model with ordinal variables (see :mod:`pymsem.results.ordinal`).
     """
     import xarray as xr
     from arviz_stats import psense
 
     from pymsem.results.fit import PAPER_BLOCKS
+    from pymsem.results.ordinal import refuse_ordinal
+
+    refuse_ordinal(
+        fit.structure,
+        "fit.sensitivity()",
+        "power-scaling the likelihood needs each draw's log-likelihood of the observed categories "
+        "(a multivariate normal orthant probability per cluster, not available yet), and the "
+        "complete-data likelihood the sampler used needs the per-cell latent responses, which are "
+        "not stored",
+        "Check the prior's influence by refitting with a wider prior (model.set_prior) and comparing "
+        "the two tables (pymsem.compare_tables).",
+    )
 
     if not (np.isfinite(threshold) and threshold > 0):
         raise ValueError(f"threshold must be a positive number, got {threshold!r}.")
