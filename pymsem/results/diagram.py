@@ -5,7 +5,9 @@ tutorial's Figures 1-4 and Mplus' two-level figures): latent factors are
 ellipses, observed variables rectangles, level-2 columns shaded rectangles.
 Within clusters the factors sit in a row above their indicators; the between
 box mirrors it (indicators on top), so that the factors of both levels face
-each other across the boxes.  A random slope is a filled dot on the within
+each other across the boxes.  Ordinal observed variables are double-bordered
+rectangles, and a note under the boxes lists their numbers of categories (their
+estimates are on the latent-response, probit, scale).  A random slope is a filled dot on the within
 arrow it modifies, named beside the dot, and a between-level ellipse of the
 same name, placed right above the dot; cross-level moderators are arrows from
 the level-2 variable to that ellipse.
@@ -60,6 +62,7 @@ __all__ = [
     "graph_from_structure",
     "layout",
     "model_diagram",
+    "ordinal_note",
     "to_dot",
 ]
 
@@ -100,6 +103,8 @@ class Node:
     ``kind`` is ``"latent"`` (a factor), ``"observed"`` (an indicator, or an observed level-1
     variable used in regressions: at the between level its latent cluster mean), ``"level2"``
     (a column constant within clusters) or ``"slope"`` (a random slope, between level only).
+    ``categories`` is the number of categories of an ordinal observed variable (at the between
+    level: of the column whose latent cluster mean the node is), else None.
     """
 
     name: str
@@ -107,6 +112,7 @@ class Node:
     kind: str
     display: str = ""
     row: str = "structural"  # "structural", "indicator" or "slope"
+    categories: int | None = None
     x: float = 0.0
     y: float = 0.0
     width: float = 0.0
@@ -299,7 +305,22 @@ def graph_from_structure(
             )  # fmt: skip
     for e in edges:
         e.text = _spec_text(e) if labels else ""
+    for n in nodes:
+        if n.kind == "observed" and n.name in structure.ordinal:
+            n.categories = structure.ordinal[n.name]
     return nodes, edges
+
+
+def ordinal_note(nodes: list[Node]) -> str:
+    """The legend line on ordinal variables (``""`` when the diagram has none)."""
+    by_k: dict[int, list[str]] = {}
+    for n in nodes:
+        if n.categories is not None and n.name not in by_k.setdefault(n.categories, []):
+            by_k[n.categories].append(n.name)
+    if not by_k:
+        return ""
+    items = "; ".join(f"{k} categories: {', '.join(names)}" for k, names in by_k.items())
+    return f"Double box: ordinal ({items}), on the latent-response (probit) scale"
 
 
 def _spec_text(e: Edge) -> str:
@@ -452,6 +473,9 @@ class Layout:
     xlim: tuple[float, float] = (0.0, 1.0)
     ylim: tuple[float, float] = (0.0, 1.0)
     titles: dict[str, str] = field(default_factory=dict)
+    #: The legend line under the boxes (ordinal variables), and where it goes.
+    note: str = ""
+    note_xy: tuple[float, float] | None = None
 
 
 def _label_font(e: Edge) -> float:
@@ -513,6 +537,13 @@ def layout(nodes: list[Node], edges: list[Edge], cluster: str | None = None) -> 
     }
     out.xlim = (x0 - 0.1, x1 + 0.1)
     out.ylim = (out.boxes[present[0]][1] - 0.1, out.boxes[present[-1]][3] + 0.1)
+    out.note = ordinal_note(nodes)
+    if out.note:
+        w, h = _text_size(out.note, FONT_LABEL)
+        out.note_xy = (x0, out.ylim[0] - 0.1 - h / 2)
+        # A note wider than the boxes widens the figure rather than being cut off.
+        out.xlim = (out.xlim[0], max(out.xlim[1], x0 + w + 0.1))
+        out.ylim = (out.ylim[0] - h - 0.3, out.ylim[1])
     return out
 
 
@@ -815,6 +846,8 @@ def to_dot(nodes: list[Node], edges: list[Edge], title: str | None = None, clust
             if n.level != lvl:
                 continue
             style = ', style=filled, fillcolor="#e6e6e6"' if n.kind == "level2" else ""
+            if n.categories is not None:
+                style += f', peripheries=2, tooltip="ordinal ({n.categories} categories)"'
             lines.append(
                 f"    {_dot_id(n.id)} [shape={shape[n.kind]}, label={_dot_label(n, suffixes)}{style}];"
             )
@@ -860,6 +893,11 @@ def to_dot(nodes: list[Node], edges: list[Edge], title: str | None = None, clust
     row_w = [n for n in nodes if n.level == "within" and n.row == "structural"]
     if lowest and row_w:
         lines.append(f"  {_dot_id(lowest[0].id)} -> {_dot_id(row_w[0].id)} [style=invis];")
+    note = ordinal_note(nodes)
+    if note:
+        lines.append(f'  "legend:ordinal" [shape=plaintext, fontsize=10, label=<{_html(note)}>];')
+        if row_w:  # below the within box
+            lines.append(f'  {_dot_id(row_w[0].id)} -> "legend:ordinal" [style=invis];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -887,6 +925,14 @@ def draw(nodes: list[Node], edges: list[Edge], lay: Layout, ax: Axes, title: str
             p = Rectangle((n.x - n.width / 2, n.y - n.height / 2), n.width, n.height, facecolor=fc,
                           edgecolor="black", lw=1.1, zorder=3)  # fmt: skip
         ax.add_patch(p)
+        if n.categories is not None:
+            # The inner outline of the double box (an ordinal variable), over the filled outer one.
+            inset = 0.07
+            ax.add_patch(
+                Rectangle((n.x - n.width / 2 + inset, n.y - n.height / 2 + inset), n.width - 2 * inset,
+                          n.height - 2 * inset, facecolor="none", edgecolor="black", lw=0.8, zorder=3,
+                          gid=f"ordinal:{n.id}")
+            )  # fmt: skip
         patches[n.id] = p
         font = FONT_NODE if n.row != "indicator" else FONT_NODE - 1.5
         ax.text(n.x, n.y, n.display, ha="center", va="center", fontsize=font, zorder=4,
@@ -913,6 +959,8 @@ def draw(nodes: list[Node], edges: list[Edge], lay: Layout, ax: Axes, title: str
             ax.text(*e.label_xy, e.text, ha="center", va="center", fontsize=_label_font(e),
                     fontweight="bold" if e.significant else "normal", zorder=6,
                     bbox={"boxstyle": "square,pad=0.08", "facecolor": "white", "edgecolor": "none", "alpha": 0.9})  # fmt: skip
+    if lay.note and lay.note_xy is not None:
+        ax.text(*lay.note_xy, lay.note, ha="left", va="center", fontsize=FONT_LABEL, color="0.2", zorder=6)
     if title:
         ax.set_title(title)
     ax.set_xlim(*lay.xlim)
@@ -929,7 +977,8 @@ class Diagram:
     ----------
     nodes
         DataFrame with one row per node: ``name``, ``level``, ``kind`` (``"latent"``,
-        ``"observed"``, ``"level2"``, ``"slope"``), ``display``, ``x``, ``y``.
+        ``"observed"``, ``"level2"``, ``"slope"``), ``display``, ``categories`` (the number of
+        categories of an ordinal variable, else None), ``x``, ``y``.
     edges
         DataFrame with one row per arrow: ``from``, ``to``, ``level``, ``kind`` (``"loading"``,
         ``"path"``, ``"covariance"``, ``"residual_covariance"``, ``"slope_moderator"``),
@@ -966,11 +1015,19 @@ class Diagram:
     def nodes(self) -> pd.DataFrame:
         return pd.DataFrame(
             [
-                {"name": n.name, "level": n.level, "kind": n.kind, "display": n.display, "x": n.x, "y": n.y}
+                {
+                    "name": n.name,
+                    "level": n.level,
+                    "kind": n.kind,
+                    "display": n.display,
+                    "categories": n.categories,
+                    "x": n.x,
+                    "y": n.y,
+                }
                 for n in self.node_records
             ],
-            columns=["name", "level", "kind", "display", "x", "y"],
-        )
+            columns=["name", "level", "kind", "display", "categories", "x", "y"],
+        ).astype({"categories": "Int64"})
 
     @property
     def edges(self) -> pd.DataFrame:
