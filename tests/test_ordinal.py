@@ -272,3 +272,17 @@ def test_ordinal_fit_reports_thresholds_and_the_probit_scale(model2_ordinal) -> 
     std = fit.summary().reset_index()
     lam = std[(std.parameter == "ACH2 by ACH") & (std.level == "within")].iloc[0]
     assert 0 < lam["std"] < 1  # standardized loading on the latent-response scale
+
+
+def test_a_within_only_ordinal_model_compiles_quietly(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No latent variable at the between level: no empty matrix products reach PyTensor's rewrites
+    (they printed 'Rewrite failure ... argmax of an empty sequence' tracebacks)."""
+    text = "level: 1\n F =~ u1 + u2 + u3 + u4\n"
+    m = ms.MSEM.from_lavaan(text, _ordinal_frame(), cluster="g", ordered=["u1", "u2", "u3", "u4"])
+    model = m.build()
+    assert np.isfinite(model.compile_logp()(model.initial_point()))
+    out = capfd.readouterr()
+    text = out.err + out.out + caplog.text
+    assert "Rewrite failure" not in text and "Traceback" not in text

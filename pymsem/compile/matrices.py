@@ -149,9 +149,13 @@ def level_matrices(ls: LevelStructure, vals: dict[str, Any], ops: Any = NUMPY) -
     Psi = _sym_cov(ops, lv_sd, ls.lv_cor, get("lv_cor"), ls.n_lat, batch)
     rsd = ops.scatter(ls.resid_sd_fixed, (ls.resid_sd_free[:, 0],), get("resid_sd"), ls.resid_sd_free[:, 1])
     Theta = _sym_cov(ops, rsd, ls.resid_cor, get("resid_cor"), ls.n_obs, batch)
-    Sigma_eta = ops.matmul(ops.matmul(A, Psi), ops.mT(A))
-    LA = Lambda
-    Sigma = ops.matmul(ops.matmul(LA, Sigma_eta), ops.mT(LA)) + Theta
+    if ls.n_lat == 0:
+        # No latent variables at this level (items' between variances only): no products of
+        # empty matrices in the graph, which PyTensor's dot rewrites fail on.
+        Sigma_eta, Sigma = Psi, Theta
+    else:
+        Sigma_eta = ops.matmul(ops.matmul(A, Psi), ops.mT(A))
+        Sigma = ops.matmul(ops.matmul(Lambda, Sigma_eta), ops.mT(Lambda)) + Theta
     nu = None
     if len(ls.intercept_free):
         ic = ls.intercept_free
