@@ -580,10 +580,10 @@ class MarginalLikelihood:
         tau = thresholds(structure, data)
         Y, self.untraced = latent_response_data(structure, data, pt.as_tensor_variable(Y), tau)
         Z2 = pt.as_tensor_variable(Z2)
+        if between.nu is None:  # every between mean is a threshold's job: grand means 0
+            between = replace(between, nu=pt.zeros(len(structure.level1) + len(structure.level2)))
         if structure.random_slopes:
             stats = cluster_statistics(data, Y, Z2)
-            if between.nu is None:  # every between mean is a threshold's job: grand means 0
-                between = replace(between, nu=pt.zeros(stats.pb))
             # The Woodbury path reads statistics packed once from fixed data.
             pm.Potential(
                 "loglik", self._slopes_logp(stats, structure, within, between, params, woodbury=False)

@@ -205,7 +205,8 @@ def complete_data_logp(
     are computed once from fixed data; here the data hold sampled latent responses (and filled
     missing cells), so the cluster means and the within scatter are part of the graph. Each
     cluster contributes its mean vector's density under ``Sigma_B + Sigma_W / n_g`` and its
-    ``n_g - 1`` within deviations' density under ``Sigma_W``.
+    ``n_g - 1`` within deviations' density under ``Sigma_W``. ``between.nu`` must be set (zeros
+    where every grand mean is fixed at 0).
     """
     import pytensor.tensor as pt
 
@@ -220,8 +221,7 @@ def complete_data_logp(
     ll = ll - 0.5 * pt.sum(pt.square(solve_lower(L_W, dev.T))) - 0.5 * p1 * float(np.log(sizes).sum())
 
     z = means if Z2 is None else pt.concatenate([means, Z2], axis=1)
-    pb = between.Sigma.type.shape[-1]
-    nu = between.nu if between.nu is not None else pt.zeros(pb)
+    pb, nu = between.Sigma.type.shape[-1], between.nu
     uniq, inv = np.unique(sizes, return_inverse=True)
     pad = pt.zeros((pb, pb))
     pad = pt.set_subtensor(pad[:p1, :p1], within.Sigma)
