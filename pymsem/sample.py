@@ -142,6 +142,8 @@ def sample_compiled(
     if sampler == "nutpie":
         import nutpie
 
+        from pymsem.compile import nutpie_cache
+
         t0 = time.perf_counter()
         init = _initial_point(compiled, None)
         key = ("nutpie", backend, tuple(sorted(init)))
@@ -153,12 +155,15 @@ def sample_compiled(
             reused = cache[key] is not None
             if not reused:
                 with ieee_numba():
-                    cache[key] = nutpie.compile_pymc_model(
-                        model,
-                        backend=backend,
-                        initial_points=init,
-                        jitter_rvs=set(),
-                    )
+                    if backend == "numba" and nutpie_cache.available():
+                        cache[key] = nutpie_cache.compile_nutpie(model, init)
+                    else:
+                        cache[key] = nutpie.compile_pymc_model(
+                            model,
+                            backend=backend,
+                            initial_points=init,
+                            jitter_rvs=set(),
+                        )
                 if backend == "numba":
                     reuse.remember(model, init, cache[key])
         nut = cache[key]
