@@ -36,6 +36,10 @@ if __name__ == "__main__":  # PyMC's chain processes import this file again
         fit = model.fit(draws=150, tune=150, chains=2, seed=3, sampler=sampler, progress=False, warn=False)
         draws = np.ascontiguousarray(fit.posterior["path_w"].values)
         print("DRAWS", sampler, hashlib.sha256(draws.tobytes()).hexdigest(), flush=True)
+        if sampler == "nutpie":
+            nut = next(iter(fit.compiled._sampler_cache.values()))
+            hits = [f.cache_hits for f in (nut.compiled_logp_func, nut.compiled_expand_func)]
+            print("DRAWS wrappers-from-cache", sum(hits), flush=True)
 """
 
 
@@ -58,5 +62,37 @@ def test_same_seed_same_draws_with_cold_and_warm_caches(tmp_path: Path) -> None:
     cold = _run(script, tmp_path / "caches")
     assert (tmp_path / "caches" / "pytensor" / "numba").is_dir()  # the first run filled the cache
     warm = _run(script, tmp_path / "caches")
+    # nutpie's two C wrappers (pymsem.compile.nutpie_cache) compile in the first process and
+    # load from the cache in the second.
+    assert cold.pop("wrappers-from-cache") == "0" and warm.pop("wrappers-from-cache") == "2"
     assert set(cold) == {"nutpie", "pymc"}
     assert cold == warm
+
+
+def test_cached_wrappers_give_the_draws_of_nutpies_own() -> None:
+    """pymsem's cacheable wrappers call the same compiled log density as nutpie's closures."""
+    import numpy as np
+    import nutpie
+
+    import pymsem as ms
+    from pymsem.compile.nutpie_cache import compile_nutpie
+    from pymsem.compile.reproducible import ieee_numba
+    from pymsem.sample import _initial_point
+
+    data = ms.datasets.load_school().query("schid <= 20")
+    compiled = ms.tutorial.model1(data).compile()
+    init = _initial_point(compiled, None)
+    with ieee_numba():
+        ours = compile_nutpie(compiled.pymc_model, init)
+        theirs = nutpie.compile_pymc_model(
+            compiled.pymc_model, backend="numba", initial_points=init, jitter_rvs=set()
+        )
+        a, b = (
+            nutpie.sample(n, draws=60, tune=60, chains=1, seed=4, progress_bar=False) for n in (ours, theirs)
+        )
+    assert set(a.posterior.data_vars) == set(b.posterior.data_vars)
+    for v in a.posterior.data_vars:
+        assert np.array_equal(a.posterior[v].values, b.posterior[v].values), v
+    # New data of the same kind is a change of the record, which both wrappers read the same way.
+    x = ours.with_data(**{k.name: k.get_value() for k in ours.shared_var_keys})
+    assert x.user_data.dtype == ours.user_data.dtype
