@@ -69,6 +69,7 @@ def fit_row(
         "compile_s": round(fit.run.compile_seconds, 1),
         "sampling_s": round(sampling, 1),
         "min_bulk_ess": int(keep.ess_bulk.min()),
+        "lowest_ess": " ".join(str(keep.loc[keep.ess_bulk.idxmin(), k]) for k in ("level", "parameter")),
         "ess_per_s": round(float(keep.ess_bulk.min()) / sampling, 2),
         "max_rhat": round(float(keep.rhat.max()), 3),
         "divergences": int(fit.diagnostics()["divergences"]),
