@@ -147,7 +147,7 @@ def sample_compiled(
         t0 = time.perf_counter()
         init = _initial_point(compiled, None)
         key = ("nutpie", backend, tuple(sorted(init)))
-        cache = compiled.__dict__.setdefault("_sampler_cache", {})
+        cache = compiled.sampler_cache
         reused = False
         if key not in cache:
             # pymsem.reuse swaps the data of numba-compiled functions only.
@@ -279,10 +279,11 @@ def _adaptation(compiled: CompiledModel) -> str:
     intercepts' bulk ESS and brought R-hat below 1.01 where diag did not). Its warm-up cost
     grows with the dimension, so models with per-cluster or per-student variables use diag.
     """
-    if "_adaptation" not in compiled.__dict__:  # the initial point compiles a function: do it once
+    cache = compiled.sampler_cache
+    if "adaptation" not in cache:  # the initial point compiles a function: do it once
         n = sum(int(np.prod(v.shape)) for v in compiled.pymc_model.initial_point().values())
-        compiled.__dict__["_adaptation"] = "low_rank" if n <= 150 else "diag"
-    return compiled.__dict__["_adaptation"]
+        cache["adaptation"] = "low_rank" if n <= 150 else "diag"
+    return cache["adaptation"]
 
 
 def _n_cores() -> int:

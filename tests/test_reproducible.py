@@ -37,7 +37,7 @@ if __name__ == "__main__":  # PyMC's chain processes import this file again
         draws = np.ascontiguousarray(fit.posterior["path_w"].values)
         print("DRAWS", sampler, hashlib.sha256(draws.tobytes()).hexdigest(), flush=True)
         if sampler == "nutpie":
-            nut = next(iter(fit.compiled._sampler_cache.values()))
+            nut = next(v for k, v in fit.compiled.sampler_cache.items() if k[0] == "nutpie")
             hits = [f.cache_hits for f in (nut.compiled_logp_func, nut.compiled_expand_func)]
             print("DRAWS wrappers-from-cache", sum(hits), flush=True)
 """

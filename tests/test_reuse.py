@@ -23,7 +23,7 @@ def same_shape_data() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _logp_func(fit: ms.results.fit.MSEMFit) -> object:
-    (nut,) = fit.compiled.__dict__["_sampler_cache"].values()
+    (nut,) = [v for k, v in fit.compiled.sampler_cache.items() if k[0] == "nutpie"]
     return nut.compiled_logp_func
 
 

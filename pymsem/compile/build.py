@@ -308,6 +308,9 @@ class CompiledModel:
     formulation: Formulation
     priors: dict[str, list[ResolvedPrior]]
     initial_values: dict[str, np.ndarray] = field(default_factory=dict)
+    #: What :mod:`pymsem.sample` derives from this model once and keeps for its next fits
+    #: (compiled sampler functions by sampler and backend, the mass-matrix adaptation).
+    sampler_cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def build_pymc_model(
