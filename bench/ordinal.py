@@ -65,6 +65,8 @@ def fit_row(
         "categories": len(tau) + 1,
         "seed": seed,
         "students": len(cut),
+        "draws": draws,
+        "tune": tune,
         "formulation": fit.compiled.formulation.name,
         "compile_s": round(fit.run.compile_seconds, 1),
         "sampling_s": round(sampling, 1),
@@ -140,8 +142,10 @@ def main() -> None:
             t = time.perf_counter()
             fits.append(fit_row(model, a.clusters, a.size, seed, a.draws, a.tune, tau))
             print(fits[-1], f"({time.perf_counter() - t:.0f} s)", flush=True)
+            # Rewritten whole, not appended: rows of earlier runs may lack a newer column.
             csv = OUT / "ordinal_fits.csv"
-            pd.DataFrame([fits[-1]]).to_csv(csv, mode="a", header=not csv.exists(), index=False)
+            before = [pd.read_csv(csv)] if csv.exists() else []
+            pd.concat([*before, pd.DataFrame([fits[-1]])]).to_csv(csv, index=False)
     text = [
         "# Ordinal indicators (5 categories): tutorial models on simulated data",
         "",
