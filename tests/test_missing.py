@@ -103,8 +103,50 @@ def exact_case(name: str, missing: bool) -> tuple[ms.MSEM, dict[str, np.ndarray]
 def test_missing_likelihood_equals_dense_density_of_observed_values(case: str) -> None:
     m, vec = _tiny_case(case)
     assert m.clustered_data().has_missing
-    model = m.compile().pymc_model
+    model = m.compile("patterns").pymc_model
     assert _eval(model, model["loglik"], vec) == pytest.approx(_dense_observed(m, vec), rel=1e-9)
+
+
+def _integrate_cells(model, fixed: dict[str, np.ndarray]) -> float:
+    """``log \\int exp(loglik) d(missing cells)``, exact: the log-likelihood is quadratic in the cells.
+
+    With ``f(x) = f0 + g'x - x'Ax/2`` the integral is ``f0 + g'A^-1 g/2 + d/2 log 2 pi - log|A|/2``;
+    ``f0``, ``g`` and ``A`` come from the graph's value and gradient.
+    """
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.graph.replace import graph_replace
+
+    cells = [n for n in ("y_missing", "level2_missing") if n in model.named_vars]
+    xs = [pt.vector(n) for n in cells]
+    repl = {model[k]: pt.as_tensor(np.asarray(v, dtype=float)) for k, v in fixed.items()}
+    repl |= {model[n]: x for n, x in zip(cells, xs)}
+    f = graph_replace(model["loglik"], repl, strict=True)
+    sizes = [int(np.prod(model.initial_point()[n].shape)) for n in cells]
+    flat = pt.vector("x")
+    parts, start = [], 0
+    for k in sizes:
+        parts.append(flat[start : start + k])
+        start += k
+    f = graph_replace(f, dict(zip(xs, parts)), strict=True)
+    fn = pytensor.function([flat], [f, pytensor.gradient.grad(f, flat)], mode=REFERENCE_MODE)
+    f0, g0 = fn(np.zeros(start))
+    # The gradient is affine in x: the Hessian's columns are its differences along unit vectors.
+    A = np.column_stack([g0 - fn(e)[1] for e in np.eye(start)])
+    A = (A + A.T) / 2
+    sign, logdet = np.linalg.slogdet(A)
+    assert sign > 0
+    return float(f0 + 0.5 * g0 @ np.linalg.solve(A, g0) + 0.5 * start * np.log(2 * np.pi) - 0.5 * logdet)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_sampled_cells_integrate_to_the_observed_data_likelihood(case: str) -> None:
+    """The default marginal formulation samples the missing cells: integrated over them, its
+    log-likelihood is the dense normal density of the observed values."""
+    m, vec = _tiny_case(case)
+    model = m.compile().pymc_model
+    assert "y_missing" in model.named_vars
+    assert _integrate_cells(model, vec) == pytest.approx(_dense_observed(m, vec), rel=1e-9)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -155,6 +197,22 @@ def test_random_slope_missing_likelihood_equals_dense(woodbury: bool) -> None:
     f = pytensor.function([*syms.values(), us], ll.sum(), on_unused_input="ignore", mode=REFERENCE_MODE)
     got = f(*[vals[n] for n in st.groups], u)
     assert got == pytest.approx(_dense_observed(m, vals, slopes=u), rel=1e-9)
+
+
+def test_sampled_cells_with_random_slopes_integrate_to_the_observed_data_likelihood() -> None:
+    """Given the slopes, the sampled cells integrate out to the observed values' dense density."""
+    sizes = np.array([1, 2, 3, 5, 4, 2, 6])
+    df = ms.simulate(model3_spec(None, indicators=3), MODEL3_TRUTH, 7, sizes, seed=3)
+    df = _punch(df, [c for c in df.columns if c[:3] in ("ACH", "INT", "REL")], 0.3, 4)
+    m = model3_spec(df, indicators=3)
+    st, cd = m.structure(), m.clustered_data()
+    model = m.compile(slopes="centered").pymc_model  # the clusters' slopes are then free variables
+    rng = np.random.default_rng(1)
+    vals = {n: 0.7 + 0.1 * rng.standard_normal(len(g)) for n, g in st.groups.items()}
+    mean = vals["path_w"][[r.mean_index for r in st.random_slopes]]
+    u = 0.3 * rng.standard_normal((cd.n_clusters, len(st.random_slopes)))
+    fixed = {**vals, "slope": mean[None, :] + u}
+    assert _integrate_cells(model, fixed) == pytest.approx(_dense_observed(m, vals, slopes=u), rel=1e-9)
 
 
 # ------------------------------------------------------------------------ data handling
@@ -290,7 +348,7 @@ def test_augmented_and_marginal_agree_with_missing_cells() -> None:
     df = _punch(df, [c for c in df.columns if c[0] in "xy"], 0.2, 22)
     df.loc[df.schid.isin(df.schid.unique()[:4]), "W"] = np.nan
     kw = dict(draws=500, tune=500, chains=2, seed=3, progress=False, warn=False)
-    marg = spec(df, level2).fit(formulation="marginal", **kw)
+    marg = spec(df, level2).fit(formulation="patterns", **kw)
     aug = spec(df, level2).fit(formulation="augmented", **kw)
     assert "y_missing" in aug.posterior and "level2_missing" in aug.posterior
     for var in ("path_w", "path_b", "loading_w", "loading_b", "lv_sd_w", "resid_sd_w"):

@@ -417,12 +417,16 @@ def test_slope_covariance_with_a_within_only_variable() -> None:
 
 # ------------------------------------------------------ missing level-2 moderators (MAR)
 def test_missing_level2_moderator_is_integrated_out() -> None:
-    """A level-2 moderator missing in some clusters: the likelihood conditions on the slopes and
-    integrates the missing values out (exactness: tests/test_random_effects.py)."""
+    """A level-2 moderator missing in some clusters: the "patterns" likelihood conditions on the
+    slopes and integrates the missing values out (exactness: tests/test_random_effects.py)."""
     df = ms.simulate(tiny_spec(None), VALUES, n_clusters=6, cluster_size=3, seed=3)
     df.loc[df["schid"] == 2, "Z"] = np.nan
     model = tiny_spec(df)
-    pm_model = model.build()
+    pm_model = model.build("patterns")
     assert "slope_deviation" in pm_model.named_vars and "moderator_raw" not in pm_model.named_vars
     logp = pm_model.compile_logp(mode=REFERENCE_MODE)  # nothing compiled: each Op's NumPy perform
     assert np.isfinite(logp(pm_model.initial_point()))
+    # The default formulation samples the missing value instead (one cell per cluster without Z).
+    sampled = model.build()
+    assert sampled["level2_missing"].type.shape in ((1,), (None,))
+    assert np.isfinite(sampled.compile_logp(mode=REFERENCE_MODE)(sampled.initial_point()))

@@ -368,6 +368,8 @@ class AugmentedLikelihood:
     slopes: SlopeSettings = SlopeSettings()
     #: Free variables left out of the stored trace (ordinal cells' latent responses).
     untraced: tuple[str, ...] | list[str] = ()
+    #: Missing cells are free variables of the model (their draws are the imputations).
+    samples_missing: ClassVar[bool] = True
 
     def supports(self, structure: ModelStructure) -> str | None:
         """``None`` if the model can be augmented, else why not."""

@@ -50,7 +50,7 @@ from pymsem.compile.slopes import (
 from pymsem.compile.structure import ModelStructure
 from pymsem.specification.data import ClusteredData
 
-__all__ = ["MarginalLikelihood", "SufficientStatistics", "sufficient_statistics"]
+__all__ = ["MarginalLikelihood", "PatternLikelihood", "SufficientStatistics", "sufficient_statistics"]
 
 
 @dataclass(frozen=True)
@@ -483,10 +483,13 @@ class MarginalLikelihood:
     """Both levels' latent variables integrated out.
 
     Without random slopes nothing per cluster is sampled; with random slopes
-    only the slopes' cluster deviations are.
+    only the slopes' cluster deviations are. Missing cells (and ordinal cells' latent
+    responses) are sampled; :class:`PatternLikelihood` integrates missing cells out as well.
     """
 
     name: ClassVar[str] = "marginal"
+    #: Missing cells are free variables of the model (their draws are the imputations).
+    samples_missing: ClassVar[bool] = True
     slopes: SlopeSettings = SlopeSettings()
 
     #: Free variables left out of the stored trace (ordinal cells' latent responses).
@@ -547,6 +550,49 @@ class MarginalLikelihood:
             return random_slope_logp_woodbury(stats, structure, within, between, u)
         return random_slope_logp(stats, structure, within, between, u)
 
+    def _completed_data(self, structure: ModelStructure, data: ClusteredData) -> tuple[Any, Any]:
+        """The level-1 and level-2 data as tensors, each missing cell a free variable.
+
+        The missing cells are sampled with the parameters (data augmentation); given them the
+        data are complete and both levels' latent variables still integrate out. Their draws are
+        the imputations (``y_missing``, ``level2_missing``).
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        from pymsem.compile.augmented import _fill_missing
+
+        model = pm.modelcontext(None)
+        Y = _fill_missing(
+            model, "y_missing", data.frame[structure.level1].to_numpy(float), data.cluster_index
+        )
+        Z2 = data.level2_values(structure.level2)
+        Z2 = _fill_missing(model, "level2_missing", Z2, np.zeros(data.n_clusters, dtype=np.int64))
+        return pt.as_tensor_variable(Y), pt.as_tensor_variable(Z2)
+
+    def _add_completed(
+        self,
+        structure: ModelStructure,
+        data: ClusteredData,
+        within: LevelMatrices,
+        between: LevelMatrices,
+        params: dict[str, Any],
+        Y: Any,
+        Z2: Any,
+    ) -> None:
+        """The collapsed likelihood of data that hold sampled values, its statistics computed in the graph."""
+        import pymc as pm
+
+        from pymsem.compile.ordinal import cluster_statistics, complete_data_logp
+
+        if structure.random_slopes:
+            stats = cluster_statistics(data, Y, Z2)
+            # The Woodbury path reads statistics packed once from fixed data.
+            ll = self._slopes_logp(stats, structure, within, between, params, woodbury=False)
+        else:
+            ll = complete_data_logp(data, Y, Z2, within, between)
+        pm.Potential("loglik", ll)
+
     def _add_ordinal(
         self,
         structure: ModelStructure,
@@ -560,36 +606,16 @@ class MarginalLikelihood:
         The sufficient statistics then depend on sampled values, so they are computed in the graph
         (:func:`pymsem.compile.ordinal.complete_data_logp`); missing cells are sampled as well.
         """
-        import pymc as pm
         import pytensor.tensor as pt
 
-        from pymsem.compile.augmented import _fill_missing
-        from pymsem.compile.ordinal import (
-            cluster_statistics,
-            complete_data_logp,
-            latent_response_data,
-            thresholds,
-        )
+        from pymsem.compile.ordinal import latent_response_data, thresholds
 
-        model = pm.modelcontext(None)
-        Y = _fill_missing(
-            model, "y_missing", data.frame[structure.level1].to_numpy(float), data.cluster_index
-        )
-        Z2 = data.level2_values(structure.level2)
-        Z2 = _fill_missing(model, "level2_missing", Z2, np.zeros(data.n_clusters, dtype=np.int64))
+        Y, Z2 = self._completed_data(structure, data)
         tau = thresholds(structure, data)
-        Y, self.untraced = latent_response_data(structure, data, pt.as_tensor_variable(Y), tau)
-        Z2 = pt.as_tensor_variable(Z2)
+        Y, self.untraced = latent_response_data(structure, data, Y, tau)
         if between.nu is None:  # every between mean is a threshold's job: grand means 0
             between = replace(between, nu=pt.zeros(len(structure.level1) + len(structure.level2)))
-        if structure.random_slopes:
-            stats = cluster_statistics(data, Y, Z2)
-            # The Woodbury path reads statistics packed once from fixed data.
-            pm.Potential(
-                "loglik", self._slopes_logp(stats, structure, within, between, params, woodbury=False)
-            )
-            return
-        pm.Potential("loglik", complete_data_logp(data, Y, Z2, within, between))
+        self._add_completed(structure, data, within, between, params, Y, Z2)
 
     def _add_missing(
         self,
@@ -599,7 +625,39 @@ class MarginalLikelihood:
         between: LevelMatrices,
         params: dict[str, Any],
     ) -> None:
-        """The same likelihood when cells are missing: students grouped by missingness pattern."""
+        """Missing cells sampled (data augmentation), the completed data's likelihood collapsed.
+
+        Per gradient this costs a pass over the students (their statistics are graph nodes),
+        where integrating the cells out costs one factorization per (cluster, missingness
+        pattern) pair: with a tenth or more of the cells missing nearly every student has a
+        pattern of their own, and sampling the cells is several times faster per effective
+        draw (``bench/missing_formulations.py``). :class:`PatternLikelihood` integrates them.
+        """
+        Y, Z2 = self._completed_data(structure, data)
+        self._add_completed(structure, data, within, between, params, Y, Z2)
+
+
+@register
+class PatternLikelihood(MarginalLikelihood):
+    """The marginal likelihood with missing cells integrated out too: nothing per cell is sampled.
+
+    Students are grouped by (cluster, missingness pattern) and each pair's observed block is
+    factored (:mod:`pymsem.compile.missing`). Exact, like sampling the cells; faster where few
+    cells are missing in many students (most pairs then share the complete pattern).
+    """
+
+    name: ClassVar[str] = "patterns"
+    samples_missing: ClassVar[bool] = False
+
+    def _add_missing(
+        self,
+        structure: ModelStructure,
+        data: ClusteredData,
+        within: LevelMatrices,
+        between: LevelMatrices,
+        params: dict[str, Any],
+    ) -> None:
+        """Missing cells integrated out: students grouped by (cluster, missingness pattern)."""
         import pymc as pm
 
         self.pattern_stats = pattern_statistics(structure, data)  # NumPy, for imputation

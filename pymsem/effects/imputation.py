@@ -1,6 +1,7 @@
 """Multiple imputations: missing cells drawn from their posterior predictive distribution.
 
-For posterior draw ``s`` the collapsed likelihood's conditional moments (the
+Where the model integrated the missing cells out (the ``"patterns"`` formulation), for
+posterior draw ``s`` the collapsed likelihood's conditional moments (the
 within covariance of every cluster, the cluster vector's mean and covariance)
 are evaluated with the draw's parameters (and, with random slopes, its cluster
 slopes and moderators). Then, as Blimp's imputation output does, one completed
@@ -10,9 +11,10 @@ data set is drawn per chosen posterior draw:
    exact conditional distribution given everything observed in the cluster;
 2. each student's missing values given ``z_g`` and the student's observed values.
 
-With the augmented formulation the missing cells are sampled with the model, so
-the imputations are read from the posterior. So are those of models with ordinal
-variables (both formulations sample their missing cells): an ordinal column's missing
+Where the formulation samples the missing cells with the model (the default marginal
+one and the augmented one; not ``"patterns"``, which integrates them out), the imputations
+are read from the posterior. So are those of models with ordinal variables (every
+formulation samples their missing cells): an ordinal column's missing
 cell is a latent response, which is cut at the same draw's thresholds into a category
 (``tau_{k-1} < y* <= tau_k``) and returned as the user's category value (an ordered
 Categorical stays one; integer codes come back as those integers).
@@ -205,8 +207,8 @@ def impute(fit: MSEMFit, m: int = 20, seed: int | None = None, stacked: bool = T
     tau = fit.threshold_draws() if st.ordinal else {}
     if not data.has_missing:
         filled = [None] * m
-    elif compiled.formulation.name == "augmented" or st.ordinal:
-        # Ordinal models sample every missing cell in both formulations.
+    elif getattr(compiled.formulation, "samples_missing", False) or st.ordinal:
+        # The cells were sampled with the model (ordinal models sample them in every formulation).
         filled = _impute_augmented(fit, draws)
     else:
         filled = _impute_marginal(fit, draws, seed)
