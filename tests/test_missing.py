@@ -4,6 +4,8 @@
   of each cluster's observed values (level-1 cells and level-2 values), for the formulation
   test cases (free residuals, residual correlations, observed variables only) and for random
   slopes (Woodbury and Cholesky forms); with complete data it equals the complete-data path.
+* The default formulation samples the missing cells instead: its log-likelihood integrated over
+  them (exactly: it is quadratic in them) is the same dense density, with and without slopes.
 * MAR recovery (the chance that INT and REL indicators are missing depends on the observed
   ACH1): intervals cover Model 2's paths, while listwise deletion on the same data is biased.
 * Imputations reproduce the mean of the values that were deleted, not of those observed.
@@ -137,6 +139,18 @@ def _integrate_cells(model, fixed: dict[str, np.ndarray]) -> float:
     sign, logdet = np.linalg.slogdet(A)
     assert sign > 0
     return float(f0 + 0.5 * g0 @ np.linalg.solve(A, g0) + 0.5 * start * np.log(2 * np.pi) - 0.5 * logdet)
+
+
+def test_many_missing_cells_are_integrated_out_rather_than_stored(monkeypatch) -> None:
+    m, vec = _tiny_case("small")
+    st, cd = m.structure(), m.clustered_data()
+    n_cells = np.isnan(cd.frame[st.level1].to_numpy(float)).sum() + np.isnan(cd.level2_values(st.level2)).sum()
+    monkeypatch.setattr(mg, "MAX_SAMPLED_CELLS", int(n_cells) - 1)
+    compiled = m.compile()
+    assert compiled.formulation.name == "marginal" and not compiled.formulation.samples_missing
+    assert "y_missing" not in compiled.pymc_model.named_vars
+    model = compiled.pymc_model
+    assert _eval(model, model["loglik"], vec) == pytest.approx(_dense_observed(m, vec), rel=1e-9)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -348,7 +362,7 @@ def test_augmented_and_marginal_agree_with_missing_cells() -> None:
     df = _punch(df, [c for c in df.columns if c[0] in "xy"], 0.2, 22)
     df.loc[df.schid.isin(df.schid.unique()[:4]), "W"] = np.nan
     kw = dict(draws=500, tune=500, chains=2, seed=3, progress=False, warn=False)
-    marg = spec(df, level2).fit(formulation="patterns", **kw)
+    marg = spec(df, level2).fit(formulation="marginal", **kw)
     aug = spec(df, level2).fit(formulation="augmented", **kw)
     assert "y_missing" in aug.posterior and "level2_missing" in aug.posterior
     for var in ("path_w", "path_b", "loading_w", "loading_b", "lv_sd_w", "resid_sd_w"):

@@ -478,6 +478,11 @@ def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any,
     return -0.5 * (len(rest) * np.log(2 * np.pi) + logdet + quad)
 
 
+#: Above this many missing cells the default formulation integrates them out rather than sampling
+#: them: each sampled cell is stored per draw (4 chains x 1000 draws x 50,000 cells: 1.6 GB).
+MAX_SAMPLED_CELLS = 50_000
+
+
 @register
 class MarginalLikelihood:
     """Both levels' latent variables integrated out.
@@ -488,8 +493,9 @@ class MarginalLikelihood:
     """
 
     name: ClassVar[str] = "marginal"
-    #: Missing cells are free variables of the model (their draws are the imputations).
-    samples_missing: ClassVar[bool] = True
+    #: Missing cells are free variables of the model (their draws are the imputations); above
+    #: MAX_SAMPLED_CELLS they are integrated out instead.
+    samples_missing: bool = True
     slopes: SlopeSettings = SlopeSettings()
 
     #: Free variables left out of the stored trace (ordinal cells' latent responses).
@@ -633,6 +639,12 @@ class MarginalLikelihood:
         pattern of their own, and sampling the cells is several times faster per effective
         draw (``bench/missing_formulations.py``). :class:`PatternLikelihood` integrates them.
         """
+        cells = int(np.isnan(data.frame[structure.level1].to_numpy(float)).sum())
+        cells += int(np.isnan(data.level2_values(structure.level2)).sum())
+        if cells > MAX_SAMPLED_CELLS:
+            self.samples_missing = False
+            PatternLikelihood._add_missing(self, structure, data, within, between, params)
+            return
         Y, Z2 = self._completed_data(structure, data)
         self._add_completed(structure, data, within, between, params, Y, Z2)
 
@@ -647,7 +659,7 @@ class PatternLikelihood(MarginalLikelihood):
     """
 
     name: ClassVar[str] = "patterns"
-    samples_missing: ClassVar[bool] = False
+    samples_missing: bool = False
 
     def _add_missing(
         self,
