@@ -120,17 +120,14 @@ def _integrate_cells(model, fixed: dict[str, np.ndarray]) -> float:
     from pytensor.graph.replace import graph_replace
 
     cells = [n for n in ("y_missing", "level2_missing") if n in model.named_vars]
-    xs = [pt.vector(n) for n in cells]
-    repl = {model[k]: pt.as_tensor(np.asarray(v, dtype=float)) for k, v in fixed.items()}
-    repl |= {model[n]: x for n, x in zip(cells, xs)}
-    f = graph_replace(model["loglik"], repl, strict=True)
-    sizes = [int(np.prod(model.initial_point()[n].shape)) for n in cells]
     flat = pt.vector("x")
-    parts, start = [], 0
-    for k in sizes:
-        parts.append(flat[start : start + k])
+    repl = {model[k]: pt.as_tensor(np.asarray(v, dtype=float)) for k, v in fixed.items()}
+    start = 0
+    for n in cells:
+        k = int(np.prod(model.initial_point()[n].shape))
+        repl[model[n]] = flat[start : start + k]
         start += k
-    f = graph_replace(f, dict(zip(xs, parts)), strict=True)
+    f = graph_replace(model["loglik"], repl, strict=True)
     fn = pytensor.function([flat], [f, pytensor.gradient.grad(f, flat)], mode=REFERENCE_MODE)
     f0, g0 = fn(np.zeros(start))
     # The gradient is affine in x: the Hessian's columns are its differences along unit vectors.
@@ -143,9 +140,8 @@ def _integrate_cells(model, fixed: dict[str, np.ndarray]) -> float:
 
 def test_many_missing_cells_are_integrated_out_rather_than_stored(monkeypatch) -> None:
     m, vec = _tiny_case("small")
-    st, cd = m.structure(), m.clustered_data()
-    n_cells = np.isnan(cd.frame[st.level1].to_numpy(float)).sum() + np.isnan(cd.level2_values(st.level2)).sum()
-    monkeypatch.setattr(mg, "MAX_SAMPLED_CELLS", int(n_cells) - 1)
+    n_cells = mg.missing_cell_count(m.structure(), m.clustered_data())
+    monkeypatch.setattr(mg, "MAX_SAMPLED_CELLS", n_cells - 1)
     compiled = m.compile()
     assert compiled.formulation.name == "marginal" and not compiled.formulation.samples_missing
     assert "y_missing" not in compiled.pymc_model.named_vars

@@ -478,6 +478,12 @@ def _between_part(stats: SufficientStatistics, Wg: Any, Sigma_B: Any, mean: Any,
     return -0.5 * (len(rest) * np.log(2 * np.pi) + logdet + quad)
 
 
+def missing_cell_count(structure: ModelStructure, data: ClusteredData) -> int:
+    """The missing level-1 cells and level-2 values of the model's columns."""
+    level1 = np.isnan(data.frame[structure.level1].to_numpy(float)).sum()
+    return int(level1 + np.isnan(data.level2_values(structure.level2)).sum())
+
+
 #: Above this many missing cells the default formulation integrates them out rather than sampling
 #: them: each sampled cell is stored per draw (4 chains x 1000 draws x 50,000 cells: 1.6 GB).
 MAX_SAMPLED_CELLS = 50_000
@@ -637,31 +643,19 @@ class MarginalLikelihood:
         where integrating the cells out costs one factorization per (cluster, missingness
         pattern) pair: with a tenth or more of the cells missing nearly every student has a
         pattern of their own, and sampling the cells is several times faster per effective
-        draw (``bench/missing_formulations.py``). :class:`PatternLikelihood` integrates them.
+        draw (``bench/missing_formulations.py``). Where ``samples_missing`` is off
+        (:class:`PatternLikelihood`, or more than :data:`MAX_SAMPLED_CELLS` cells) they are
+        integrated out instead.
         """
-        cells = int(np.isnan(data.frame[structure.level1].to_numpy(float)).sum())
-        cells += int(np.isnan(data.level2_values(structure.level2)).sum())
-        if cells > MAX_SAMPLED_CELLS:
+        if missing_cell_count(structure, data) > MAX_SAMPLED_CELLS:
             self.samples_missing = False
-            PatternLikelihood._add_missing(self, structure, data, within, between, params)
+        if not self.samples_missing:
+            self._integrate_missing(structure, data, within, between, params)
             return
         Y, Z2 = self._completed_data(structure, data)
         self._add_completed(structure, data, within, between, params, Y, Z2)
 
-
-@register
-class PatternLikelihood(MarginalLikelihood):
-    """The marginal likelihood with missing cells integrated out too: nothing per cell is sampled.
-
-    Students are grouped by (cluster, missingness pattern) and each pair's observed block is
-    factored (:mod:`pymsem.compile.missing`). Exact, like sampling the cells; faster where few
-    cells are missing in many students (most pairs then share the complete pattern).
-    """
-
-    name: ClassVar[str] = "patterns"
-    samples_missing: bool = False
-
-    def _add_missing(
+    def _integrate_missing(
         self,
         structure: ModelStructure,
         data: ClusteredData,
@@ -719,6 +713,19 @@ class PatternLikelihood(MarginalLikelihood):
             "level2_cols": list(range(q)),
         }
         pm.Potential("loglik", ll)
+
+
+@register
+class PatternLikelihood(MarginalLikelihood):
+    """The marginal likelihood with missing cells integrated out too: nothing per cell is sampled.
+
+    Students are grouped by (cluster, missingness pattern) and each pair's observed block is
+    factored (:mod:`pymsem.compile.missing`). Exact, like sampling the cells; faster where few
+    cells are missing in many students (most pairs then share the complete pattern).
+    """
+
+    name: ClassVar[str] = "patterns"
+    samples_missing: bool = False
 
 
 def observed_cells_logp(
