@@ -76,21 +76,25 @@ def test_interval_map_of_mixed_columns_matches_its_formula() -> None:
         _interval_values(r, column[::-1], code[::-1], n_cat[::-1], Tt)
 
 
-def test_complete_data_logp_equals_the_dense_normal() -> None:
+@pytest.mark.parametrize("shuffled", [False, True], ids=["cluster-order", "shuffled-rows"])
+def test_complete_data_logp_equals_the_dense_normal(shuffled: bool) -> None:
     """The in-graph collapsed likelihood (statistics from sampled data) against the dense
-    normal of each cluster's stacked rows and level-2 value, on unbalanced clusters."""
+    normal of each cluster's stacked rows and level-2 value, on unbalanced clusters (rows in
+    cluster order, and shuffled: the likelihood sorts them itself)."""
     rng = np.random.default_rng(3)
     sizes = [1, 2, 3, 5, 2]
     df = pd.DataFrame({"g": np.repeat(np.arange(5), sizes)})
-    df["y1"], df["y2"] = rng.normal(size=(2, len(df)))
+    df["y1"], df["y2"] = rng.normal(size=(2, len(df))) + 40.0  # far from 0: centring matters
     df["w"] = np.repeat(rng.normal(size=5), sizes)
+    if shuffled:
+        df = df.sample(frac=1.0, random_state=1).reset_index(drop=True)
     data = ms.MSEM(df, cluster="g").path("y1", on="y2", level="within").path("y1", on="w", level="between")
     data = data.clustered_data()
     A = rng.normal(size=(2, 2))
     SW = A @ A.T + 0.5 * np.eye(2)
     B = rng.normal(size=(3, 3))
     SB = B @ B.T + 0.3 * np.eye(3)
-    nu = rng.normal(size=3)
+    nu = rng.normal(size=3) + np.array([40.0, 40.0, 0.0])
     Y = data.frame[["y1", "y2"]].to_numpy()
     Z2 = data.level2_values(["w"])
     within = SimpleNamespace(Sigma=pt.as_tensor_variable(SW))

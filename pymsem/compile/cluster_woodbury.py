@@ -45,8 +45,10 @@ __all__ = ["ClusterWoodbury", "cluster_woodbury_logp"]
 
 #: Inputs, in order; the gradient outputs follow ``GRAD_INPUTS``' order.
 INPUTS = ("u", "IB0", "Psi_inv", "LtL", "LamD", "S", "w", "n", "size", "UEU", "z", "nu", "Einv", "U")
-GRAD_INPUTS = ("u", "IB0", "Psi_inv", "LtL", "LamD", "UEU", "nu", "Einv", "U")
-_DATA = ("S", "w", "n", "size", "z")
+# ``S`` and ``z`` are data where the data are fixed, and graph nodes where missing cells or latent
+# responses are sampled: their gradients let those formulations use this operation too.
+GRAD_INPUTS = ("u", "IB0", "Psi_inv", "LtL", "LamD", "S", "UEU", "z", "nu", "Einv", "U")
+_DATA = ("w", "n", "size")
 
 
 def packed_lower(S: np.ndarray) -> np.ndarray:
@@ -109,7 +111,11 @@ def _np_value_and_grad(op: ClusterWoodbury, *inputs: np.ndarray) -> list[Any]:
     gnu = -(gdE * x["Einv"][size]).sum(0)
     gEinv = np.zeros_like(x["Einv"])
     np.add.at(gEinv, size, gdE * d)
-    return [np.float64(f), gu, D.sum(0), gPsi, G_C.sum(0), gLamD, gUEU, gnu, gEinv, gU]
+    # f holds S through tr(C^-1 M)/2; a packed off-diagonal entry stands for two.
+    H = 0.5 * LamD @ Cinv @ LamD.T
+    gS = packed_lower(2.0 * H - H * np.eye(p1))
+    gz = gdE * x["Einv"][size]
+    return [np.float64(f), gu, D.sum(0), gPsi, G_C.sum(0), gLamD, gS, gUEU, gz, gnu, gEinv, gU]
 
 
 def _mask(pattern: tuple[tuple[int, int], ...], shape: tuple[int, ...]) -> np.ndarray:
@@ -357,7 +363,9 @@ def _register_numba() -> None:
             gPsi = np.zeros((m, m))
             gLtL = np.zeros((m, m))
             gLamD = np.zeros(LamD.shape)
+            gS = np.zeros(S.shape)
             gUEU = np.zeros(UEU.shape)
+            gz = np.zeros(z.shape)
             gnu = np.zeros(nu.shape)
             gEinv = np.zeros(Einv.shape)
             gU = np.zeros(U.shape)
@@ -465,11 +473,13 @@ def _register_numba() -> None:
                     c_ab = Cinv[grp_a[h], grp_b[h]]
                     for t in range(grp_ptr[h], grp_ptr[h + 1]):
                         gcoef[t] += c_ab * S[g, t_e[t]]
+                        gS[g, t_e[t]] += c_ab * t_half[t] * coef[t]
                 for t in range(n_u):
                     i, a = u_i[t], u_a[t]
                     guval[t] += dE[i] * b[a]
                     gdE[i] += uval[t] * b[a]
                 for i in range(pb):
+                    gz[g, i] = gdE[i] * Einv[sz, i]
                     gnu[i] -= gdE[i] * Einv[sz, i]
                     gEinv[sz, i] += gdE[i] * (z[g, i] - nu[i])
                 # d/dPsi_inv = IB dS IB' and d/dIB = (Psi_inv + Psi_inv') IB dS, via A = IB dS
@@ -496,14 +506,16 @@ def _register_numba() -> None:
                 gPsi[:] = np.nan
                 gLtL[:] = np.nan
                 gLamD[:] = np.nan
+                gS[:] = np.nan
                 gUEU[:] = np.nan
+                gz[:] = np.nan
                 gnu[:] = np.nan
                 gEinv[:] = np.nan
                 gU[:] = np.nan
             # A scalar tensor is a 0-d array in PyTensor's numba backend.
             out = np.empty(())
             out[()] = f
-            return out, gu, gIB0, gPsi, gLtL, gLamD, gUEU, gnu, gEinv, gU
+            return out, gu, gIB0, gPsi, gLtL, gLamD, gS, gUEU, gz, gnu, gEinv, gU
 
         return value_and_grad, numba_cache_salt(__file__)
 

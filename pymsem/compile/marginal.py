@@ -292,15 +292,24 @@ def random_slope_logp_woodbury(
     )
 
     n_within = stats.n_obs - G
-    pooled_diag = pt.sum(pt.square(stats.within_root), axis=1)  # diag of the pooled within scatter
+    if stats.within_root is None:  # statistics of sampled data: summed from the clusters' scatter
+        diag = [i * (i + 3) // 2 for i in range(p1)]  # (i, i) in the packed lower triangle
+        pooled_diag = pt.sum(stats.cluster_scatter[:, diag], axis=0)
+    else:
+        pooled_diag = pt.sum(pt.square(stats.within_root), axis=1)  # diag of the pooled within scatter
     within_ll = (
         -0.5 * n_within * (p1 * log2pi + pt.sum(pt.log(theta)) + logdet_psi)
         - 0.5 * pt.sum(pooled_diag / theta)
         - 0.5 * p1 * stats.log_n_sum
     )
     # sum_g (z_g - nu)' E_g^-1 (z_g - nu), from each size's mean and scatter.
-    dev = stats.means - between.nu[None, :]
-    sq = pt.sum(pt.square(stats.roots), axis=2) + stats.counts[:, None] * pt.square(dev)
+    if stats.roots is None:  # sampled data: each size's sum straight from its clusters' vectors
+        onehot = np.zeros((len(stats.counts), G))
+        onehot[stats.cluster_size_index, np.arange(G)] = 1.0
+        sq = pt.dot(onehot, pt.square(stats.cluster_vectors - between.nu[None, :]))
+    else:
+        dev = stats.means - between.nu[None, :]
+        sq = pt.sum(pt.square(stats.roots), axis=2) + stats.counts[:, None] * pt.square(dev)
     between_ll = (
         -0.5 * G * (pb * log2pi + chol_logdet(Lpsib) + logdet_psi)
         - 0.5 * pt.sum(stats.counts * pt.sum(pt.log(E_k), axis=1))
@@ -544,7 +553,6 @@ class MarginalLikelihood:
         within: LevelMatrices,
         between: LevelMatrices,
         params: dict[str, Any],
-        woodbury: bool = True,
     ) -> Any:
         """The collapsed log-likelihood given explicit random slopes, from per-cluster statistics.
 
@@ -558,7 +566,7 @@ class MarginalLikelihood:
         u = add_random_slopes(structure, params, self.slopes)
         if any(r.moderators for r in structure.random_slopes):
             return moderated_random_slope_logp(stats, structure, within, between, u, params)
-        if woodbury and woodbury_applies(structure):
+        if woodbury_applies(structure):
             return random_slope_logp_woodbury(stats, structure, within, between, u)
         return random_slope_logp(stats, structure, within, between, u)
 
@@ -599,8 +607,7 @@ class MarginalLikelihood:
 
         if structure.random_slopes:
             stats = cluster_statistics(data, Y, Z2)
-            # The Woodbury path reads statistics packed once from fixed data.
-            ll = self._slopes_logp(stats, structure, within, between, params, woodbury=False)
+            ll = self._slopes_logp(stats, structure, within, between, params)
         else:
             ll = complete_data_logp(data, Y, Z2, within, between)
         pm.Potential("loglik", ll)

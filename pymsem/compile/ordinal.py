@@ -207,27 +207,44 @@ def complete_data_logp(
     cluster contributes its mean vector's density under ``Sigma_B + Sigma_W / n_g`` and its
     ``n_g - 1`` within deviations' density under ``Sigma_W``. ``between.nu`` must be set (zeros
     where every grand mean is fixed at 0).
+
+    The passes over the students are the cluster sums and one matrix product, the pooled within
+    scatter ``Y'Y - sum_g s_g s_g' / n_g`` (no per-student deviations or solves); the between
+    part weights each distinct cluster size's precision with the scatter of its clusters' mean
+    vectors, where a solve per cluster was one LAPACK call each.
     """
     import pytensor.tensor as pt
 
-    idx, sizes = data.cluster_index, data.sizes.astype(float)
+    idx, sizes = data.cluster_index, data.sizes
     N, G, p1 = data.n_obs, data.n_clusters, within.Sigma.type.shape[-1]
-    sums = pt.zeros((G, p1))
-    sums = pt.inc_subtensor(sums[idx], Y)
-    means = sums / sizes[:, None]
-    dev = Y - means[idx]
+    # Centred, so Y'Y and the cluster sums' outer products do not cancel large numbers (the
+    # within scatter does not depend on the shift; the cluster means add it back).
+    centre = pt.mean(Y, axis=0)
+    Yc = Y - centre[None, :]
+    sums = pt.inc_subtensor(pt.zeros((G, p1))[idx], Yc)
+    n = sizes.astype(float)
+    scatter_w = pt.dot(Yc.T, Yc) - pt.dot((sums / n[:, None]).T, sums)
     L_W = cholesky(within.Sigma)
+    L_W_inv = solve_lower(L_W, pt.eye(p1))
     ll = -0.5 * (N - G) * (p1 * _LOG2PI + chol_logdet(L_W))
-    ll = ll - 0.5 * pt.sum(pt.square(solve_lower(L_W, dev.T))) - 0.5 * p1 * float(np.log(sizes).sum())
+    ll = ll - 0.5 * pt.sum(pt.dot(L_W_inv.T, L_W_inv) * scatter_w) - 0.5 * p1 * float(np.log(n).sum())
 
+    means = sums / n[:, None] + centre[None, :]
     z = means if Z2 is None else pt.concatenate([means, Z2], axis=1)
     pb, nu = between.Sigma.type.shape[-1], between.nu
     uniq, inv = np.unique(sizes, return_inverse=True)
+    counts = np.bincount(inv).astype(float)
+    onehot = np.zeros((len(uniq), G))
+    onehot[inv, np.arange(G)] = 1.0
+    d = z - nu[None, :]
+    # Each size's scatter of (z_g - nu) about 0: one product over the clusters.
+    D = pt.dot(onehot, (d[:, :, None] * d[:, None, :]).reshape((G, pb * pb))).reshape((len(uniq), pb, pb))
     pad = pt.zeros((pb, pb))
     pad = pt.set_subtensor(pad[:p1, :p1], within.Sigma)
     L = cholesky(between.Sigma[None, :, :] + pad[None, :, :] / uniq[:, None, None])  # (K, pb, pb)
-    white = solve_lower(L[inv], (z - nu[None, :])[:, :, None])  # (G, pb, 1)
-    ll = ll - 0.5 * (G * pb * _LOG2PI + pt.sum(chol_logdet(L)[inv]) + pt.sum(pt.square(white)))
+    L_inv = solve_lower(L, pt.eye(pb)[None, :, :])
+    precision = pt.matmul(L_inv.transpose(0, 2, 1), L_inv)
+    ll = ll - 0.5 * (G * pb * _LOG2PI + pt.sum(counts * chol_logdet(L)) + pt.sum(precision * D))
     return ll
 
 
@@ -235,14 +252,17 @@ def cluster_statistics(data: ClusteredData, Y: Any, Z2: Any) -> Any:
     """Per-cluster statistics of data given as tensors, for the random-slope likelihoods.
 
     The fields of :class:`pymsem.compile.marginal.SufficientStatistics` that the per-cluster
-    (random-slope) likelihoods read, with the sampled latent responses in them: the cluster
-    vectors (cluster means and level-2 columns) and, as each cluster's scatter root, its
-    deviations from its mean padded with zero columns to the largest cluster (``R_g R_g'`` is
-    then the cluster's within scatter, whatever its size). The pooled fields, which only the
-    slope-free likelihood reads, are left out (``None``).
+    (random-slope) likelihoods read, with the sampled values in them: the cluster vectors
+    (cluster means and level-2 columns), each cluster's within scatter packed (the Woodbury
+    operation's input, differentiable in it) and, as each cluster's scatter root for the dense
+    path, its deviations from its mean padded with zero columns to the largest cluster
+    (``R_g R_g'`` is then the cluster's within scatter, whatever its size). The pooled and
+    per-size moments of fixed data are left out (``None``): the likelihoods sum them from the
+    clusters.
     """
     import pytensor.tensor as pt
 
+    from pymsem.compile.cluster_scatter import cluster_scatter
     from pymsem.compile.marginal import SufficientStatistics
 
     idx, sizes = data.cluster_index, data.sizes
@@ -251,6 +271,7 @@ def cluster_statistics(data: ClusteredData, Y: Any, Z2: Any) -> Any:
     sums = pt.inc_subtensor(sums[idx], Y)
     means = sums / sizes[:, None].astype(float)
     dev = Y - means[idx]
+    scatter = cluster_scatter(Y, idx, G)
     # Each student's position inside its cluster, in row order.
     order = np.argsort(idx, kind="stable")
     position = np.empty(len(idx), dtype=np.int64)
@@ -259,18 +280,21 @@ def cluster_statistics(data: ClusteredData, Y: Any, Z2: Any) -> Any:
     padded = pt.zeros((G, int(sizes.max()), p1))
     padded = pt.set_subtensor(padded[idx, position], dev)
     z = means if q == 0 else pt.concatenate([means, Z2], axis=1)
+    uniq, inv = np.unique(sizes, return_inverse=True)
     return SufficientStatistics(
         n_obs=data.n_obs,
         n_clusters=G,
         p1=p1,
         pb=p1 + q,
         within_root=None,
-        sizes=None,
-        counts=None,
+        sizes=uniq.astype(float),
+        counts=np.bincount(inv).astype(float),
         means=None,
         roots=None,
         log_n_sum=float(np.log(sizes).sum()),
         cluster_sizes=sizes.astype(float),
         cluster_vectors=z,
         cluster_roots=padded.transpose(0, 2, 1),
+        cluster_scatter=scatter,
+        cluster_size_index=inv.astype(np.int64),
     )
