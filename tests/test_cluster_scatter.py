@@ -20,17 +20,17 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(4)
     idx = rng.permutation(np.repeat(np.arange(len(SIZES)), SIZES))
     Y = rng.normal(size=(len(idx), P)) + 5.0
-    weights = rng.normal(size=(len(SIZES), P * (P + 1) // 2))
+    weights = rng.normal(size=(len(SIZES), P * (P + 1) // 2 + P))
     return Y, idx, weights
 
 
 def _dense(Y: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Each cluster's scatter about its own mean, packed row by row (lower triangle)."""
+    """Each cluster's mean, then its scatter about that mean packed row by row (lower triangle)."""
     i, j = np.tril_indices(Y.shape[1])
     out = []
     for g in range(len(SIZES)):
         d = Y[idx == g] - Y[idx == g].mean(0)
-        out.append((d.T @ d)[i, j])
+        out.append(np.concatenate([Y[idx == g].mean(0), (d.T @ d)[i, j]]))
     return np.array(out)
 
 
@@ -38,12 +38,12 @@ def _dense(Y: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def test_scatter_and_its_gradient(data: tuple, mode: str) -> None:
     Y, idx, weights = data
     y = pt.matrix("y", shape=(None, P))
-    S = cluster_scatter(y, idx, len(SIZES))
-    objective = pt.sum(weights * S)
-    fn = pytensor.function([y], [S, pt.grad(objective, y)], mode=mode)
+    both = pt.concatenate(cluster_scatter(y, idx, len(SIZES)), axis=1)
+    objective = pt.sum(weights * both)
+    fn = pytensor.function([y], [both, pt.grad(objective, y)], mode=mode)
     got, grad = fn(Y)
     np.testing.assert_allclose(got, _dense(Y, idx), rtol=1e-12)
-    assert np.all(got[0] == 0.0)  # a single row has no within scatter
+    assert np.all(got[0, P:] == 0.0)  # a single row has no within scatter
 
     def f(x: np.ndarray) -> float:
         return float(np.sum(weights * _dense(x, idx)))

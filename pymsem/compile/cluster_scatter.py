@@ -34,26 +34,30 @@ def _np_deviations(Y: np.ndarray, idx: np.ndarray, G: int) -> np.ndarray:
     return Y - (sums / np.maximum(n, 1.0)[:, None])[idx]
 
 
-def _np_forward(Y: np.ndarray, idx: np.ndarray, G: int) -> np.ndarray:
+def _np_forward(Y: np.ndarray, idx: np.ndarray, G: int) -> tuple[np.ndarray, np.ndarray]:
     dev = _np_deviations(Y, idx, G)
     i, j = np.tril_indices(Y.shape[1])
     out = np.zeros((G, len(i)))
     np.add.at(out, idx, dev[:, i] * dev[:, j])
-    return out
+    means = np.zeros((G, Y.shape[1]))
+    np.add.at(means, idx, Y)
+    n = np.bincount(idx, minlength=G).astype(float)
+    return means / np.maximum(n, 1.0)[:, None], out
 
 
-def _np_backward(Y: np.ndarray, idx: np.ndarray, gS: np.ndarray) -> np.ndarray:
+def _np_backward(Y: np.ndarray, idx: np.ndarray, g_means: np.ndarray, gS: np.ndarray) -> np.ndarray:
     G, p = gS.shape[0], Y.shape[1]
     i, j = np.tril_indices(p)
     H = np.zeros((G, p, p))
     H[:, i, j] = gS
     M = H + np.swapaxes(H, 1, 2)
     dev = _np_deviations(Y, idx, G)
-    return np.einsum("rab,rb->ra", M[idx], dev)
+    n = np.bincount(idx, minlength=G).astype(float)
+    return np.einsum("rab,rb->ra", M[idx], dev) + (g_means / np.maximum(n, 1.0)[:, None])[idx]
 
 
 class ClusterScatter(Op):
-    """Packed within scatter per cluster: ``Y`` (N, p), ``idx`` (N,) cluster of each row -> (G, p(p+1)/2)."""
+    """Cluster means (G, p) and packed within scatter (G, p(p+1)/2) of ``Y`` (N, p), rows in clusters ``idx``."""
 
     __props__ = ("n_clusters",)
 
@@ -65,23 +69,28 @@ class ClusterScatter(Op):
         idx = pt.as_tensor_variable(idx).astype("int64")
         p = Y.type.shape[1]
         packed = None if p is None else p * (p + 1) // 2
-        return Apply(self, [Y, idx], [pt.tensor(dtype="float64", shape=(self.n_clusters, packed))])
+        means = pt.tensor(dtype="float64", shape=(self.n_clusters, p))
+        return Apply(self, [Y, idx], [means, pt.tensor(dtype="float64", shape=(self.n_clusters, packed))])
 
     def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:
-        outputs[0][0] = _np_forward(inputs[0], inputs[1], self.n_clusters)
+        outputs[0][0], outputs[1][0] = _np_forward(inputs[0], inputs[1], self.n_clusters)
 
     def infer_shape(self, fgraph: Any, node: Apply, shapes: list[Any]) -> list[Any]:
         p = shapes[0][1]
-        return [(self.n_clusters, p * (p + 1) // 2)]
+        return [(self.n_clusters, p), (self.n_clusters, p * (p + 1) // 2)]
 
     def connection_pattern(self, node: Apply) -> list[list[bool]]:
-        return [[True], [False]]
+        return [[True, True], [False, False]]
 
     def pullback(self, inputs: list[Any], outputs: list[Any], output_grads: list[Any]) -> list[Any]:
-        from pytensor.gradient import disconnected_type
+        from pytensor.gradient import DisconnectedType, disconnected_type
 
         Y, idx = inputs
-        return [ClusterScatterGrad()(Y, idx, output_grads[0]), disconnected_type()]
+        g_means, gS = (
+            pt.zeros_like(out) if isinstance(g.type, DisconnectedType) else g
+            for g, out in zip(output_grads, outputs, strict=True)
+        )
+        return [ClusterScatterGrad()(Y, idx, g_means, gS), disconnected_type()]
 
 
 class ClusterScatterGrad(Op):
@@ -89,11 +98,12 @@ class ClusterScatterGrad(Op):
 
     __props__ = ()
 
-    def make_node(self, Y: Any, idx: Any, gS: Any) -> Apply:
+    def make_node(self, Y: Any, idx: Any, g_means: Any, gS: Any) -> Apply:
         Y = pt.as_tensor_variable(Y).astype("float64")
         idx = pt.as_tensor_variable(idx).astype("int64")
+        g_means = pt.as_tensor_variable(g_means).astype("float64")
         gS = pt.as_tensor_variable(gS).astype("float64")
-        return Apply(self, [Y, idx, gS], [Y.type()])
+        return Apply(self, [Y, idx, g_means, gS], [Y.type()])
 
     def perform(self, node: Apply, inputs: list[np.ndarray], outputs: list[list[Any]]) -> None:
         outputs[0][0] = _np_backward(*inputs)
@@ -102,9 +112,10 @@ class ClusterScatterGrad(Op):
         return [shapes[0]]
 
 
-def cluster_scatter(Y: Any, idx: np.ndarray, n_clusters: int) -> Any:
-    """Each cluster's within scatter of ``Y`` (rows in clusters ``idx``), packed lower: (G, p(p+1)/2)."""
-    return ClusterScatter(n_clusters)(Y, np.asarray(idx, dtype=np.int64))
+def cluster_scatter(Y: Any, idx: np.ndarray, n_clusters: int) -> tuple[Any, Any]:
+    """Each cluster's mean (G, p) and within scatter of ``Y`` (rows in clusters ``idx``), packed lower: (G, p(p+1)/2)."""
+    means, scatter = ClusterScatter(n_clusters)(Y, np.asarray(idx, dtype=np.int64))
+    return means, scatter
 
 
 def _register_numba() -> None:
@@ -143,10 +154,11 @@ def _register_numba() -> None:
         G = op.n_clusters
 
         @numba_njit
-        def forward(Y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        def forward(Y: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             p = Y.shape[1]
             order, start = _groups(idx, G)
             out = np.zeros((G, p * (p + 1) // 2))
+            means = np.zeros((G, p))
             mean = np.empty(p)
             d = np.empty(p)
             # The full square, not the triangle: its inner loop runs over contiguous memory and
@@ -154,6 +166,7 @@ def _register_numba() -> None:
             acc = np.empty((p, p))
             for g in range(G):
                 _mean(Y, order, start[g], start[g + 1], mean)
+                means[g, :] = mean
                 acc[:] = 0.0
                 for t in range(start[g], start[g + 1]):
                     r = order[t]
@@ -168,14 +181,14 @@ def _register_numba() -> None:
                     for b in range(a + 1):
                         out[g, e] = acc[a, b]
                         e += 1
-            return out
+            return means, out
 
         return forward, numba_cache_salt(__file__)
 
     @register_funcify_default_op_cache_key(ClusterScatterGrad)
     def _funcify_backward(op: Any, node: Any = None, **kwargs: Any) -> Any:
         @numba_njit
-        def backward(Y: np.ndarray, idx: np.ndarray, gS: np.ndarray) -> np.ndarray:
+        def backward(Y: np.ndarray, idx: np.ndarray, g_means: np.ndarray, gS: np.ndarray) -> np.ndarray:
             N, p = Y.shape
             G = gS.shape[0]
             order, start = _groups(idx, G)
@@ -192,12 +205,13 @@ def _register_numba() -> None:
                         e += 1
                     M[a, a] *= 2.0
                 _mean(Y, order, start[g], start[g + 1], mean)
+                inv_n = 1.0 / max(start[g + 1] - start[g], 1)
                 for t in range(start[g], start[g + 1]):
                     r = order[t]
                     for a in range(p):
                         d[a] = Y[r, a] - mean[a]
                     for a in range(p):
-                        v = 0.0
+                        v = g_means[g, a] * inv_n
                         for b in range(p):
                             v += M[a, b] * d[b]
                         out[r, a] = v
@@ -212,12 +226,13 @@ def _register_jax() -> None:
     except ImportError:  # jax not installed: the JAX samplers are not available anyway
         return
 
-    def _deviations(Y: Any, idx: Any, G: int) -> Any:
+    def _means_and_deviations(Y: Any, idx: Any, G: int) -> tuple[Any, Any, Any]:
         import jax
+        import jax.numpy as jnp
 
-        sums = jax.ops.segment_sum(Y, idx, num_segments=G)
-        n = jax.ops.segment_sum(jax.numpy.ones(Y.shape[0]), idx, num_segments=G)
-        return Y - (sums / jax.numpy.maximum(n, 1.0)[:, None])[idx]
+        n = jnp.maximum(jax.ops.segment_sum(jnp.ones(Y.shape[0]), idx, num_segments=G), 1.0)
+        means = jax.ops.segment_sum(Y, idx, num_segments=G) / n[:, None]
+        return means, Y - means[idx], n
 
     @jax_funcify.register(ClusterScatter)
     def _jax_forward(op: Any, **kwargs: Any) -> Any:
@@ -227,8 +242,8 @@ def _register_jax() -> None:
 
         def forward(Y: Any, idx: Any) -> Any:
             i, j = np.tril_indices(Y.shape[1])
-            dev = _deviations(Y, idx, G)
-            return jax.ops.segment_sum(dev[:, i] * dev[:, j], idx, num_segments=G)
+            means, dev, _ = _means_and_deviations(Y, idx, G)
+            return means, jax.ops.segment_sum(dev[:, i] * dev[:, j], idx, num_segments=G)
 
         return forward
 
@@ -236,12 +251,13 @@ def _register_jax() -> None:
     def _jax_backward(op: Any, **kwargs: Any) -> Any:
         import jax.numpy as jnp
 
-        def backward(Y: Any, idx: Any, gS: Any) -> Any:
+        def backward(Y: Any, idx: Any, g_means: Any, gS: Any) -> Any:
             G, p = gS.shape[0], Y.shape[1]
             i, j = np.tril_indices(p)
             H = jnp.zeros((G, p, p)).at[:, i, j].set(gS)
             M = H + jnp.swapaxes(H, 1, 2)
-            return jnp.einsum("rab,rb->ra", M[idx], _deviations(Y, idx, G))
+            _, dev, n = _means_and_deviations(Y, idx, G)
+            return jnp.einsum("rab,rb->ra", M[idx], dev) + (g_means / n[:, None])[idx]
 
         return backward
 

@@ -267,11 +267,8 @@ def cluster_statistics(data: ClusteredData, Y: Any, Z2: Any) -> Any:
 
     idx, sizes = data.cluster_index, data.sizes
     G, p1, q = data.n_clusters, Y.type.shape[-1], Z2.type.shape[-1]
-    sums = pt.zeros((G, p1))
-    sums = pt.inc_subtensor(sums[idx], Y)
-    means = sums / sizes[:, None].astype(float)
+    means, scatter = cluster_scatter(Y, idx, G)
     dev = Y - means[idx]
-    scatter = cluster_scatter(Y, idx, G)
     # Each student's position inside its cluster, in row order.
     order = np.argsort(idx, kind="stable")
     position = np.empty(len(idx), dtype=np.int64)
