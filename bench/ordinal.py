@@ -110,7 +110,9 @@ def gradient_rows(model: int, clusters: int, size: int) -> list[dict]:
                 "model": model,
                 "data": kind,
                 "formulation": compiled.formulation.name,
-                "free_values": int(sum(np.prod(v.shape) for v in compiled.pymc_model.initial_point().values())),
+                "free_values": int(
+                    sum(np.prod(v.shape) for v in compiled.pymc_model.initial_point().values())
+                ),
                 "ms_per_gradient": round(1000 * per_grad, 3),
                 "gradient_compile_s": round(compile_s, 1),
             }

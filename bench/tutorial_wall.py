@@ -51,7 +51,9 @@ def main() -> None:
         from pymsem.datasets import load_school
 
         _, info = fit_lavaan(MODEL2_LAVAAN, load_school())
-        rows.append({"command": "lavaan sem() of Model 2 (Rscript)", "caches": "-", "wall_s": info["wall_seconds"]})
+        rows.append(
+            {"command": "lavaan sem() of Model 2 (Rscript)", "caches": "-", "wall_s": info["wall_seconds"]}
+        )
         print(rows[-1], flush=True)
     lavaan_s = rows[0]["wall_s"] if rows else None
     for n in args.models:

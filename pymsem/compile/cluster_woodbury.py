@@ -41,7 +41,7 @@ from pytensor.graph.op import Op
 
 from pymsem.compile.linalg import numba_cache_salt
 
-__all__ = ["ClusterWoodbury", "cluster_woodbury_logp"]
+__all__ = ["ClusterWoodbury", "cluster_woodbury_logp", "woodbury_op_logp"]
 
 #: Inputs, in order; the gradient outputs follow ``GRAD_INPUTS``' order.
 INPUTS = ("u", "IB0", "Psi_inv", "LtL", "LamD", "S", "w", "n", "size", "UEU", "z", "nu", "Einv", "U")
@@ -231,19 +231,28 @@ def cluster_woodbury_logp(ls: Any, lb: Any, p1: int, **inputs: Any) -> Any:
     :data:`INPUTS` by name.
     """
     pat_w = loading_pattern(ls)
-    pat_b = loading_pattern(lb)
     pat_u = np.zeros((lb.n_obs, lb.n_lat + ls.n_lat), dtype=bool)
-    pat_u[:, : lb.n_lat] = pat_b
+    pat_u[:, : lb.n_lat] = loading_pattern(lb)
     pat_u[:p1, lb.n_lat :] = pat_w
-    br = ls.beta_random
+    return woodbury_op_logp(ls.beta_random, pat_w, pat_u, lb.n_lat, **inputs)
+
+
+def woodbury_op_logp(
+    slope_entries: np.ndarray, pat_w: np.ndarray, pat_u: np.ndarray, mb: int, **inputs: Any
+) -> Any:
+    """``f`` for explicit patterns: ``slope_entries`` (k, 3) rows ``(r, c, j)`` of the slopes in
+    ``I - B``, ``pat_w`` (p1, m) and ``pat_u`` (pb, mb + m) the possible nonzeros of ``LamD`` and
+    ``U``; ``mb`` between factors. Used where the variables and factors are a subset of a level's.
+    """
+    br = np.asarray(slope_entries, dtype=np.int64).reshape(-1, 3)
     op = ClusterWoodbury(
         tuple(br[:, 0].tolist()),
         tuple(br[:, 1].tolist()),
         tuple(br[:, 2].tolist()),
-        lb.n_lat,
-        ls.n_lat,
-        p1,
-        lb.n_obs,
+        mb,
+        pat_w.shape[1],
+        pat_w.shape[0],
+        pat_u.shape[0],
         tuple(map(tuple, np.argwhere(pat_w).tolist())),
         tuple(map(tuple, np.argwhere(pat_u).tolist())),
     )

@@ -40,6 +40,7 @@ from pymsem.compile.missing import (
     woodbury_padded_inverse,
 )
 from pymsem.compile.random_effects import conditioned_random_slope_logp
+from pymsem.compile.slope_woodbury import moderated_woodbury_logp, moderated_woodbury_plan
 from pymsem.compile.slopes import (
     SlopeSettings,
     add_random_slopes,
@@ -328,6 +329,7 @@ def moderated_random_slope_logp(
     params: dict[str, Any],
     ps: PatternStatistics | None = None,
     terms: dict[str, Any] | None = None,
+    woodbury: bool = True,
 ) -> Any:
     """The collapsed log-likelihood when random slopes are regressed on between-level variables.
 
@@ -339,7 +341,10 @@ def moderated_random_slope_logp(
     known moderators) ``N(nu + Lambda_B C Sigma_oo^-1 eta_o, Sigma_B|o + E Sigma_W,g E'/n_g)``
     with ``C = Cov(eta_B, eta_o)``. With missing values (``ps``) the last two parts are
     :func:`pymsem.compile.missing.missing_logp` given the same conditional moments, which
-    are then stored in ``terms`` (for imputation).
+    are then stored in ``terms`` (for imputation). With complete data, where
+    :func:`~pymsem.compile.slope_woodbury.moderated_woodbury_plan` applies (and ``woodbury``),
+    the within and between parts are summed through the Woodbury identity instead of one dense
+    factorization per cluster.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -382,7 +387,6 @@ def moderated_random_slope_logp(
         for i, lat in enumerate(latent):
             eta[lat] = eta_l[:, i]
     u_total = moderated_deviations(structure, u, params, eta)
-    Wg = _cluster_within_cov(structure, within, u_total, G)
     # Between part conditional on the moderators.
     eta_o = moderator_values(structure, mods, eta)  # (G, o)
     C = S[:, mods]
@@ -392,6 +396,12 @@ def moderated_random_slope_logp(
     Sigma_cond = between.Sigma - pt.dot(A_.T, A_)
     mean = between.nu[None, :] + pt.dot(solve_lower(Lo, eta_o.T).T, A_)
     rest = [i for i in range(pb) if i not in {level2_cols[lb.latent[lat]] for lat in known}]
+    plan = moderated_woodbury_plan(structure, known, latent) if ps is None and woodbury else None
+    if plan is not None:
+        return logp + moderated_woodbury_logp(
+            plan, structure, stats, within, between, u_total, mean, Lo, mods
+        )
+    Wg = _cluster_within_cov(structure, within, u_total, G)
     if ps is not None:
         Rinv, ld = within_inverses(structure, within, ps, Wg=Wg, u=u_total)
         V = Sigma_cond[rest][:, rest]
