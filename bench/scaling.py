@@ -11,7 +11,8 @@ Writes ``bench/results/scaling.csv`` and prints a markdown table.
 --target-accept 0.8 --save-warmup]``
 instead samples Model 3 end to end on that many rows and appends wall time, peak memory,
 leapfrog steps (after and during warm-up), step size, ESS and R-hat to
-``bench/results/scaling_fit.csv``.
+``bench/results/scaling_fit.csv``. ``--model 4`` does either for tutorial Model 4 (slopes
+moderated by the latent school mean of SES; true values: tests/test_moderation.py's MODEL4_TRUTH).
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def spec(data: pd.DataFrame | None) -> ms.MSEM:
     return m
 
 
+def spec_and_truth(model: int) -> tuple:
+    """The specification (a function of the data) and true values of Model 3, or of tutorial Model 4."""
+    if model == 3:
+        return spec, TRUTH
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.test_moderation import MODEL4_TRUTH
+
+    def spec4(data: pd.DataFrame | None) -> ms.MSEM:
+        return ms.tutorial.model4(ms.datasets.load_school() if data is None else data)
+
+    return spec4, MODEL4_TRUTH
+
+
 def time_gradient(compiled, evaluations: int = 200) -> tuple[float, float]:
     """Seconds per log density and gradient (median), and seconds to compile them with numba.
 
@@ -87,17 +103,19 @@ def time_gradient(compiled, evaluations: int = 200) -> tuple[float, float]:
     return float(np.median(times)), compile_s
 
 
-def gradient_seconds(clusters: int, size: int, slopes: str = "auto") -> dict:
+def gradient_seconds(clusters: int, size: int, slopes: str = "auto", model_number: int = 3) -> dict:
+    make, truth = spec_and_truth(model_number)
     t0 = time.perf_counter()
-    df = ms.simulate(spec(None), TRUTH, n_clusters=clusters, cluster_size=size, seed=1)
+    df = ms.simulate(make(None), truth, n_clusters=clusters, cluster_size=size, seed=1)
     sim_s = time.perf_counter() - t0
-    model = spec(df)
+    model = make(df)
     t0 = time.perf_counter()
     compiled = model.compile(slopes=slopes)
     build_s = time.perf_counter() - t0
     pm_model = compiled.pymc_model
     per_grad, compile_s = time_gradient(compiled)
     return {
+        "model": model_number,
         "clusters": clusters,
         "students_per_cluster": size,
         "rows": clusters * size,
@@ -119,15 +137,17 @@ def full_fit(
     slopes: str,
     target_accept: float = 0.8,
     save_warmup: bool = False,
+    model_number: int = 3,
 ) -> dict:
-    """Simulate, compile and sample Model 3 end to end; wall time, peak memory and diagnostics."""
+    """Simulate, compile and sample Model 3 (or 4) end to end; wall time, peak memory and diagnostics."""
     import resource
     import warnings
 
+    make, truth = spec_and_truth(model_number)
     t0 = time.perf_counter()
-    df = ms.simulate(spec(None), TRUTH, n_clusters=clusters, cluster_size=size, seed=1)
+    df = ms.simulate(make(None), truth, n_clusters=clusters, cluster_size=size, seed=1)
     t1 = time.perf_counter()
-    fit = spec(df).fit(
+    fit = make(df).fit(
         draws=draws,
         tune=tune,
         chains=chains,
@@ -148,6 +168,7 @@ def full_fit(
     warm = fit.idata["warmup_sample_stats"]["n_steps"].values if save_warmup else None
     structural = s[s["block"].isin(["Regressions", "Random slopes"])]
     return {
+        "model": model_number,
         "clusters": clusters,
         "students_per_cluster": size,
         "rows": clusters * size,
@@ -185,6 +206,7 @@ def main() -> None:
         metavar=("CLUSTERS", "SIZE"),
         help="instead: sample Model 3 end to end on CLUSTERS x SIZE rows (e.g. 10000 100)",
     )
+    p.add_argument("--model", type=int, default=3, choices=[3, 4], help="Model 3, or tutorial Model 4")
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--draws", type=int, default=1000)
     p.add_argument("--tune", type=int, default=1000)
@@ -194,8 +216,9 @@ def main() -> None:
     args = p.parse_args()
     if args.fit:
         row = full_fit(
-            *args.fit, args.chains, args.draws, args.tune, args.slopes, args.target_accept, args.save_warmup
-        )
+            *args.fit, args.chains, args.draws, args.tune, args.slopes, args.target_accept, args.save_warmup,
+            args.model,
+        )  # fmt: skip
         print(row, flush=True)
         out = Path(__file__).parent / "results" / "scaling_fit.csv"
         pd.DataFrame([row]).to_csv(out, mode="a", header=not out.exists(), index=False)
@@ -203,10 +226,12 @@ def main() -> None:
     sizes = [(100, 30), (100, 100), (100, 300)] + ([(10_000, 100)] if args.big else [])
     rows = []
     for clusters, size in sizes:
-        rows.append(gradient_seconds(clusters, size, args.slopes))
+        rows.append(gradient_seconds(clusters, size, args.slopes, args.model))
         print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
-    suffix = "" if args.slopes == "auto" else f"_{args.slopes}"
+    suffix = ("" if args.slopes == "auto" else f"_{args.slopes}") + (
+        "" if args.model == 3 else f"_model{args.model}"
+    )
     out = Path(__file__).parent / "results" / f"scaling{suffix}.csv"
     out.parent.mkdir(exist_ok=True)
     df.to_csv(out, index=False)
