@@ -41,7 +41,7 @@ from pytensor.graph.op import Op
 
 from pymsem.compile.linalg import numba_cache_salt
 
-__all__ = ["ClusterWoodbury", "cluster_woodbury_logp", "woodbury_op_logp"]
+__all__ = ["ClusterWoodbury", "woodbury_op_logp"]
 
 #: Inputs, in order; the gradient outputs follow ``GRAD_INPUTS``' order.
 INPUTS = ("u", "IB0", "Psi_inv", "LtL", "LamD", "S", "w", "n", "size", "UEU", "z", "nu", "Einv", "U")
@@ -221,20 +221,6 @@ def loading_pattern(ls: Any) -> np.ndarray:
     if len(ls.lambda_free):
         pattern[ls.lambda_free[:, 0], ls.lambda_free[:, 1]] = True
     return pattern
-
-
-def cluster_woodbury_logp(ls: Any, lb: Any, p1: int, **inputs: Any) -> Any:
-    """``f`` of the module docstring (a scalar), differentiable in every parameter input.
-
-    ``ls`` and ``lb`` are the within and between :class:`~pymsem.compile.structure.LevelStructure`
-    (they fix where the slopes enter and which loadings may be nonzero); ``inputs`` are
-    :data:`INPUTS` by name.
-    """
-    pat_w = loading_pattern(ls)
-    pat_u = np.zeros((lb.n_obs, lb.n_lat + ls.n_lat), dtype=bool)
-    pat_u[:, : lb.n_lat] = loading_pattern(lb)
-    pat_u[:p1, lb.n_lat :] = pat_w
-    return woodbury_op_logp(ls.beta_random, pat_w, pat_u, lb.n_lat, **inputs)
 
 
 def woodbury_op_logp(

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pymsem.compile.cluster_woodbury import cluster_woodbury_logp, packed_lower
+from pymsem.compile.cluster_woodbury import packed_lower
 from pymsem.compile.kernel.missing_op import missing_kernel_logp
 from pymsem.compile.kernel.op import complete_kernel_logp
 from pymsem.compile.likelihood import register
@@ -40,7 +40,11 @@ from pymsem.compile.missing import (
     woodbury_padded_inverse,
 )
 from pymsem.compile.random_effects import conditioned_random_slope_logp
-from pymsem.compile.slope_woodbury import moderated_woodbury_logp, moderated_woodbury_plan
+from pymsem.compile.slope_woodbury import (
+    moderated_woodbury_logp,
+    moderated_woodbury_plan,
+    woodbury_slope_logp,
+)
 from pymsem.compile.slopes import (
     SlopeSettings,
     add_random_slopes,
@@ -245,79 +249,44 @@ def random_slope_logp_woodbury(
     """
     import pytensor.tensor as pt
 
+    from pymsem.compile.cluster_woodbury import loading_pattern
+
     ls, lb = structure.within, structure.between
-    G, p1, pb = stats.n_clusters, stats.p1, stats.pb
-    m, mb = ls.n_lat, lb.n_lat
-    n = stats.cluster_sizes
-    log2pi = np.log(2 * np.pi)
-    Lpsi = cholesky(within.Psi)
-    Psi_inv = pt.linalg.cho_solve((Lpsi, True), pt.eye(m))
-    logdet_psi = chol_logdet(Lpsi)
-    theta = pt.diagonal(within.Theta)
-    LamD = within.Lambda / theta[:, None]
-    LtL = pt.dot(within.Lambda.T, LamD)
-
-    theta_b = pt.diagonal(between.Theta)
-    theta_pad = pt.zeros(pb)
-    theta_pad = pt.set_subtensor(theta_pad[:p1], theta)
-    # E_g and U' E_g^-1 U depend on the cluster only through its size: computed once per
-    # distinct size.
-    E_k = theta_b[None, :] + theta_pad[None, :] / stats.sizes[:, None]  # (K, pb)
-    lam_w_pad = pt.zeros((pb, m))
-    lam_w_pad = pt.set_subtensor(lam_w_pad[:p1], within.Lambda)
-    U = pt.concatenate([between.Lambda, lam_w_pad], axis=1)  # (pb, mb + m)
+    p1 = stats.p1
+    pat_w = loading_pattern(ls)
+    pat_u = np.zeros((lb.n_obs, lb.n_lat + ls.n_lat), dtype=bool)
+    pat_u[:, : lb.n_lat] = loading_pattern(lb)
+    pat_u[:p1, lb.n_lat :] = pat_w
     Lpsib = cholesky(between.Psi)
-    IBb = pt.eye(mb) - between.B
-    SBinv = pt.dot(pt.dot(IBb.T, pt.linalg.cho_solve((Lpsib, True), pt.eye(mb))), IBb)
-    K_pad = pt.zeros((mb + m, mb + m))
-    K_pad = pt.set_subtensor(K_pad[:mb, :mb], SBinv)
-    UEU_k = pt.matmul(U.T[None, :, :] / E_k[:, None, :], U[None, :, :]) + K_pad[None, :, :]
-    per_cluster = cluster_woodbury_logp(
-        ls,
-        lb,
-        p1,
-        u=u,
-        IB0=pt.eye(m) - within.B,
-        Psi_inv=Psi_inv,
-        LtL=LtL,
-        LamD=LamD,
-        S=stats.cluster_scatter,
-        w=n - 1,
-        n=n,
-        size=stats.cluster_size_index,
-        UEU=UEU_k,
-        z=stats.cluster_vectors,
-        nu=between.nu,
-        Einv=1.0 / E_k,
-        U=U,
-    )
-
-    n_within = stats.n_obs - G
-    if stats.within_root is None:  # statistics of sampled data: summed from the clusters' scatter
-        diag = [i * (i + 3) // 2 for i in range(p1)]  # (i, i) in the packed lower triangle
-        pooled_diag = pt.sum(stats.cluster_scatter[:, diag], axis=0)
-    else:
-        pooled_diag = pt.sum(pt.square(stats.within_root), axis=1)  # diag of the pooled within scatter
-    within_ll = (
-        -0.5 * n_within * (p1 * log2pi + pt.sum(pt.log(theta)) + logdet_psi)
-        - 0.5 * pt.sum(pooled_diag / theta)
-        - 0.5 * p1 * stats.log_n_sum
-    )
-    # sum_g (z_g - nu)' E_g^-1 (z_g - nu), from each size's mean and scatter.
-    if stats.roots is None:  # sampled data: each size's sum straight from its clusters' vectors
-        onehot = np.zeros((len(stats.counts), G))
-        onehot[stats.cluster_size_index, np.arange(G)] = 1.0
-        sq = pt.dot(onehot, pt.square(stats.cluster_vectors - between.nu[None, :]))
-    else:
+    IBb = pt.eye(lb.n_lat) - between.B
+    SB_inv = pt.dot(pt.dot(IBb.T, pt.linalg.cho_solve((Lpsib, True), pt.eye(lb.n_lat))), IBb)
+    # With fixed data the pooled within scatter and each size's scatter of cluster vectors are
+    # known; with sampled data (roots None) they are summed from the clusters.
+    pooled_diag = None if stats.within_root is None else pt.sum(pt.square(stats.within_root), axis=1)
+    sq = None
+    if stats.roots is not None:
         dev = stats.means - between.nu[None, :]
         sq = pt.sum(pt.square(stats.roots), axis=2) + stats.counts[:, None] * pt.square(dev)
-    between_ll = (
-        -0.5 * G * (pb * log2pi + chol_logdet(Lpsib) + logdet_psi)
-        - 0.5 * pt.sum(stats.counts * pt.sum(pt.log(E_k), axis=1))
-        + 0.5 * m * stats.log_n_sum
-        - 0.5 * pt.sum(sq / E_k)
+    return woodbury_slope_logp(
+        stats=stats,
+        scatter=stats.cluster_scatter,
+        z=stats.cluster_vectors,
+        nu=between.nu,
+        u=u,
+        slope_entries=ls.beta_random,
+        pat_w=pat_w,
+        pat_u=pat_u,
+        theta=pt.diagonal(within.Theta),
+        Lambda=within.Lambda,
+        IB0=pt.eye(ls.n_lat) - within.B,
+        Psi=within.Psi,
+        theta_b=pt.diagonal(between.Theta),
+        Lambda_B=between.Lambda,
+        SB_inv=SB_inv,
+        logdet_SB=chol_logdet(Lpsib),
+        sq=sq,
+        pooled_diag=pooled_diag,
     )
-    return per_cluster + within_ll + between_ll
 
 
 def moderated_random_slope_logp(
