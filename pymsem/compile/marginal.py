@@ -252,11 +252,6 @@ def random_slope_logp_woodbury(
     from pymsem.compile.cluster_woodbury import loading_pattern
 
     ls, lb = structure.within, structure.between
-    p1 = stats.p1
-    pat_w = loading_pattern(ls)
-    pat_u = np.zeros((lb.n_obs, lb.n_lat + ls.n_lat), dtype=bool)
-    pat_u[:, : lb.n_lat] = loading_pattern(lb)
-    pat_u[:p1, lb.n_lat :] = pat_w
     Lpsib = cholesky(between.Psi)
     IBb = pt.eye(lb.n_lat) - between.B
     SB_inv = pt.dot(pt.dot(IBb.T, pt.linalg.cho_solve((Lpsib, True), pt.eye(lb.n_lat))), IBb)
@@ -274,8 +269,8 @@ def random_slope_logp_woodbury(
         nu=between.nu,
         u=u,
         slope_entries=ls.beta_random,
-        pat_w=pat_w,
-        pat_u=pat_u,
+        pat_w=loading_pattern(ls),
+        pat_b=loading_pattern(lb),
         theta=pt.diagonal(within.Theta),
         Lambda=within.Lambda,
         IB0=pt.eye(ls.n_lat) - within.B,

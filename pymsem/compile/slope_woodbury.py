@@ -52,7 +52,7 @@ def woodbury_slope_logp(
     u: Any,
     slope_entries: np.ndarray,
     pat_w: np.ndarray,
-    pat_u: np.ndarray,
+    pat_b: np.ndarray,
     theta: Any,
     Lambda: Any,
     IB0: Any,
@@ -73,13 +73,17 @@ def woodbury_slope_logp(
     level's, ``theta_b`` (pb,), ``Lambda_B`` (pb, mb) and the between factors' precision
     ``SB_inv`` with its covariance's log determinant ``logdet_SB`` the between level's. Where
     ``sq`` (K, pb: each size's sum of ``(z - nu)^2``) or ``pooled_diag`` (the pooled within
-    scatter's diagonal) are known from the data they can be passed.
+    scatter's diagonal) are known from the data they can be passed. ``pat_w`` (p, m) and
+    ``pat_b`` (pb, mb) are where ``Lambda`` and ``Lambda_B`` may be nonzero.
     """
     import pytensor.tensor as pt
 
     G = stats.n_clusters
     p1, m = pat_w.shape
-    pb, mb = pat_u.shape[0], pat_u.shape[1] - m
+    pb, mb = pat_b.shape
+    pat_u = np.zeros((pb, mb + m), dtype=bool)  # where U = [Lambda_B, Lambda padded] may be nonzero
+    pat_u[:, :mb] = pat_b
+    pat_u[:p1, mb:] = pat_w
     n = stats.cluster_sizes
     log2pi = np.log(2 * np.pi)
     Lpsi = cholesky(Psi)
@@ -327,9 +331,6 @@ def moderated_woodbury_logp(
     S = between.Sigma_eta
     pat_b = loading_pattern(lb)[rows][:, r_lat]
     pat_w = loading_pattern(ls)[items][:, Il]
-    pat_u = np.zeros((len(rows), len(r_lat) + mI), dtype=bool)
-    pat_u[:, : len(r_lat)] = pat_b
-    pat_u[:pI, len(r_lat) :] = pat_w
     if r_lat:
         Wr = solve_lower(Lo, S[mods][:, r_lat])
         SB = S[r_lat][:, r_lat] - pt.dot(Wr.T, Wr)
@@ -347,7 +348,7 @@ def moderated_woodbury_logp(
         u=u_total,
         slope_entries=entries.reshape(-1, 3),
         pat_w=pat_w,
-        pat_u=pat_u,
+        pat_b=pat_b,
         theta=pt.diagonal(within.Theta)[items],
         Lambda=Lam_I,
         IB0=pt.eye(mI) - B_II,
