@@ -173,12 +173,16 @@ def test_ppc_flags_a_one_factor_model_of_two_factor_items(fits) -> None:
 
 
 def test_ppc_proportions_flag_shifted_thresholds(fits) -> None:
-    """The category shares are the check that sees thresholds in the wrong place."""
+    """The category shares are the check that sees thresholds in the wrong place: both of u3's
+    moved by half its latent response's SD (about 2 under the simulated values: 1.2^2 x 1.25 for
+    the within factor, 1 between, 1 residual), which moves P(u3 = 2) from about 0.38 to 0.21
+    (a third of an SD, 0.6, moved it by about three standard errors of a share of 180 students,
+    at the edge of what 100 replications flag)."""
     fit = fits["true"]
     shifted = copy.copy(fit)
     shifted.__dict__ = {k: v for k, v in fit.__dict__.items() if k not in ("_ppc", "_posterior")}
     name = threshold_name("u3")
-    shifted.__dict__["_posterior"] = fit.posterior.assign({name: fit.posterior[name] + 0.6})
+    shifted.__dict__["_posterior"] = fit.posterior.assign({name: fit.posterior[name] + 1.0})
     t = shifted.ppc(draws=100, seed=1).table()
     assert t.loc["P(u3 = 0)", "flag"] and t.loc["P(u3 = 2)", "flag"]
     assert not t.loc[[f"P(u4 = {k})" for k in range(3)], "flag"].any()

@@ -601,11 +601,12 @@ class MarginalLikelihood:
         """
         import pytensor.tensor as pt
 
-        from pymsem.compile.ordinal import latent_response_data, thresholds
+        from pymsem.compile.ordinal import latent_response_data, latent_response_scale, thresholds
 
         Y, Z2 = self._completed_data(structure, data)
         tau = thresholds(structure, data)
-        Y, self.untraced = latent_response_data(structure, data, Y, tau)
+        scale = latent_response_scale(structure, within, between)
+        Y, self.untraced = latent_response_data(structure, data, Y, tau, scale)
         if between.nu is None:  # every between mean is a threshold's job: grand means 0
             between = replace(between, nu=pt.zeros(len(structure.level1) + len(structure.level2)))
         self._add_completed(structure, data, within, between, params, Y, Z2)

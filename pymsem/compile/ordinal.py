@@ -17,9 +17,13 @@ integral as the posterior of the parameters: data augmentation, as the Gibbs sam
 and Mplus do, but with NUTS. Each cell is a free real ``r`` mapped onto its interval,
 
 * interior categories: ``y* = tau_{k-1} + (tau_k - tau_{k-1}) sigmoid(r)``,
-* the lowest: ``y* = tau_0 - exp(r)``; the highest: ``y* = tau_{K-2} + exp(r)``,
+* the lowest: ``y* = tau_0 - s exp(r)``; the highest: ``y* = tau_{K-2} + s exp(r)``,
 
-with the log-Jacobian of the map added to the density. With random slopes the slopes' cluster
+with the log-Jacobian of the map added to the density. ``s`` is the latent response's
+model-implied SD (:func:`latent_response_scale`): the outer cells then stretch with a loading
+or a variance instead of staying put while the parameter moves, which is what made binary
+items (all of whose cells are outer ones) mix slowly. Any positive ``s`` leaves the integral,
+and so the posterior of the parameters, unchanged; only the geometry NUTS sees differs. With random slopes the slopes' cluster
 deviations are sampled as for continuous data and the rest still integrates out cluster by
 cluster; the per-cluster statistics are then graph nodes too (:func:`cluster_statistics`). The map moves with the thresholds, so
 a move of the thresholds carries the latent responses along inside their intervals rather
@@ -46,6 +50,7 @@ __all__ = [
     "cluster_statistics",
     "complete_data_logp",
     "latent_response_data",
+    "latent_response_scale",
     "threshold_name",
     "thresholds",
 ]
@@ -119,9 +124,12 @@ def cell_order(code: np.ndarray, n_cat: np.ndarray) -> np.ndarray:
 
 
 def _interval_values(
-    r: Any, column: np.ndarray, code: np.ndarray, n_cat: np.ndarray, T: Any
+    r: Any, column: np.ndarray, code: np.ndarray, n_cat: np.ndarray, T: Any, scale: Any = None
 ) -> tuple[Any, Any]:
     """Latent responses in their categories' intervals from free reals ``r``, and each one's log-Jacobian.
+
+    ``scale`` (one positive value per row of ``T``, or None for 1) multiplies the outer
+    cells' distance from their threshold.
 
     One vectorized map for the cells of every ordinal column (one small graph, whatever the
     number of columns): cell ``c`` is in column ``column[c]`` (a row of ``T``) with category
@@ -155,18 +163,38 @@ def _interval_values(
     c_low = column[n_mid : n_mid + n_low]
     c_high, k_high = column[n_mid + n_low :], n_cat[n_mid + n_low :] - 2
     e = pt.exp(r_out)
+    logj_out = r_out
+    if scale is not None:
+        c_out = column[n_mid:]
+        e = e * scale[c_out]
+        logj_out = r_out + pt.log(scale)[c_out]
     y_low = Tf[c_low * width] - e[:n_low]
     y_high = Tf[c_high * width + k_high] + e[n_low:]
-    return pt.concatenate([y_mid, y_low, y_high]), pt.concatenate([logj_mid, r_out])
+    return pt.concatenate([y_mid, y_low, y_high]), pt.concatenate([logj_mid, logj_out])
+
+
+def latent_response_scale(structure: ModelStructure, within: LevelMatrices, between: LevelMatrices) -> Any:
+    """Each ordinal column's model-implied SD, ``sqrt(Sigma_W,kk + Sigma_B,kk)``, in ``structure.ordinal`` order.
+
+    Random slopes add to a column's within variance cluster by cluster; the scale leaves them
+    out (it need only be positive and follow the loadings and variances, see the module text).
+    """
+    import pytensor.tensor as pt
+
+    k = np.array([structure.level1.index(col) for col in structure.ordinal], dtype=np.int64)
+    var_w = pt.diagonal(within.Sigma)[k]
+    var_b = pt.diagonal(between.Sigma)[k]
+    return pt.sqrt(var_w + var_b)
 
 
 def latent_response_data(
-    structure: ModelStructure, data: ClusteredData, Y: Any, tau: dict[str, Any]
+    structure: ModelStructure, data: ClusteredData, Y: Any, tau: dict[str, Any], scale: Any = None
 ) -> tuple[Any, list[str]]:
     """``Y`` with every observed ordinal cell replaced by its (sampled) latent response.
 
     ``Y`` is the ``(N, p1)`` level-1 data as a tensor whose missing cells are already
-    filled (``augmented._fill_missing``); its ordinal columns hold category codes. Adds the
+    filled (``augmented._fill_missing``); its ordinal columns hold category codes. ``scale``
+    (:func:`latent_response_scale`, or None for 1) stretches the outer categories' cells. Adds the
     free vector ``latent_response`` (one real per observed ordinal cell) and the Jacobian
     ``Potential``; returns the new ``Y`` and the names of what results never read (dropped
     from the stored trace: one value per cell and draw).
@@ -186,10 +214,10 @@ def latent_response_data(
     rows_, cols_, column_, code_, n_cat_ = (np.concatenate(a) for a in (rows, cols, column, code, n_cat))
     order = cell_order(code_, n_cat_)
     rows_, cols_, column_, code_, n_cat_ = (a[order] for a in (rows_, cols_, column_, code_, n_cat_))
-    # Mid-interval (interior categories) or half a unit beyond the outer thresholds.
+    # Mid-interval (interior categories) or half a unit (of the scale) beyond the outer thresholds.
     start = np.where((code_ == 0) | (code_ == n_cat_ - 1), np.log(0.5), 0.0)
     r = pm.Flat(LATENT_RESPONSE, shape=len(code_), initval=start)
-    ystar, logj = _interval_values(r, column_, code_, n_cat_, _threshold_matrix(structure, tau))
+    ystar, logj = _interval_values(r, column_, code_, n_cat_, _threshold_matrix(structure, tau), scale)
     pm.Potential("latent_response_jacobian", pt.sum(logj))
     p1 = len(structure.level1)
     flat = pt.set_subtensor(Y.reshape((-1,))[rows_ * p1 + cols_], ystar)
