@@ -303,3 +303,58 @@ def test_a_within_only_ordinal_model_compiles_quietly(
     out = capfd.readouterr()
     text = out.err + out.out + caplog.text
     assert "Rewrite failure" not in text and "Traceback" not in text
+
+
+# ------------------------------------------- ordinal mediators with random slopes, predictors
+#: x -> m (random slope A) -> y with an ordinal predictor z of y, at both levels.
+MEDIATION_TRUTH = {
+    "a": 0.5, "slope_sd_b[A]": 0.3, "b": 0.4, "d": 0.3, "c": 0.2,
+    "a2": 0.4, "b2": 0.5, "d2": 0.3, "c2": 0.2,
+    "lv_sd_w": 1.0, "lv_sd_b": 0.6, "lv_cor_w": 0.2, "lv_cor_b": 0.0, "intercept_b": 0.0,
+}  # fmt: skip
+TAU_M, TAU_Z = np.array([-0.8, 0.2, 1.0]), np.array([-0.3, 0.7])
+
+
+def _mediation_spec(data: pd.DataFrame, ordinal: list[str] | None = None) -> ms.MSEM:
+    m = ms.MSEM(data, cluster="g", ordinal=ordinal)
+    m.path("m", on="x", level="within", label="a", random=ms.RandomSlope("A"))
+    m.path("y", on=["m", "z", "x"], level="within", label=["b", "d", "c"])
+    m.path("m", on="x", level="between", label="a2")
+    return m.path("y", on=["m", "z", "x"], level="between", label=["b2", "d2", "c2"])
+
+
+@pytest.fixture(scope="module")
+def ordinal_mediation() -> ms.results.fit.MSEMFit:
+    """80 clusters x 12: the mediator m cut into 4 categories, the predictor z into 3."""
+    blank = pd.DataFrame({"g": np.repeat(np.arange(4), 3), **{c: np.arange(12.0) for c in "xmzy"}})
+    d = ms.simulate(_mediation_spec(blank), MEDIATION_TRUTH, n_clusters=80, cluster_size=12, seed=5)
+    d["m"] = (d["m"].to_numpy()[:, None] > TAU_M).sum(1)
+    d["z"] = (d["z"].to_numpy()[:, None] > TAU_Z).sum(1)
+    return _mediation_spec(d, ordinal=["m", "z"]).fit(
+        draws=500, tune=500, chains=2, seed=1, progress=False, warn=False
+    )
+
+
+@pytest.mark.slow
+def test_ordinal_mediator_with_a_random_slope_and_an_ordinal_predictor_recover(ordinal_mediation) -> None:
+    """An ordinal outcome of a random-slope regression that is also a predictor, and an ordinal
+    exogenous predictor, both through their latent responses: paths at both levels, the slope
+    variance and the thresholds recovered from one data set."""
+    fit = ordinal_mediation
+    assert fit.compiled.formulation.name == "marginal"
+    s = fit.summary().reset_index()
+    truth = {("within", f"{o} <- {p}"): MEDIATION_TRUTH[lab] for o, p, lab in
+             [("m", "x", "a"), ("y", "m", "b"), ("y", "z", "d"), ("y", "x", "c")]}  # fmt: skip
+    truth |= {("between", f"{o} <- {p}"): MEDIATION_TRUTH[lab] for o, p, lab in
+              [("m", "x", "a2"), ("y", "m", "b2"), ("y", "z", "d2"), ("y", "x", "c2")]}  # fmt: skip
+    truth[("between", "A variance")] = MEDIATION_TRUTH["slope_sd_b[A]"] ** 2
+    for col, tau in (("m", TAU_M), ("z", TAU_Z)):
+        truth |= {("between", f"{col} | t{k + 1}"): t for k, t in enumerate(tau)}
+    rows = s.set_index(["level", "parameter"]).loc[list(truth)]
+    t = pd.Series(truth).to_numpy()
+    covered = (rows["lower"].to_numpy() <= t) & (t <= rows["upper"].to_numpy())
+    z = np.abs(rows["median"].to_numpy() - t) / rows["sd"].to_numpy()
+    assert covered.mean() >= 0.85 and z.max() < 2.5, rows.assign(truth=t, z=z)
+    # The within paths, the best-informed ones, within 2 posterior SD each.
+    assert (z[:4] < 2).all(), rows.assign(truth=t, z=z).iloc[:4]
+    assert fit.diagnostics()["max_rhat"] < 1.05

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import pymsem as ms
 from pymsem.specification.errors import MSEMDataError
 from pymsem.specification.ordinal import MAX_CATEGORIES, OrdinalColumn, encode_ordinal, ordinal_columns
 
@@ -58,6 +59,13 @@ def test_keys_follow_the_used_order_and_continuous_columns_are_left_out() -> Non
 
 def test_nothing_declared_and_no_categorical_is_no_ordinal() -> None:
     assert _quiet(_frame(x=np.linspace(0, 1, 12), t=["a"] * 12), [], ["x", "t"]) == {}
+
+
+def test_ordinal_none_declares_nothing() -> None:
+    """``ordinal=None`` (what a wrapper passing its own default hands on) is no declaration."""
+    data = _frame(x=np.linspace(0, 1, 12))
+    assert ms.MSEM(data, cluster="g", ordinal=None).declared_ordinal == ()
+    assert ms.MSEM(data, cluster="g", ordinal="x").declared_ordinal == ("x",)
 
 
 def test_a_used_column_missing_from_the_data_is_left_to_prepare_data() -> None:

@@ -77,7 +77,7 @@ class MSEM:
         cluster: str,
         level2: Sequence[str] = (),
         drop_missing_cluster: bool = False,
-        ordinal: Sequence[str] = (),
+        ordinal: Sequence[str] | None = (),
     ) -> None:
         if data is None:  # a specification only, e.g. for ms.simulate
             data = pd.DataFrame(columns=[cluster])
@@ -90,9 +90,11 @@ class MSEM:
             )
         self.data = data
         self.cluster = cluster
-        self.declared_level2 = tuple(level2)
+        self.declared_level2 = tuple(level2 or ())
         self.drop_missing_cluster = bool(drop_missing_cluster)
-        if isinstance(ordinal, str):
+        if ordinal is None:
+            ordinal = ()
+        elif isinstance(ordinal, str):
             ordinal = (ordinal,)
         self.declared_ordinal = tuple(ordinal)
         self.table = ParameterTable()
