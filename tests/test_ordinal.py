@@ -85,6 +85,19 @@ def test_interval_map_of_mixed_columns_matches_its_formula() -> None:
         _interval_values(r, column[::-1], code[::-1], n_cat[::-1], Tt)
 
 
+def test_outer_cells_are_scaled_for_binary_columns_only() -> None:
+    """Binary columns' outer cells scale with the latent response's SD; other columns keep 1."""
+    from pymsem.compile.ordinal import latent_response_scale
+
+    W, B = np.diag([1.5, 2.0, 3.0]), np.diag([0.5, 0.25, 1.0, 9.0])  # level1 (c, a, b), one level-2
+    lv = lambda S: SimpleNamespace(Sigma=pt.as_tensor_variable(S))  # noqa: E731
+    mixed = SimpleNamespace(ordinal={"a": 2, "b": 5}, level1=["c", "a", "b"])
+    np.testing.assert_allclose(latent_response_scale(mixed, lv(W), lv(B)).eval(), [np.sqrt(2.25), 1.0])
+    binary = SimpleNamespace(ordinal={"b": 2, "a": 2}, level1=["c", "a", "b"])
+    np.testing.assert_allclose(latent_response_scale(binary, lv(W), lv(B)).eval(), [2.0, np.sqrt(2.25)])
+    assert latent_response_scale(SimpleNamespace(ordinal={"a": 3}, level1=["a"]), lv(W), lv(B)) is None
+
+
 @pytest.mark.parametrize("shuffled", [False, True], ids=["cluster-order", "shuffled-rows"])
 def test_complete_data_logp_equals_the_dense_normal(shuffled: bool) -> None:
     """The in-graph collapsed likelihood (statistics from sampled data) against the dense
