@@ -28,6 +28,7 @@ import numpy as np
 
 from pymsem.compile.cluster_woodbury import loading_pattern, woodbury_op_logp
 from pymsem.compile.linalg import batched_matmul, chol_logdet, cholesky, solve_lower
+from pymsem.compile.shifted_scatter import shifted_scatter
 
 __all__ = [
     "ModeratedWoodburyPlan",
@@ -232,14 +233,6 @@ def moderated_woodbury_plan(
     return ModeratedWoodburyPlan(exact, exact_lat, items, item_lat, items + rows_l2, between_lat)
 
 
-def _selection(index: list[tuple[int, int]], side: int, p: int) -> np.ndarray:
-    """A (p, len(index)) 0/1 matrix: ``x @ P`` picks ``x[:, pair[side]]`` for each packed pair."""
-    P = np.zeros((p, len(index)))
-    for col, pair in enumerate(index):
-        P[pair[side], col] = 1.0
-    return P
-
-
 def moderated_woodbury_logp(
     plan: ModeratedWoodburyPlan,
     structure: Any,
@@ -310,17 +303,11 @@ def moderated_woodbury_logp(
 
     # Shifted statistics: y~ = y_I - C_g x_w. Scatter by packed pairs of the items.
     pairs = [(a, b) for a in range(pI) for b in range(a + 1)]
-    Pi, Pj = _selection(pairs, 0, pI), _selection(pairs, 1, pI)
     S_II = S_full[:, [_packed(items[a], items[b]) for a, b in pairs]]
-    scatter = S_II
-    Ci = [pt.dot(Cg[:, t, :], Pi) for t in range(k)]
-    Cj = [pt.dot(Cg[:, t, :], Pj) for t in range(k)]
-    for t in range(k):
-        s_t = S_full[:, [_packed(i, X[t]) for i in items]]  # (G, pI): scatter of items with x_t
-        si, sj = pt.dot(s_t, Pi), pt.dot(s_t, Pj)
-        scatter = scatter - Ci[t] * sj - si * Cj[t]
-        for t2 in range(k):
-            scatter = scatter + Sxx[t][t2][:, None] * Ci[t] * Cj[t2]
+    # (G, k, pI): the items' scatter with each covariate; (G, k, k): the covariates' scatter.
+    s_IX = pt.stack([S_full[:, [_packed(i, X[t]) for i in items]] for t in range(k)], axis=1)
+    S_XX = pt.stack([pt.stack([Sxx[t][u] for u in range(k)], axis=1) for t in range(k)], axis=1)
+    scatter = shifted_scatter(S_II, Cg, s_IX, S_XX)
     z_items = stats.cluster_vectors[:, items] - pt.sum(Cg * d[:, :, None], axis=1)
     z = z_items if len(rows) == pI else pt.concatenate([z_items, stats.cluster_vectors[:, rows[pI:]]], axis=1)
     z = z - mean[:, rows]
