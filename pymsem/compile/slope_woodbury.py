@@ -306,7 +306,7 @@ def moderated_woodbury_logp(
     S_II = S_full[:, [_packed(items[a], items[b]) for a, b in pairs]]
     # (G, k, pI): the items' scatter with each covariate; (G, k, k): the covariates' scatter.
     s_IX = pt.stack([S_full[:, [_packed(i, X[t]) for i in items]] for t in range(k)], axis=1)
-    S_XX = pt.stack([pt.stack([Sxx[t][u] for u in range(k)], axis=1) for t in range(k)], axis=1)
+    S_XX = S_full[:, np.array([[_packed(a, b) for b in X] for a in X])]
     scatter = shifted_scatter(S_II, Cg, s_IX, S_XX)
     z_items = stats.cluster_vectors[:, items] - pt.sum(Cg * d[:, :, None], axis=1)
     z = z_items if len(rows) == pI else pt.concatenate([z_items, stats.cluster_vectors[:, rows[pI:]]], axis=1)
