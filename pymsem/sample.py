@@ -146,10 +146,14 @@ def sample_compiled(
 
         t0 = time.perf_counter()
         init = _initial_point(compiled, None)
-        key = ("nutpie", backend, tuple(sorted(init)))
+        # The model's variables are in the key: terms a user adds to ``model.build()`` after a
+        # fit (a potential, a deterministic) make it a different model to compile.
+        key = ("nutpie", backend, tuple(sorted(init)), tuple(sorted(model.named_vars)))
         cache = compiled.sampler_cache
         reused = False
-        if key not in cache:
+        if key not in cache and backend == "numba":
+            cache[key] = _whole_model_kernel(compiled, init)
+        if key not in cache or cache[key] is None:
             # pymsem.reuse swaps the data of numba-compiled functions only.
             cache[key] = reuse.find(model, init) if backend == "numba" else None
             reused = cache[key] is not None
@@ -234,6 +238,24 @@ def sample_compiled(
             )
         t2 = time.perf_counter()
     return SamplingRun(_drop_untraced(compiled, idata), sampler, draws, tune, chains, seed, t1 - t0, t2 - t1)
+
+
+def _whole_model_kernel(compiled: CompiledModel, init: dict[str, np.ndarray]) -> Any:
+    """nutpie's model on the whole-model kernel (nothing compiled per model), where it covers the model.
+
+    ``None`` for the models it does not cover (:func:`pymsem.compile.kernel.flat_model.flat_model`
+    says why), which PyTensor's compiled graph samples instead.
+    """
+    from pymsem.compile.kernel.flat_model import FlatModel, flat_model
+
+    flat = flat_model(compiled, init)
+    if not isinstance(flat, FlatModel):
+        return None
+    from pymsem.compile import nutpie_kernel  # compiles (or loads) its C entry points on import
+
+    if not nutpie_kernel.available():
+        return None
+    return nutpie_kernel.kernel_model(compiled.pymc_model, flat)
 
 
 @contextmanager

@@ -31,15 +31,26 @@ def spec(data):
 if __name__ == "__main__":  # PyMC's chain processes import this file again
     sizes = np.random.default_rng(5).integers(5, 30, size=60)
     data = ms.simulate(spec(None), truth, n_clusters=60, cluster_size=sizes, seed=12)
-    model = spec(data)
-    for sampler in ("nutpie", "pymc"):
-        fit = model.fit(draws=150, tune=150, chains=2, seed=3, sampler=sampler, progress=False, warn=False)
+    from pymsem import sample
+    from pymsem.compile import nutpie_kernel
+
+    kernel = sample._whole_model_kernel
+    # nutpie on the whole-model kernel (this model's default), nutpie on PyTensor's compiled
+    # graph (the route of models the kernel does not cover), and PyMC's NUTS.
+    for route, sampler in (("kernel", "nutpie"), ("graph", "nutpie"), ("pymc", "pymc")):
+        sample._whole_model_kernel = kernel if route == "kernel" else (lambda compiled, init: None)
+        fit = spec(data).fit(draws=150, tune=150, chains=2, seed=3, sampler=sampler, progress=False, warn=False)
         draws = np.ascontiguousarray(fit.posterior["path_w"].values)
-        print("DRAWS", sampler, hashlib.sha256(draws.tobytes()).hexdigest(), flush=True)
+        print("DRAWS", route, hashlib.sha256(draws.tobytes()).hexdigest(), flush=True)
         if sampler == "nutpie":
             nut = next(v for k, v in fit.compiled.sampler_cache.items() if k[0] == "nutpie")
-            hits = [f.cache_hits for f in (nut.compiled_logp_func, nut.compiled_expand_func)]
-            print("DRAWS wrappers-from-cache", sum(hits), flush=True)
+            assert isinstance(nut, nutpie_kernel.KernelModel) == (route == "kernel")
+            fns = (
+                (nutpie_kernel._logp, nutpie_kernel._expand)
+                if route == "kernel"
+                else (nut.compiled_logp_func, nut.compiled_expand_func)
+            )
+            print("DRAWS", f"{route}-from-cache", sum(f.cache_hits for f in fns), flush=True)
 """
 
 
@@ -62,11 +73,15 @@ def test_same_seed_same_draws_with_cold_and_warm_caches(tmp_path: Path) -> None:
     cold = _run(script, tmp_path / "caches")
     assert (tmp_path / "caches" / "pytensor" / "numba").is_dir()  # the first run filled the cache
     warm = _run(script, tmp_path / "caches")
-    # nutpie's two C wrappers (pymsem.compile.nutpie_cache) compile in the first process and
-    # load from the cache in the second.
-    assert cold.pop("wrappers-from-cache") == "0" and warm.pop("wrappers-from-cache") == "2"
-    assert set(cold) == {"nutpie", "pymc"}
+    # nutpie's two C entry points, the kernel's (pymsem.compile.nutpie_kernel) and the graph's
+    # wrappers (pymsem.compile.nutpie_cache), compile in the first process and load from the
+    # cache in the second.
+    for route in ("kernel", "graph"):
+        assert cold.pop(f"{route}-from-cache") == "0" and warm.pop(f"{route}-from-cache") == "2"
+    assert set(cold) == {"kernel", "graph", "pymc"}
     assert cold == warm
+    # Two routes to the same posterior, not the same bits: their floating-point operations differ.
+    assert cold["kernel"] != cold["graph"]
 
 
 def test_cached_wrappers_give_the_draws_of_nutpies_own() -> None:

@@ -13,6 +13,18 @@ from tests.conftest import MODEL1_TRUTH, model1_spec
 FIT = {"draws": 200, "tune": 300, "chains": 2, "progress": False, "warn": False}
 
 
+@pytest.fixture(autouse=True)
+def graph_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Model 1 on PyTensor's compiled graph, the route that compiles and so reuses.
+
+    The whole-model kernel (tests/test_model_kernel.py) covers Model 1 and compiles nothing per
+    model; the models it does not cover (missing data, random slopes) are compiled, and reused.
+    """
+    from pymsem import sample
+
+    monkeypatch.setattr(sample, "_whole_model_kernel", lambda compiled, init: None)
+
+
 @pytest.fixture(scope="module")
 def same_shape_data() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Two data sets with the same clusters and sizes, different values."""

@@ -1,0 +1,252 @@
+"""A built ``pm.Model`` as the arrays the whole-model kernel reads, where the kernel can take it.
+
+The kernel (:mod:`pymsem.compile.kernel.model_numba`) covers the collapsed likelihood of
+complete data without random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and
+two-level factor models) under priors of :data:`pymsem.compile.kernel.priors.FAMILIES` and
+LKJ priors on correlation blocks. :func:`flat_model` reads the model pymsem built (its free
+variables in nutpie's order, their transforms, the traced variables) and returns a
+:class:`FlatModel`, or the reason it cannot (missing data, random slopes, ordinal variables,
+another prior family, or variables a user added to the ``pm.Model``): such models keep
+PyTensor's compiled graph. Nothing here compiles.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pymsem.compile.kernel.op import DATA, CompleteKernel
+from pymsem.compile.kernel.priors import INTERVAL, LOG, encode_prior, transform_bounds
+from pymsem.compile.kernel.spec import kernel_spec
+
+__all__ = ["FlatModel", "flat_model"]
+
+_HEADER = 6
+
+
+@dataclass(frozen=True)
+class FlatModel:
+    """Everything the compiled whole-model kernel needs, as arrays, and the trace's layout."""
+
+    pi: np.ndarray  # int64 table (see pymsem.compile.kernel.model_numba)
+    pf: np.ndarray  # float64 table
+    likelihood: tuple[np.ndarray, ...]  # ispec, fspec, then the data reduction (DATA)
+    expand_index: np.ndarray  # position in (theta, LKJ factors) of each traced value after x
+    names: list[str]  # traced variables: the free variables' values, then the others
+    shapes: list[tuple[int, ...]]
+    n_dim: int
+    x0: np.ndarray  # the starting point, unconstrained
+    reparameterized: list[str]  # value variables sampled through a transform
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The kernel's arguments after ``x``: ``pi``, ``pf`` and the likelihood's."""
+        return (self.pi, self.pf, *self.likelihood)
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The log density (PyMC's, Jacobians included) and its gradient at ``x``."""
+        from pymsem.compile.kernel.model_numba import model_value_and_grad
+
+        f, g = model_value_and_grad(np.asarray(x, dtype=np.float64), *self.arrays)
+        return float(f), g
+
+    def expand(self, x: np.ndarray) -> np.ndarray:
+        """The traced values at ``x``, in :attr:`names` order, concatenated."""
+        from pymsem.compile.kernel.model_numba import model_expand
+
+        out = np.empty(self.n_dim + len(self.expand_index))
+        model_expand(np.asarray(x, dtype=np.float64), self.pi, self.pf, self.expand_index, out)
+        return out
+
+
+@dataclass
+class _Tables:
+    """The kernel's tables as they are filled, section by section."""
+
+    n_theta: int
+    x: list[int] = field(default_factory=list)  # (transform, family, position) per coordinate
+    xf: list[float] = field(default_factory=list)  # (a, b, h0, h1, h2) per coordinate
+    white: list[int] = field(default_factory=list)
+    white_f: list[float] = field(default_factory=list)
+    lkj: list[int] = field(default_factory=list)
+    lkj_f: list[float] = field(default_factory=list)
+    n_white: int = 0
+    n_lkj: int = 0
+    n_aux: int = 0
+
+    def arrays(self, copies: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        head = [self.n_theta, len(self.x) // 3, self.n_white, len(copies) // 2, self.n_lkj, self.n_aux]
+        pi = np.asarray(head + self.x + self.white + self.lkj + copies, dtype=np.int64)
+        return pi, np.asarray(self.xf + self.white_f + self.lkj_f, dtype=np.float64)
+
+
+def _members(compiled: Any) -> dict[str, tuple[str, list[int], str, Any]]:
+    """Each PyMC variable a group is made of: ``name -> (group, element positions, role, block)``.
+
+    Roles: ``"group"`` (the whole group is one variable), ``"part"`` (a prior family's own
+    elements, :func:`pymsem.compile.build.part_names`), ``"white"`` (whitened grand means),
+    ``"lkj"`` (an LKJ block's Cholesky factor; ``block`` is ``(latents, elements, pairs)``) and
+    ``"value"`` (the group's deterministic value).
+    """
+    from pymsem.compile.build import correlation_blocks, part_names
+
+    out = {}
+    for name, g in compiled.structure.groups.items():
+        parts = part_names(g, compiled.priors[name])
+        out[name] = (name, list(range(len(g))), "value" if parts else "group", None)
+        for part, idx in parts.items():
+            out[part] = (name, list(idx), "part", None)
+        out[f"{name}_white"] = (name, list(range(len(g))), "white", None)
+        for b, block in enumerate(correlation_blocks(compiled.structure, name)):
+            out[f"{name}_chol_{b}"] = (name, list(block[1]), "lkj", block)
+    return out
+
+
+def _lkj_constant(eta: float, n: int) -> float:
+    """The log normalizing constant of PyMC's LKJCorr density."""
+    return (n - 1) * math.lgamma(eta + 0.5 * (n - 1)) - sum(
+        0.5 * k * math.log(math.pi) + math.lgamma(eta + 0.5 * (n - 1 - k)) for k in range(1, n)
+    )
+
+
+def _spiral(n: int) -> list[int]:
+    """``(row, col)`` of each coordinate of PyMC's CholeskyCorrTransform (its "spiral" fill)."""
+    n1 = n - 1
+    k = np.arange(n1 * (n1 + 1) // 2)
+    fill = np.concatenate([k[n1:], k[::-1]]).reshape(n1, n1)
+    where = {int(fill[i, j]): (i + 1, j) for i in range(n1) for j in range(i + 1)}
+    return [v for c in range(len(k)) for v in where[c]]
+
+
+def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
+    """The kernel's tables for ``compiled`` (a :class:`~pymsem.compile.build.CompiledModel`).
+
+    ``init`` holds the starting values of the free variables (constrained, by name); variables
+    it lacks start where PyMC starts them (an LKJ factor at the identity). Returns the reason,
+    as a string, where the kernel cannot evaluate this model.
+    """
+    model = compiled.pymc_model
+    structure = compiled.structure
+    if model.observed_RVs:
+        return "the model has observed variables"
+    pots = {p.name: p for p in model.potentials}
+    loglik = pots.pop("loglik", None)
+    if loglik is None or loglik.owner is None or not isinstance(loglik.owner.op, CompleteKernel):
+        return "its likelihood is not the complete-data kernel (missing data, random slopes or ordinal)"
+    spec = kernel_spec(structure)
+    if not np.array_equal(spec.ispec, loglik.owner.inputs[1].data):
+        return "its likelihood's specification differs from the structure's"
+    if set(structure.groups) - set(spec.offsets):
+        return "it has parameters the likelihood kernel does not read"
+    data = []
+    for key in DATA:
+        var = model.named_vars.get(f"kernel_{key}")
+        if var is None:
+            return f"its likelihood's data kernel_{key} is missing"
+        data.append(np.ascontiguousarray(var.get_value(), dtype=np.float64))
+    members = _members(compiled)
+    tables = _Tables(spec.n_theta)
+    x0: list[np.ndarray] = []
+    names: list[str] = []
+    shapes: list[tuple[int, ...]] = []
+    reparameterized: list[str] = []
+    aux: dict[str, int] = {}  # LKJ factor -> its first position after theta
+    offset = 0
+    for rv in model.free_RVs:
+        if rv.name not in members or members[rv.name][2] == "value":
+            return f"it has a variable {rv.name!r} that pymsem did not create"
+        gname, idx, role, block = members[rv.name]
+        value = model.rvs_to_values[rv]
+        priors = [compiled.priors[gname][i].prior for i in idx]
+        encoded = [encode_prior(p.distribution, p.params) for p in priors] if role != "lkj" else []
+        bad = next((e for e in encoded if isinstance(e, str)), None)
+        if bad is not None:
+            return bad
+        if role == "lkj":
+            n = len(block[0])
+            where = {m: a for a, m in enumerate(block[0])}
+            eta = float(priors[0].params["eta"])
+            pairs = [v for (i, j), el in zip(block[2], block[1], strict=True)
+                     for v in (where[i], where[j], spec.offsets[gname] + el)]  # fmt: skip
+            tables.lkj += [offset, n, len(block[1]), *_spiral(n), *pairs]
+            tables.lkj_f += [eta, _lkj_constant(eta, n)]
+            tables.x += [0, 0, -1] * (n * (n - 1) // 2)
+            tables.xf += [0.0] * (5 * n * (n - 1) // 2)
+            aux[rv.name] = spec.n_theta + tables.n_aux
+            tables.n_lkj += 1
+            tables.n_aux += n * n
+            start = np.zeros(n * (n - 1) // 2)
+        elif rv.name not in init:
+            return f"it has no starting value for {rv.name!r}"
+        elif role == "white":
+            start = np.array(init[rv.name], dtype=np.float64).ravel()
+            white = model.named_vars[f"white_{gname}"].get_value()
+            tables.white += [offset, len(idx)]
+            for (fam, _), i in zip(encoded, idx, strict=True):
+                tables.white += [fam.code, spec.offsets[gname] + i]
+            tables.white_f += [*white[:, 0], *white[:, 1:].ravel(), *[v for _, h in encoded for v in h]]
+            tables.x += [0, 0, -1] * len(idx)
+            tables.xf += [0.0] * (5 * len(idx))
+            tables.n_white += 1
+            pots.pop(f"{gname}_prior", None)
+        else:
+            start = np.array(init[rv.name], dtype=np.float64).ravel()  # a copy: transformed below
+            trans = model.rvs_to_transforms.get(rv)
+            for j, ((fam, h), i, prior) in enumerate(zip(encoded, idx, priors, strict=True)):
+                if (None if trans is None else type(trans).__name__) != fam.transform_name:
+                    return f"{rv.name}'s transform is not PyMC's default for {prior.distribution}"
+                a, b = transform_bounds(prior.distribution, prior.params)
+                tables.x += [fam.transform, fam.code, spec.offsets[gname] + i]
+                tables.xf += [a, b, *h]
+                v = start[j]
+                start[j] = (
+                    np.log(v)
+                    if fam.transform == LOG
+                    else (np.log((v - a) / (b - v)) if fam.transform == INTERVAL else v)
+                )
+        if model.rvs_to_transforms.get(rv) is not None:
+            reparameterized.append(value.name)
+        names.append(value.name)
+        shapes.append(start.shape)
+        x0.append(start)
+        offset += start.size
+    if pots:
+        return f"it has potentials pymsem did not create ({', '.join(sorted(pots))})"
+    copies = [
+        v
+        for gname, g in structure.groups.items()
+        for i, owner in enumerate(g.owners)
+        if owner is not None
+        for v in (spec.offsets[gname] + i, spec.offsets[owner[0]] + owner[1])
+    ]
+    joined = set(names)
+    expand: list[int] = []
+    for var in model.unobserved_value_vars:
+        if var.name in joined:
+            continue
+        if var.name not in members:
+            return f"it traces a variable {var.name!r} that pymsem did not create"
+        gname, idx, role, block = members[var.name]
+        if role == "lkj":
+            n = len(block[0])
+            shapes.append((n, n))
+            expand += list(range(aux[var.name], aux[var.name] + n * n))
+        else:
+            shapes.append((len(idx),))
+            expand += [spec.offsets[gname] + i for i in idx]
+        names.append(var.name)
+    pi, pf = tables.arrays(copies)
+    return FlatModel(
+        pi=pi,
+        pf=pf,
+        likelihood=(spec.ispec, spec.fspec, *data),
+        expand_index=np.asarray(expand, dtype=np.int64),
+        names=names,
+        shapes=shapes,
+        n_dim=offset,
+        x0=np.concatenate(x0) if x0 else np.zeros(0),
+        reparameterized=reparameterized,
+    )

@@ -1,0 +1,235 @@
+"""The whole model's log density in one compiled call: transforms, priors and the likelihood.
+
+:mod:`pymsem.compile.kernel.numba_impl` computes the collapsed likelihood from the parameter
+groups (``theta``); this module adds what PyMC's graph adds around it, so that nutpie can
+sample a model with no PyTensor function compiled at all:
+
+- each unconstrained coordinate ``x_i`` is mapped to its constrained value by PyMC's default
+  transform (log-Jacobian included), gets its prior and is written into ``theta``;
+- grand means sampled whitened (``v = c + R z``, :func:`pymsem.compile.build._whitened_group`)
+  get their priors on ``v``;
+- correlation blocks with an LKJ prior are PyMC's ``LKJCorr`` Cholesky factors on its
+  ``CholeskyCorrTransform`` (rows of a unit-diagonal lower-triangular matrix filled from the
+  vector and normalized), whose correlations ``L L'`` are written into ``theta``;
+- parameters equal to another by a shared label copy it.
+
+Everything model-specific is in two arrays, built by
+:func:`pymsem.compile.kernel.flat_model.flat_model`, so numba compiles this once per machine.
+
+Layout of the integer array ``pi``::
+
+    n_theta, n_x, n_white, n_copy, n_lkj, n_aux,
+    (transform, family, theta position or -1) * n_x,
+    per whitened group: x offset, k, (family, theta position) * k,
+    per LKJ block: x offset, n, n_pairs, (row, col) * n(n-1)/2, (a, b, theta position) * n_pairs,
+    (destination, source) * n_copy
+
+and of the float array ``pf``: ``(a, b, h0, h1, h2) * n_x`` (transform bounds and prior
+hyperparameters), per whitened group its centre ``c`` (k), ``R`` (k x k, row-major) and
+``(h0, h1, h2) * k``, then per LKJ block ``eta`` and the log normalizing constant. The values
+the trace reads are ``theta`` followed by ``n_aux`` more: each LKJ block's factor ``L``
+(row-major).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from pymsem.compile.kernel.numba_impl import complete_value_and_grad
+from pymsem.compile.kernel.priors import prior_logp, transform
+
+__all__ = ["model_expand", "model_value_and_grad"]
+
+_jit = numba.njit(cache=True, fastmath=False, nogil=True)
+_HEADER = 6
+
+
+@_jit
+def _sections(pi: np.ndarray) -> tuple[int, int, int]:
+    """Where the whitened groups, the LKJ blocks and the copies start in ``pi``."""
+    n_x, n_white, n_lkj = pi[1], pi[2], pi[4]
+    cw = _HEADER + 3 * n_x
+    c = cw
+    for _ in range(n_white):
+        c += 2 + 2 * pi[c + 1]
+    cl = c
+    for _ in range(n_lkj):
+        n = pi[c + 1]
+        c += 3 + n * (n - 1) + 3 * pi[c + 2]
+    return cw, cl, c
+
+
+@_jit
+def _lkj_factor(x: np.ndarray, pi: np.ndarray, c: int, L: np.ndarray) -> np.ndarray:
+    """The block's factor ``L`` (into ``L``) from ``x``; returns the row norms before normalizing."""
+    off, n = pi[c], pi[c + 1]
+    L[:, :] = 0.0
+    for i in range(n):
+        L[i, i] = 1.0
+    for k in range(n * (n - 1) // 2):
+        L[pi[c + 3 + 2 * k], pi[c + 4 + 2 * k]] = x[off + k]
+    s = np.empty(n)
+    for i in range(n):
+        t = 0.0
+        for j in range(i + 1):
+            t += L[i, j] * L[i, j]
+        s[i] = math.sqrt(t)
+        for j in range(i + 1):
+            L[i, j] /= s[i]
+    return s
+
+
+@_jit
+def _forward(x: np.ndarray, pi: np.ndarray, pf: np.ndarray):
+    """``theta`` (with the LKJ factors after it), the log density of priors and Jacobians, and
+    the pieces the reverse pass reads."""
+    n_theta, n_x, n_white, n_copy, n_lkj, n_aux = pi[0], pi[1], pi[2], pi[3], pi[4], pi[5]
+    theta = np.zeros(n_theta + n_aux)
+    dv = np.empty(n_x)  # dv/dx
+    gx = np.empty(n_x)  # d(prior + log-Jacobian)/dx
+    gv = np.empty(n_x)  # d prior / dv
+    lp = 0.0
+    for i in range(n_x):
+        t, fam, pos = pi[_HEADER + 3 * i], pi[_HEADER + 1 + 3 * i], pi[_HEADER + 2 + 3 * i]
+        v, dvi, lj, dlj = transform(t, x[i], pf[5 * i], pf[5 * i + 1])
+        lpv, gvi = prior_logp(fam, v, pf[5 * i + 2], pf[5 * i + 3], pf[5 * i + 4])
+        lp += lj + lpv
+        dv[i] = dvi
+        gv[i] = gvi
+        gx[i] = dlj
+        if pos >= 0:
+            theta[pos] = v
+    cw, _, cc = _sections(pi)
+    n_wv = 0
+    c = cw
+    for _ in range(n_white):
+        n_wv += pi[c + 1]
+        c += 2 + 2 * pi[c + 1]
+    gu = np.empty(n_wv)  # d prior / dv of the whitened groups' values
+    c, cf, w = cw, 5 * n_x, 0
+    for _ in range(n_white):
+        off, k = pi[c], pi[c + 1]
+        for j in range(k):
+            u = pf[cf + j]
+            for r in range(k):
+                u += pf[cf + k + j * k + r] * x[off + r]
+            h = cf + k + k * k + 3 * j
+            lpu, gui = prior_logp(pi[c + 2 + 2 * j], u, pf[h], pf[h + 1], pf[h + 2])
+            gu[w + j] = gui
+            lp += lpu
+            theta[pi[c + 3 + 2 * j]] = u
+        c += 2 + 2 * k
+        cf += k + k * k + 3 * k
+        w += k
+    aux = n_theta
+    for _ in range(n_lkj):
+        n, n_pairs = pi[c + 1], pi[c + 2]
+        L = np.empty((n, n))
+        s = _lkj_factor(x, pi, c, L)
+        eta = pf[cf]
+        lp += pf[cf + 1]
+        for i in range(n):
+            # LKJ's density of the factor and the transform's Jacobian, both powers of L_ii = 1/s_i.
+            lp -= (2.0 * eta - 2.0 + n - (i + 1) + (i + 2)) * math.log(s[i])
+            for j in range(n):
+                theta[aux + i * n + j] = L[i, j]
+        cp = c + 3 + n * (n - 1)
+        for p in range(n_pairs):
+            a, b = pi[cp + 3 * p], pi[cp + 3 * p + 1]
+            r = 0.0
+            for k in range(n):
+                r += L[a, k] * L[b, k]
+            theta[pi[cp + 3 * p + 2]] = r
+        c = cp + 3 * n_pairs
+        cf += 2
+        aux += n * n
+    for k in range(n_copy):
+        theta[pi[cc + 2 * k]] = theta[pi[cc + 2 * k + 1]]
+    return theta, lp, dv, gv, gx, gu
+
+
+@_jit
+def model_value_and_grad(
+    x: np.ndarray,
+    pi: np.ndarray,
+    pf: np.ndarray,
+    ispec: np.ndarray,
+    fspec: np.ndarray,
+    within_scatter: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    means: np.ndarray,
+    scatter: np.ndarray,
+    totals: np.ndarray,
+):
+    """The model's log density at the unconstrained point ``x`` and its gradient.
+
+    ``(ispec, fspec, within_scatter, ...)`` are the likelihood kernel's arguments
+    (:func:`pymsem.compile.kernel.numba_impl.complete_value_and_grad`). The value is ``nan``
+    where a covariance is not positive definite, ``-inf`` outside a prior's support.
+    """
+    n_theta, n_x, n_white, n_copy, n_lkj = pi[0], pi[1], pi[2], pi[3], pi[4]
+    ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
+    theta = ext[:n_theta].copy()
+    f, gt = complete_value_and_grad(
+        theta, ispec, fspec, within_scatter, sizes, counts, means, scatter, totals
+    )
+    if not np.isfinite(lp) or np.isnan(f):
+        gx[:] = np.nan
+        return lp + f, gx
+    cw, _, cc = _sections(pi)
+    for k in range(n_copy - 1, -1, -1):  # a copy's gradient flows to its source
+        gt[pi[cc + 2 * k + 1]] += gt[pi[cc + 2 * k]]
+    for i in range(n_x):
+        pos = pi[_HEADER + 2 + 3 * i]
+        g = gv[i] + (gt[pos] if pos >= 0 else 0.0)
+        gx[i] += g * dv[i]
+    c, cf, w = cw, 5 * n_x, 0
+    for _ in range(n_white):
+        off, k = pi[c], pi[c + 1]
+        for j in range(k):
+            g = gu[w + j] + gt[pi[c + 3 + 2 * j]]
+            for r in range(k):
+                gx[off + r] += pf[cf + k + j * k + r] * g
+        c += 2 + 2 * k
+        cf += k + k * k + 3 * k
+        w += k
+    for _ in range(n_lkj):
+        off, n, n_pairs = pi[c], pi[c + 1], pi[c + 2]
+        L = np.empty((n, n))
+        s = _lkj_factor(x, pi, c, L)
+        eta = pf[cf]
+        gL = np.zeros((n, n))
+        cp = c + 3 + n * (n - 1)
+        for p in range(n_pairs):
+            a, b, g = pi[cp + 3 * p], pi[cp + 3 * p + 1], gt[pi[cp + 3 * p + 2]]
+            for k in range(n):
+                gL[a, k] += g * L[b, k]
+                gL[b, k] += g * L[a, k]
+        # Through L = M / s (row-wise), then the log density's -c_i log s_i.
+        gM = np.zeros((n, n))
+        for i in range(n):
+            ci = 2.0 * eta - 2.0 + n - (i + 1) + (i + 2)
+            dot = 0.0
+            for j in range(i + 1):
+                dot += gL[i, j] * L[i, j]
+            for j in range(i + 1):
+                gM[i, j] = (gL[i, j] - L[i, j] * dot) / s[i] - ci * L[i, j] / s[i]
+        for k in range(n * (n - 1) // 2):
+            gx[off + k] += gM[pi[c + 3 + 2 * k], pi[c + 4 + 2 * k]]
+        c = cp + 3 * n_pairs
+        cf += 2
+    return lp + f, gx
+
+
+@_jit
+def model_expand(x: np.ndarray, pi: np.ndarray, pf: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """The traced values: ``x`` itself, then ``theta[index]`` (with the LKJ factors after ``theta``)."""
+    theta = _forward(x, pi, pf)[0]
+    n_x = x.shape[0]
+    out[:n_x] = x
+    for j in range(index.shape[0]):
+        out[n_x + j] = theta[index[j]]

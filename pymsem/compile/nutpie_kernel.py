@@ -1,0 +1,194 @@
+"""nutpie sampling the whole-model kernel through two fixed C entry points: nothing to compile per model.
+
+nutpie's numba backend calls a model through two C functions, the log density with its gradient
+and the expansion to traced values, each given a pointer to the model's data. For models the
+whole-model kernel covers (:func:`pymsem.compile.kernel.flat_model.flat_model`), those functions
+are the same for every model: :func:`_logp` and :func:`_expand` below read the model's tables
+and data through the pointer, so numba compiles them once per machine and caches them on disk,
+and a new model, or new data, costs no compilation at all (PyTensor's route compiles a log
+density per model: about 25 s for a new Model 2-sized model on a warm machine,
+``bench/results/compile_kernel.md``).
+
+Uses nutpie's private sampler classes (``nutpie._lib``, as ``nutpie.compile_pymc`` does);
+:func:`available` says whether the installed nutpie has them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+from numba import carray, types
+from nutpie.sample import CompiledModel
+
+from pymsem.compile.kernel.flat_model import FlatModel
+from pymsem.compile.kernel.model_numba import model_expand, model_value_and_grad
+from pymsem.compile.nutpie_cache import _as_voidptr
+
+__all__ = ["KernelModel", "available", "kernel_model"]
+
+#: Arrays passed through the data pointer: the kernel's (FlatModel.arrays), then expand_index.
+_N_ARRAYS = 11
+#: Per array: address and three dimensions (unused ones 1).
+_META = 4 * _N_ARRAYS
+
+_LOGP_SIG = types.int64(
+    types.uint64, types.CPointer(types.double), types.CPointer(types.double),
+    types.CPointer(types.double), types.voidptr,
+)  # fmt: skip
+_EXPAND_SIG = types.int64(
+    types.uint64, types.uint64, types.CPointer(types.double), types.CPointer(types.double), types.voidptr
+)
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _arrays(meta: np.ndarray):
+    """The tables and data from the metadata record (see :func:`_record`)."""
+    pi = carray(_as_voidptr(meta[0]), (int(meta[1]),), np.int64)
+    pf = carray(_as_voidptr(meta[4]), (int(meta[5]),), np.float64)
+    ispec = carray(_as_voidptr(meta[8]), (int(meta[9]),), np.int64)
+    fspec = carray(_as_voidptr(meta[12]), (int(meta[13]),), np.float64)
+    ws = carray(_as_voidptr(meta[16]), (int(meta[17]), int(meta[18])), np.float64)
+    sizes = carray(_as_voidptr(meta[20]), (int(meta[21]),), np.float64)
+    counts = carray(_as_voidptr(meta[24]), (int(meta[25]),), np.float64)
+    means = carray(_as_voidptr(meta[28]), (int(meta[29]), int(meta[30])), np.float64)
+    scatter = carray(_as_voidptr(meta[32]), (int(meta[33]), int(meta[34]), int(meta[35])), np.float64)
+    totals = carray(_as_voidptr(meta[36]), (int(meta[37]),), np.float64)
+    index = carray(_as_voidptr(meta[40]), (int(meta[41]),), np.int64)
+    return pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, index
+
+
+@numba.cfunc(_LOGP_SIG, cache=True)
+def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
+    try:
+        x = carray(x_, (dim,))
+        out = carray(out_, (dim,))
+        logp = carray(logp_, ())
+        meta = carray(user_data_, (_META,), np.uint64)
+        pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, _ = _arrays(meta)
+        f, g = model_value_and_grad(x, pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals)
+        logp[()] = f
+        out[:] = g
+        for i in range(dim):
+            if not np.isfinite(g[i]):
+                return 3
+        if not np.isfinite(f):
+            return 4
+    except Exception:
+        return 1
+    return 0
+
+
+@numba.cfunc(_EXPAND_SIG, cache=True)
+def _expand(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def]
+    try:
+        x = carray(x_, (dim,))
+        out = carray(out_, (expanded,))
+        meta = carray(user_data_, (_META,), np.uint64)
+        pi, pf, _, _, _, _, _, _, _, _, index = _arrays(meta)
+        model_expand(x, pi, pf, index, out)
+    except Exception:
+        return -2
+    return 0
+
+
+def available() -> bool:
+    """Whether the installed nutpie has the classes :class:`KernelModel` builds on."""
+    try:
+        from nutpie import _lib
+        from nutpie.compile_pymc import _prepare_dims_and_coords  # noqa: F401
+    except ImportError:
+        return False
+    return all(hasattr(_lib, n) for n in ("LogpFunc", "ExpandFunc", "PyMcModel", "PySampler", "PyVariable"))
+
+
+def _record(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Each array's address and dimensions, as :func:`_arrays` reads them."""
+    meta = np.ones(_META, dtype=np.uint64)
+    for k, a in enumerate(arrays):
+        meta[4 * k] = a.ctypes.data
+        meta[4 * k + 1 : 4 * k + 1 + a.ndim] = a.shape
+    return meta
+
+
+def kernel_model(model: Any, flat: FlatModel) -> Any:
+    """nutpie's compiled model for ``flat`` (from the ``pm.Model`` ``model``, for dims and coords)."""
+    from nutpie.compile_pymc import _prepare_dims_and_coords
+
+    slices, o = [], 0
+    for s in flat.shapes:
+        n = int(np.prod(s))
+        slices.append(slice(o, o + n))
+        o += n
+    dims, coords = _prepare_dims_and_coords(model, (flat.names, slices, flat.shapes), flat.reparameterized)
+    arrays = tuple(
+        np.ascontiguousarray(a, dtype=np.int64 if a.dtype.kind in "iu" else np.float64)
+        for a in (*flat.arrays, flat.expand_index)
+    )
+    for a in arrays:
+        a.flags.writeable = False
+    return KernelModel(
+        flat=flat,
+        arrays=arrays,
+        user_data=_record(arrays),
+        _coords=coords,
+        dims=dims,
+        reparameterized_names=flat.reparameterized,
+    )
+
+
+@dataclass(frozen=True)
+class KernelModel(CompiledModel):
+    """A nutpie compiled model whose log density is the whole-model kernel."""
+
+    flat: FlatModel
+    arrays: tuple[np.ndarray, ...]  # kept alive: the record points into them
+    user_data: np.ndarray
+    _coords: dict[str, Any]
+    _transform_adapt_args: dict | None = None
+
+    @property
+    def n_dim(self) -> int:
+        return self.flat.n_dim
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(zip(self.flat.names, self.flat.shapes, strict=True))
+
+    @property
+    def coords(self) -> dict[str, Any]:
+        return self._coords
+
+    def _initial_point(self, seed: Any = None) -> np.ndarray:
+        return self.flat.x0.copy()
+
+    def _make_sampler(self, settings: Any, init_mean: Any, cores: int, progress_type: Any, *args: Any) -> Any:
+        from nutpie import _lib
+
+        return _lib.PySampler.from_pymc(settings, cores, self._make_model(init_mean), progress_type, *args)
+
+    def _make_model(self, init_mean: Any) -> Any:
+        from nutpie import _lib
+
+        n_expanded = self.flat.n_dim + len(self.flat.expand_index)
+        address = self.user_data.ctypes.data
+        expand_fn = _lib.ExpandFunc(self.n_dim, n_expanded, _expand.address, address, self)
+        logp_fn = _lib.LogpFunc(_logp.address, address, self)
+        coords = dict(self._coords)
+        dim_sizes = {name: len(vals) for name, vals in coords.items()}
+        dims = dict(self.dims or {})
+        variables = _lib.PyVariable.new_variables(
+            self.flat.names, ["float64"] * len(self.flat.names), self.flat.shapes, dim_sizes, dims
+        )
+        outer = self._transform_adapt_args or {}
+
+        def make_adapter(*args: Any, **kwargs: Any) -> Any:
+            from nutpie.transform_adapter import make_transform_adapter
+
+            return make_transform_adapter(**outer)(*args, **kwargs, logp_fn=None)
+
+        return _lib.PyMcModel(
+            logp_fn, expand_fn, variables, self.n_dim, dim_sizes, coords, self._initial_point, make_adapter
+        )
