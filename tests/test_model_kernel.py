@@ -115,11 +115,27 @@ def _lkj_spec(data: Any, level2: tuple[str, ...] = ("W",)) -> ms.MSEM:
 MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "mixed-priors": _mixed_priors_spec,
     "lkj": _lkj_spec,
+    "missing": small_spec,
+    "missing-rich": KERNEL_CASES["rich"][0],
 }
 
 
+def _with_holes(df: pd.DataFrame, level1: list[str], level2: list[str], seed: int) -> pd.DataFrame:
+    """A fifth of the level-1 cells missing, and each level-2 column missing in two clusters."""
+    rng = np.random.default_rng(seed)
+    out = df.copy()
+    for c in level1:
+        out.loc[rng.uniform(size=len(out)) < 0.2, c] = np.nan
+    for c in level2:
+        for g in rng.choice(out["schid"].unique(), size=2, replace=False):
+            out.loc[out["schid"] == g, c] = np.nan
+    return out
+
+
 def _level2(name: str) -> tuple[str, ...]:
-    base = "small" if name in ("mixed-priors", "lkj") else name
+    base = {"mixed-priors": "small", "lkj": "small", "missing": "small", "missing-rich": "rich"}.get(
+        name, name
+    )
     return CASES[base][2] if base in CASES else ()
 
 
@@ -128,6 +144,10 @@ def _data(name: str) -> pd.DataFrame:
         rng = np.random.default_rng(3)
         g = np.repeat(np.arange(len(SIZES_TINY)), SIZES_TINY)
         return pd.DataFrame({"schid": g, "y": rng.normal(size=len(g)) + rng.normal(size=len(SIZES_TINY))[g]})
+    if name == "missing":
+        return _with_holes(_data("small"), ["x1", "x2", "y1", "y3"], ["W"], seed=1)
+    if name == "missing-rich":
+        return _with_holes(_data("rich"), ["x1", "y2", "V", "U"], ["W", "s2"], seed=2)
     base = "small" if name in ("mixed-priors", "lkj") else name
     spec, values = KERNEL_CASES[base]
     return ms.simulate(spec(None, _level2(base)), values, len(SIZES_TINY), SIZES_TINY, seed=7)
@@ -218,7 +238,7 @@ def test_models_outside_the_kernel_are_refused_with_the_reason() -> None:
     df = _data("small")
     holes = df.copy()
     holes.loc[3, "x2"] = np.nan
-    assert "missing data" in _refusal(small_spec(holes, ("W",)).compile())
+    assert "integrated out" in _refusal(small_spec(holes, ("W",)).compile(formulation="patterns"))
     slopes = ms.MSEM(df, cluster="schid", level2=("W",))
     slopes.latent("X", ["x1", "x2", "x3"])
     slopes.latent("Y", ["y1", "y2", "y3"])

@@ -30,7 +30,7 @@ from pymsem.compile.nutpie_cache import _as_voidptr
 __all__ = ["KernelModel", "available", "kernel_model"]
 
 #: Arrays passed through the data pointer: the kernel's (FlatModel.arrays), then expand_index.
-_N_ARRAYS = 11
+_N_ARRAYS = 16
 #: Per array: address and three dimensions (unused ones 1).
 _META = 4 * _N_ARRAYS
 
@@ -56,8 +56,30 @@ def _arrays(meta: np.ndarray):
     means = carray(_as_voidptr(meta[28]), (int(meta[29]), int(meta[30])), np.float64)
     scatter = carray(_as_voidptr(meta[32]), (int(meta[33]), int(meta[34]), int(meta[35])), np.float64)
     totals = carray(_as_voidptr(meta[36]), (int(meta[37]),), np.float64)
-    index = carray(_as_voidptr(meta[40]), (int(meta[41]),), np.int64)
-    return pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, index
+    Y = carray(_as_voidptr(meta[40]), (int(meta[41]), int(meta[42])), np.float64)
+    idx = carray(_as_voidptr(meta[44]), (int(meta[45]),), np.int64)
+    Z2 = carray(_as_voidptr(meta[48]), (int(meta[49]), int(meta[50])), np.float64)
+    size_index = carray(_as_voidptr(meta[52]), (int(meta[53]),), np.int64)
+    cells = carray(_as_voidptr(meta[56]), (int(meta[57]), int(meta[58])), np.int64)
+    index = carray(_as_voidptr(meta[60]), (int(meta[61]),), np.int64)
+    return (
+        pi,
+        pf,
+        ispec,
+        fspec,
+        ws,
+        sizes,
+        counts,
+        means,
+        scatter,
+        totals,
+        Y,
+        idx,
+        Z2,
+        size_index,
+        cells,
+        index,
+    )
 
 
 @numba.cfunc(_LOGP_SIG, cache=True)
@@ -67,8 +89,12 @@ def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
         out = carray(out_, (dim,))
         logp = carray(logp_, ())
         meta = carray(user_data_, (_META,), np.uint64)
-        pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, _ = _arrays(meta)
-        f, g = model_value_and_grad(x, pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals)
+        pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, Y, idx, Z2, si, cells, _ = _arrays(
+            meta
+        )
+        f, g = model_value_and_grad(
+            x, pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, Y, idx, Z2, si, cells
+        )
         logp[()] = f
         out[:] = g
         for i in range(dim):
@@ -87,8 +113,8 @@ def _expand(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def
         x = carray(x_, (dim,))
         out = carray(out_, (expanded,))
         meta = carray(user_data_, (_META,), np.uint64)
-        pi, pf, _, _, _, _, _, _, _, _, index = _arrays(meta)
-        model_expand(x, pi, pf, index, out)
+        arrays = _arrays(meta)
+        model_expand(x, arrays[0], arrays[1], arrays[15], out)
     except Exception:
         return -2
     return 0

@@ -1,13 +1,14 @@
 """A built ``pm.Model`` as the arrays the whole-model kernel reads, where the kernel can take it.
 
-The kernel (:mod:`pymsem.compile.kernel.model_numba`) covers the collapsed likelihood of
-complete data without random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and
-two-level factor models) under priors of :data:`pymsem.compile.kernel.priors.FAMILIES` and
-LKJ priors on correlation blocks. :func:`flat_model` reads the model pymsem built (its free
-variables in nutpie's order, their transforms, the traced variables) and returns a
-:class:`FlatModel`, or the reason it cannot (missing data, random slopes, ordinal variables,
-another prior family, or variables a user added to the ``pm.Model``): such models keep
-PyTensor's compiled graph. Nothing here compiles.
+The kernel (:mod:`pymsem.compile.kernel.model_numba`) covers the collapsed likelihood without
+random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and two-level factor models),
+of complete data and of data whose missing cells are sampled (the default), under priors of
+:data:`pymsem.compile.kernel.priors.FAMILIES` and LKJ priors on correlation blocks.
+:func:`flat_model` reads the model pymsem built (its free variables in nutpie's order, their
+transforms, the traced variables) and returns a :class:`FlatModel`, or the reason it cannot
+(random slopes, ordinal variables, missing cells integrated out, another prior family, or
+variables a user added to the ``pm.Model``): such models keep PyTensor's compiled graph.
+Nothing here compiles.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pymsem.compile.kernel.spec import kernel_spec
 
 __all__ = ["FlatModel", "flat_model"]
 
-_HEADER = 6
+_HEADER = 10
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class FlatModel:
 
     pi: np.ndarray  # int64 table (see pymsem.compile.kernel.model_numba)
     pf: np.ndarray  # float64 table
-    likelihood: tuple[np.ndarray, ...]  # ispec, fspec, then the data reduction (DATA)
+    #: ispec, fspec, the data reduction (DATA), then the data whose cells are sampled: Y, the
+    #: rows' clusters, the level-2 values, each cluster's size index and the cells.
+    likelihood: tuple[np.ndarray, ...]
     expand_index: np.ndarray  # position in (theta, LKJ factors) of each traced value after x
     names: list[str]  # traced variables: the free variables' values, then the others
     shapes: list[tuple[int, ...]]
@@ -76,9 +79,11 @@ class _Tables:
     n_white: int = 0
     n_lkj: int = 0
     n_aux: int = 0
+    cells: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # y_off, n_y, z_off, n_z
 
     def arrays(self, copies: list[int]) -> tuple[np.ndarray, np.ndarray]:
         head = [self.n_theta, len(self.x) // 3, self.n_white, len(copies) // 2, self.n_lkj, self.n_aux]
+        head += self.cells
         pi = np.asarray(head + self.x + self.white + self.lkj + copies, dtype=np.int64)
         return pi, np.asarray(self.xf + self.white_f + self.lkj_f, dtype=np.float64)
 
@@ -88,12 +93,15 @@ def _members(compiled: Any) -> dict[str, tuple[str, list[int], str, Any]]:
 
     Roles: ``"group"`` (the whole group is one variable), ``"part"`` (a prior family's own
     elements, :func:`pymsem.compile.build.part_names`), ``"white"`` (whitened grand means),
-    ``"lkj"`` (an LKJ block's Cholesky factor; ``block`` is ``(latents, elements, pairs)``) and
-    ``"value"`` (the group's deterministic value).
+    ``"lkj"`` (an LKJ block's Cholesky factor; ``block`` is ``(latents, elements, pairs)``),
+    ``"value"`` (the group's deterministic value) and ``"cells"`` (sampled missing cells).
     """
     from pymsem.compile.build import correlation_blocks, part_names
 
-    out = {}
+    out: dict[str, tuple[str, list[int], str, Any]] = {
+        "y_missing": ("", [], "cells", 0),
+        "level2_missing": ("", [], "cells", 1),
+    }
     for name, g in compiled.structure.groups.items():
         parts = part_names(g, compiled.priors[name])
         out[name] = (name, list(range(len(g))), "value" if parts else "group", None)
@@ -121,6 +129,31 @@ def _spiral(n: int) -> list[int]:
     return [v for c in range(len(k)) for v in where[c]]
 
 
+def _completed_data(compiled: Any) -> list[np.ndarray]:
+    """The likelihood's data where missing cells are sampled: placeholders for the fixed
+    reduction (computed per call from the completed data), then the data with their cells."""
+    structure, data = compiled.structure, compiled.data
+    Y = data.frame[structure.level1].to_numpy(float)
+    Z2 = data.level2_values(structure.level2)
+    uniq, size_index = np.unique(data.sizes, return_inverse=True)
+    p1, pb, K = Y.shape[1], Y.shape[1] + Z2.shape[1], len(uniq)
+    cells = np.concatenate([np.argwhere(np.isnan(Y)), np.argwhere(np.isnan(Z2))]).astype(np.int64)
+    totals = [data.n_obs - data.n_clusters, float(np.log(data.sizes).sum())]
+    return [
+        np.zeros((p1, p1)),
+        uniq.astype(np.float64),
+        np.bincount(size_index).astype(np.float64),
+        np.zeros((K, pb)),
+        np.zeros((K, pb, pb)),
+        np.asarray(totals, dtype=np.float64),
+        np.ascontiguousarray(np.nan_to_num(Y)),
+        np.asarray(data.cluster_index, dtype=np.int64),
+        np.ascontiguousarray(np.nan_to_num(Z2)),
+        size_index.astype(np.int64),
+        np.ascontiguousarray(cells.reshape(-1, 2)),
+    ]
+
+
 def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
     """The kernel's tables for ``compiled`` (a :class:`~pymsem.compile.build.CompiledModel`).
 
@@ -132,21 +165,33 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
     structure = compiled.structure
     if model.observed_RVs:
         return "the model has observed variables"
+    if structure.random_slopes:
+        return "it has random slopes"
+    if structure.ordinal:
+        return "it has ordinal variables"
     pots = {p.name: p for p in model.potentials}
     loglik = pots.pop("loglik", None)
-    if loglik is None or loglik.owner is None or not isinstance(loglik.owner.op, CompleteKernel):
-        return "its likelihood is not the complete-data kernel (missing data, random slopes or ordinal)"
     spec = kernel_spec(structure)
-    if not np.array_equal(spec.ispec, loglik.owner.inputs[1].data):
-        return "its likelihood's specification differs from the structure's"
     if set(structure.groups) - set(spec.offsets):
         return "it has parameters the likelihood kernel does not read"
-    data = []
-    for key in DATA:
-        var = model.named_vars.get(f"kernel_{key}")
-        if var is None:
-            return f"its likelihood's data kernel_{key} is missing"
-        data.append(np.ascontiguousarray(var.get_value(), dtype=np.float64))
+    if compiled.data.has_missing:
+        if not getattr(compiled.formulation, "samples_missing", False):
+            return "its missing cells are integrated out (formulation 'patterns'), not sampled"
+        data = _completed_data(compiled)
+    else:
+        if loglik is None or loglik.owner is None or not isinstance(loglik.owner.op, CompleteKernel):
+            return "its likelihood is not the complete-data kernel"
+        if not np.array_equal(spec.ispec, loglik.owner.inputs[1].data):
+            return "its likelihood's specification differs from the structure's"
+        data = []
+        for key in DATA:
+            var = model.named_vars.get(f"kernel_{key}")
+            if var is None:
+                return f"its likelihood's data kernel_{key} is missing"
+            data.append(np.ascontiguousarray(var.get_value(), dtype=np.float64))
+        p1 = len(structure.level1)
+        data += [np.zeros((0, p1)), np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros(0, np.int64)]
+        data += [np.zeros((0, 2), np.int64)]
     members = _members(compiled)
     tables = _Tables(spec.n_theta)
     x0: list[np.ndarray] = []
@@ -160,6 +205,17 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             return f"it has a variable {rv.name!r} that pymsem did not create"
         gname, idx, role, block = members[rv.name]
         value = model.rvs_to_values[rv]
+        if role == "cells":
+            # Flat, untransformed: their density is the likelihood's. They start where PyMC does.
+            start = np.array(model.rvs_to_initial_values[rv], dtype=np.float64).ravel()
+            tables.cells[2 * block : 2 * block + 2] = [offset, start.size]
+            tables.x += [0, 0, -1] * start.size
+            tables.xf += [0.0] * (5 * start.size)
+            names.append(value.name)
+            shapes.append(start.shape)
+            x0.append(start)
+            offset += start.size
+            continue
         priors = [compiled.priors[gname][i].prior for i in idx]
         encoded = [encode_prior(p.distribution, p.params) for p in priors] if role != "lkj" else []
         bad = next((e for e in encoded if isinstance(e, str)), None)

@@ -16,9 +16,13 @@ sample a model with no PyTensor function compiled at all:
 Everything model-specific is in two arrays, built by
 :func:`pymsem.compile.kernel.flat_model.flat_model`, so numba compiles this once per machine.
 
+With missing cells (sampled, as :class:`pymsem.compile.marginal.MarginalLikelihood` samples
+them: flat priors, their draws the imputations) the data's reduction is computed from the
+completed data at every call, and the gradient reaches the cells through it.
+
 Layout of the integer array ``pi``::
 
-    n_theta, n_x, n_white, n_copy, n_lkj, n_aux,
+    n_theta, n_x, n_white, n_copy, n_lkj, n_aux, y_off, n_y_cells, z_off, n_z_cells,
     (transform, family, theta position or -1) * n_x,
     per whitened group: x offset, k, (family, theta position) * k,
     per LKJ block: x offset, n, n_pairs, (row, col) * n(n-1)/2, (a, b, theta position) * n_pairs,
@@ -28,7 +32,8 @@ and of the float array ``pf``: ``(a, b, h0, h1, h2) * n_x`` (transform bounds an
 hyperparameters), per whitened group its centre ``c`` (k), ``R`` (k x k, row-major) and
 ``(h0, h1, h2) * k``, then per LKJ block ``eta`` and the log normalizing constant. The values
 the trace reads are ``theta`` followed by ``n_aux`` more: each LKJ block's factor ``L``
-(row-major).
+(row-major). The missing cells' rows and columns come in their own array (``cells``: level-1
+cells, then level-2 cells), their values at ``x[y_off:]`` and ``x[z_off:]``.
 """
 
 from __future__ import annotations
@@ -38,13 +43,13 @@ import math
 import numba
 import numpy as np
 
-from pymsem.compile.kernel.numba_impl import complete_value_and_grad
+from pymsem.compile.kernel.numba_impl import complete_core
 from pymsem.compile.kernel.priors import prior_logp, transform
 
 __all__ = ["model_expand", "model_value_and_grad"]
 
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
-_HEADER = 6
+_HEADER = 10
 
 
 @_jit
@@ -83,6 +88,132 @@ def _lkj_factor(x: np.ndarray, pi: np.ndarray, c: int, L: np.ndarray) -> np.ndar
 
 
 @_jit
+def _completed_reduction(
+    x: np.ndarray,
+    pi: np.ndarray,
+    Y: np.ndarray,
+    Z2: np.ndarray,
+    size_index: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    cells: np.ndarray,
+):
+    """The data's reduction (pooled within scatter, each size's mean and scatter of the cluster
+    vectors) from the data completed with the sampled cells.
+
+    Rows are sorted by cluster. The within scatter is ``Yc'Yc - sum_g s_g s_g' / n_g`` with
+    ``Yc`` the completed level-1 columns centred and ``s_g`` the clusters' sums: one BLAS
+    product over the students (plain loops cannot vectorize a sum without fast-math). Also
+    returns the cluster vectors, ``Yc`` and the centre.
+    """
+    y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
+    N, p1 = Y.shape
+    G, q = Z2.shape
+    pb = p1 + q
+    Yc = Y.copy()
+    for c in range(n_y):
+        Yc[cells[c, 0], cells[c, 1]] = x[y_off + c]
+    centre = np.zeros(p1)
+    for i in range(N):
+        for j in range(p1):
+            centre[j] += Yc[i, j]
+    for j in range(p1):
+        centre[j] /= N
+    for i in range(N):
+        for j in range(p1):
+            Yc[i, j] -= centre[j]
+    s = np.zeros((G, p1))
+    start = 0
+    for g in range(G):
+        n = int(sizes[size_index[g]])
+        for i in range(start, start + n):
+            for j in range(p1):
+                s[g, j] += Yc[i, j]
+        start += n
+    ws = np.dot(Yc.T, Yc)
+    for g in range(G):
+        n = sizes[size_index[g]]
+        for j in range(p1):
+            for m in range(p1):
+                ws[j, m] -= s[g, j] * s[g, m] / n
+    z = np.empty((G, pb))
+    for g in range(G):
+        n = sizes[size_index[g]]
+        for j in range(p1):
+            z[g, j] = s[g, j] / n + centre[j]
+        for j in range(q):
+            z[g, p1 + j] = Z2[g, j]
+    for c in range(n_z):
+        z[cells[n_y + c, 0], p1 + cells[n_y + c, 1]] = x[z_off + c]
+    K = sizes.shape[0]
+    means = np.zeros((K, pb))
+    for g in range(G):
+        for j in range(pb):
+            means[size_index[g], j] += z[g, j]
+    for k in range(K):
+        for j in range(pb):
+            means[k, j] /= counts[k]
+    scatter = np.zeros((K, pb, pb))
+    e = np.empty(pb)
+    for g in range(G):
+        k = size_index[g]
+        for j in range(pb):
+            e[j] = z[g, j] - means[k, j]
+        for j in range(pb):
+            for m in range(pb):
+                scatter[k, j, m] += e[j] * e[m]
+    return ws, means, scatter, z, Yc, centre
+
+
+@_jit
+def _cells_gradient(
+    pi: np.ndarray,
+    gx: np.ndarray,
+    Winv: np.ndarray,
+    Vinvs: np.ndarray,
+    nu: np.ndarray,
+    z: np.ndarray,
+    Yc: np.ndarray,
+    centre: np.ndarray,
+    idx: np.ndarray,
+    size_index: np.ndarray,
+    sizes: np.ndarray,
+    cells: np.ndarray,
+) -> None:
+    """Add the likelihood's gradient in each missing cell to ``gx``.
+
+    In cluster ``g`` of size ``k``: ``-V_k^-1 (z_g - nu)`` for the cluster vector, and for a
+    student's row ``-W^-1 (y_i - ybar_g)`` plus ``1/n_g`` of the cluster vector's (through the
+    mean; the deviations' own dependence on the mean sums to zero). ``Yc`` holds the completed
+    level-1 columns centred at ``centre``.
+    """
+    y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
+    G, pb = z.shape
+    N, p1 = Yc.shape
+    gz = np.zeros((G, pb))
+    for g in range(G):
+        k = size_index[g]
+        for j in range(pb):
+            v = 0.0
+            for m in range(pb):
+                v += Vinvs[k, j, m] * (z[g, m] - nu[m])
+            gz[g, j] = -v
+    if n_y:
+        D = np.empty((N, p1))
+        for i in range(N):
+            g = idx[i]
+            for j in range(p1):
+                D[i, j] = Yc[i, j] + centre[j] - z[g, j]
+        R = np.dot(D, Winv)  # W^-1 symmetric: row i is W^-1 (y_i - ybar_g)
+        for c in range(n_y):
+            i, j = cells[c, 0], cells[c, 1]
+            g = idx[i]
+            gx[y_off + c] += gz[g, j] / sizes[size_index[g]] - R[i, j]
+    for c in range(n_z):
+        gx[z_off + c] += gz[cells[n_y + c, 0], p1 + cells[n_y + c, 1]]
+
+
+@_jit
 def _forward(x: np.ndarray, pi: np.ndarray, pf: np.ndarray):
     """``theta`` (with the LKJ factors after it), the log density of priors and Jacobians, and
     the pieces the reverse pass reads."""
@@ -94,6 +225,9 @@ def _forward(x: np.ndarray, pi: np.ndarray, pf: np.ndarray):
     lp = 0.0
     for i in range(n_x):
         t, fam, pos = pi[_HEADER + 3 * i], pi[_HEADER + 1 + 3 * i], pi[_HEADER + 2 + 3 * i]
+        if t == 0 and fam == 0 and pos < 0:  # a missing cell or whitened coordinate: read elsewhere
+            dv[i], gv[i], gx[i] = 1.0, 0.0, 0.0
+            continue
         v, dvi, lj, dlj = transform(t, x[i], pf[5 * i], pf[5 * i + 1])
         lpv, gvi = prior_logp(fam, v, pf[5 * i + 2], pf[5 * i + 3], pf[5 * i + 4])
         lp += lj + lpv
@@ -164,22 +298,42 @@ def model_value_and_grad(
     means: np.ndarray,
     scatter: np.ndarray,
     totals: np.ndarray,
+    Y: np.ndarray,
+    idx: np.ndarray,
+    Z2: np.ndarray,
+    size_index: np.ndarray,
+    cells: np.ndarray,
 ):
     """The model's log density at the unconstrained point ``x`` and its gradient.
 
     ``(ispec, fspec, within_scatter, ...)`` are the likelihood kernel's arguments
-    (:func:`pymsem.compile.kernel.numba_impl.complete_value_and_grad`). The value is ``nan``
-    where a covariance is not positive definite, ``-inf`` outside a prior's support.
+    (:func:`pymsem.compile.kernel.numba_impl.complete_value_and_grad`); with missing cells the
+    reduction is computed from ``Y`` (students' level-1 values, missing cells 0), ``idx`` (their
+    clusters), ``Z2`` (level-2 values), ``size_index`` (each cluster's size in ``sizes``) and the
+    sampled cells instead. The value is ``nan`` where a covariance is not positive definite,
+    ``-inf`` outside a prior's support.
     """
     n_theta, n_x, n_white, n_copy, n_lkj = pi[0], pi[1], pi[2], pi[3], pi[4]
     ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
     theta = ext[:n_theta].copy()
-    f, gt = complete_value_and_grad(
-        theta, ispec, fspec, within_scatter, sizes, counts, means, scatter, totals
-    )
+    completed = pi[7] + pi[9] > 0
+    z, Yc, centre = np.empty((0, 0)), np.empty((0, 0)), np.empty(0)
+    if completed:
+        ws_c, means_c, scatter_c, z, Yc, centre = _completed_reduction(
+            x, pi, Y, Z2, size_index, sizes, counts, cells
+        )
+        f, gt, Winv, Vinvs, nu = complete_core(
+            theta, ispec, fspec, ws_c, sizes, counts, means_c, scatter_c, totals
+        )
+    else:
+        f, gt, Winv, Vinvs, nu = complete_core(
+            theta, ispec, fspec, within_scatter, sizes, counts, means, scatter, totals
+        )
     if not np.isfinite(lp) or np.isnan(f):
         gx[:] = np.nan
         return lp + f, gx
+    if completed:
+        _cells_gradient(pi, gx, Winv, Vinvs, nu, z, Yc, centre, idx, size_index, sizes, cells)
     cw, _, cc = _sections(pi)
     for k in range(n_copy - 1, -1, -1):  # a copy's gradient flows to its source
         gt[pi[cc + 2 * k + 1]] += gt[pi[cc + 2 * k]]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["complete_value_and_grad"]
+__all__ = ["complete_core", "complete_value_and_grad"]
 
 _LOG2PI = float(np.log(2 * np.pi))
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
@@ -40,6 +40,24 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             if v != 0.0:
                 for j in range(m):
                     out[i, j] += v * b[t, j]
+    return out
+
+
+@_jit
+def _eye(n: int) -> np.ndarray:
+    out = np.zeros((n, n))
+    for i in range(n):
+        out[i, i] = 1.0
+    return out
+
+
+@_jit
+def _transpose(a: np.ndarray) -> np.ndarray:
+    n, m = a.shape
+    out = np.empty((m, n))
+    for i in range(n):
+        for j in range(m):
+            out[j, i] = a[i, j]
     return out
 
 
@@ -86,7 +104,12 @@ def _level_forward(theta: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, io: 
     """The level's matrices, from the spec at ``(io, fo)``; also where the next level starts."""
     p, m, depth = ispec[io], ispec[io + 1], ispec[io + 2]
     c = io + 3
-    Lam = fspec[fo : fo + p * m].copy().reshape(p, m)
+    # Element by element, not a reshape: numba's reshape brings its error formatting along,
+    # which costs seconds of compiling on a new machine.
+    Lam = np.empty((p, m))
+    for i in range(p):
+        for j in range(m):
+            Lam[i, j] = fspec[fo + i * m + j]
     lv_sd = fspec[fo + p * m : fo + p * m + m].copy()
     rsd = fspec[fo + p * m + m : fo + p * m + m + p].copy()
     fo_next = fo + p * m + m + p
@@ -106,7 +129,7 @@ def _level_forward(theta: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, io: 
     for _ in range(n):
         lv_sd[ispec[c]] = theta[ispec[c + 1]]
         c += 2
-    Rp = np.eye(m)
+    Rp = _eye(m)
     n = ispec[c]
     c += 1
     for _ in range(n):
@@ -118,7 +141,7 @@ def _level_forward(theta: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, io: 
     for _ in range(n):
         rsd[ispec[c]] = theta[ispec[c + 1]]
         c += 2
-    Rt = np.eye(p)
+    Rt = _eye(p)
     n = ispec[c]
     c += 1
     for _ in range(n):
@@ -132,15 +155,17 @@ def _level_forward(theta: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, io: 
         nu[ispec[c]] = theta[ispec[c + 1]]
         c += 2
     # B is nilpotent (acyclic regressions): (I - B)^-1 = I + B + ... + B^depth.
-    A = np.eye(m)
+    A = _eye(m)
     for _ in range(depth):
-        A = np.eye(m) + _matmul(B, A)
+        A = _matmul(B, A)
+        for i in range(m):
+            A[i, i] += 1.0
     Psi = np.empty((m, m))
     for i in range(m):
         for j in range(m):
             Psi[i, j] = lv_sd[i] * Rp[i, j] * lv_sd[j]
-    Seta = _matmul(_matmul(A, Psi), A.T.copy())
-    Sigma = _matmul(_matmul(Lam, Seta), Lam.T.copy())
+    Seta = _matmul(_matmul(A, Psi), _transpose(A))
+    Sigma = _matmul(_matmul(Lam, Seta), _transpose(Lam))
     for i in range(p):
         for j in range(p):
             Sigma[i, j] += rsd[i] * Rt[i, j] * rsd[j]
@@ -165,21 +190,23 @@ def _level_backward(
 ) -> None:
     """Add ``df/dtheta`` of one level to ``gtheta``, given ``G = df/dSigma`` and ``df/dnu``."""
     p, m = Lam.shape
-    dLam = 2.0 * _matmul(_matmul(G, Lam), Seta)
-    H = _matmul(_matmul(Lam.T.copy(), G), Lam)
-    At = A.T.copy()
+    # dLam and dB without their factor 2, applied below (whole-array arithmetic costs numba
+    # seconds of compiling for nothing here).
+    dLam = _matmul(_matmul(G, Lam), Seta)
+    H = _matmul(_matmul(_transpose(Lam), G), Lam)
+    At = _transpose(A)
     dPsi = _matmul(_matmul(At, H), A)
-    dB = _matmul(_matmul(At, 2.0 * _matmul(_matmul(H, A), Psi)), At)
+    dB = _matmul(_matmul(At, _matmul(_matmul(H, A), Psi)), At)
     c = io + 3
     n = ispec[c]
     c += 1
     for _ in range(n):
-        gtheta[ispec[c + 2]] += dLam[ispec[c], ispec[c + 1]]
+        gtheta[ispec[c + 2]] += 2.0 * dLam[ispec[c], ispec[c + 1]]
         c += 3
     n = ispec[c]
     c += 1
     for _ in range(n):
-        gtheta[ispec[c + 2]] += dB[ispec[c], ispec[c + 1]]
+        gtheta[ispec[c + 2]] += 2.0 * dB[ispec[c], ispec[c + 1]]
         c += 3
     n = ispec[c]
     c += 1
@@ -238,6 +265,28 @@ def complete_value_and_grad(
     ``V_k = Sigma_B + E W E'/n_k`` and ``d = m_k - nu``. Returns ``(f, df/dtheta)``;
     ``f`` is ``nan`` (and the gradient ``nan``) where a covariance is not positive definite.
     """
+    f, gtheta, _, _, _ = complete_core(
+        theta, ispec, fspec, within_scatter, sizes, counts, means, scatter, totals
+    )
+    return f, gtheta
+
+
+@_jit
+def complete_core(
+    theta: np.ndarray,
+    ispec: np.ndarray,
+    fspec: np.ndarray,
+    within_scatter: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    means: np.ndarray,
+    scatter: np.ndarray,
+    totals: np.ndarray,
+):
+    """:func:`complete_value_and_grad`, and what the data's gradient needs: ``W^-1``, each size's
+    ``V_k^-1`` and ``nu`` (the log-likelihood's gradient in a cluster vector ``z_g`` of size
+    ``k`` is ``-V_k^-1 (z_g - nu)``, in a student's row ``-W^-1 (y_i - ybar_g)`` plus the
+    cluster mean's share)."""
     W, _nu_w, Lw, Aw, Pw, Rpw, sdw, Rtw, rsw, Sew, io, fo = _level_forward(theta, ispec, fspec, 0, 0)
     SB, nu, Lb, Ab, Pb, Rpb, sdb, Rtb, rsb, Seb, _, _ = _level_forward(theta, ispec, fspec, io, fo)
     p1 = W.shape[0]
@@ -245,16 +294,20 @@ def complete_value_and_grad(
     n_within, log_n_sum = totals[0], totals[1]
     gtheta = np.zeros(theta.shape[0])
     Winv = np.empty((p1, p1))
+    Vinvs = np.empty((sizes.shape[0], pb, pb))
     ldW = _inverse_pd(W, Winv)
     if np.isnan(ldW):
         gtheta[:] = np.nan
-        return np.nan, gtheta
+        return np.nan, gtheta, Winv, Vinvs, nu
     WS = _matmul(Winv, within_scatter)
     tr = 0.0
     for i in range(p1):
         tr += WS[i, i]
     f = -0.5 * n_within * (p1 * _LOG2PI + ldW) - 0.5 * tr - 0.5 * p1 * log_n_sum
-    GW = 0.5 * (_matmul(WS, Winv) - n_within * Winv)
+    GW = _matmul(WS, Winv)
+    for i in range(p1):
+        for j in range(p1):
+            GW[i, j] = 0.5 * (GW[i, j] - n_within * Winv[i, j])
     GB = np.zeros((pb, pb))
     gnu = np.zeros(pb)
     V = np.empty((pb, pb))
@@ -275,7 +328,10 @@ def complete_value_and_grad(
         ldV = _inverse_pd(V, Vinv)
         if np.isnan(ldV):
             gtheta[:] = np.nan
-            return np.nan, gtheta
+            return np.nan, gtheta, Winv, Vinvs, nu
+        for i in range(pb):
+            for j in range(pb):
+                Vinvs[k, i, j] = Vinv[i, j]
         VM = _matmul(Vinv, M)
         tr = 0.0
         for i in range(pb):
@@ -296,4 +352,4 @@ def complete_value_and_grad(
                 GW[i, j] += GV[i, j] / nk
     _level_backward(GW, np.zeros(p1), ispec, 0, Lw, Aw, Pw, Rpw, sdw, Rtw, rsw, Sew, gtheta)
     _level_backward(GB, gnu, ispec, io, Lb, Ab, Pb, Rpb, sdb, Rtb, rsb, Seb, gtheta)
-    return f, gtheta
+    return f, gtheta, Winv, Vinvs, nu
