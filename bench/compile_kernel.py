@@ -113,7 +113,11 @@ def run(which: str, route: str, folder: str) -> dict:
     env["NUMBA_CACHE_DIR"] = f"{folder}/nb"
     t = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, which, route, str(Path(__file__).resolve().parent)], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", CHILD, which, route, str(Path(__file__).resolve().parent)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.perf_counter() - t
     if out.returncode != 0:

@@ -36,6 +36,10 @@ class SamplingRun:
     sampling_seconds: float
     #: The compiled log density came from an earlier model of the same shape (see pymsem.reuse).
     reused_compiled: bool = False
+    #: What nutpie called: ``"kernel"`` (the whole-model kernel, compiled once per machine for
+    #: every model it covers, :mod:`pymsem.compile.nutpie_kernel`), ``"graph"`` (PyTensor's
+    #: compiled log density of this model) or ``""`` (another sampler).
+    log_density: str = ""
 
 
 def _initial_point(compiled: CompiledModel, rng: np.random.Generator | None) -> dict[str, np.ndarray]:
@@ -194,7 +198,8 @@ def sample_compiled(
             )
         t2 = time.perf_counter()
         idata = _drop_untraced(compiled, idata)
-        return SamplingRun(idata, sampler, draws, tune, chains, seed, t1 - t0, t2 - t1, reused)
+        route = "kernel" if getattr(nut, "flat", None) is not None else "graph"
+        return SamplingRun(idata, sampler, draws, tune, chains, seed, t1 - t0, t2 - t1, reused, route)
     else:
         import importlib.util
 

@@ -272,6 +272,7 @@ def test_fits_sample_through_the_kernel_with_the_same_draws_for_the_same_seed(ke
     m, a, b = kernel_fits
     compiled = m.compile()
     assert any(isinstance(v, KernelModel) for v in compiled.sampler_cache.values())
+    assert a.run.log_density == b.run.log_density == "kernel"
     for var in a.posterior.data_vars:
         np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)
 
@@ -282,5 +283,6 @@ def test_a_term_added_after_a_fit_is_sampled(kernel_fits: Any) -> None:
     with m.build() as model:
         pm.Potential("pin_a_w", pm.logp(pm.Normal.dist(2.0, 0.01), model["path_w"][0]))
     c = m.fit(draws=100, tune=200, chains=2, seed=5, progress=False, warn=False)
+    assert c.run.log_density == "graph"
     assert float(c.posterior["path_w"][..., 0].median()) == pytest.approx(2.0, abs=0.05)
     assert abs(float(a.posterior["path_w"][..., 0].median()) - 2.0) > 0.5

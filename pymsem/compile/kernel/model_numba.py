@@ -110,25 +110,30 @@ def _completed_reduction(
     N, p1 = Y.shape
     G, q = Z2.shape
     pb = p1 + q
-    Yc = Y.copy()
-    for c in range(n_y):
-        Yc[cells[c, 0], cells[c, 1]] = x[y_off + c]
+    # Two passes over the students: copy (the column sums on the way), then centre (the
+    # clusters' sums on the way).
+    Yc = np.empty((N, p1))
     centre = np.zeros(p1)
     for i in range(N):
         for j in range(p1):
-            centre[j] += Yc[i, j]
+            v = Y[i, j]
+            Yc[i, j] = v
+            centre[j] += v
+    for c in range(n_y):  # Y holds 0 in a missing cell
+        v = x[y_off + c]
+        Yc[cells[c, 0], cells[c, 1]] = v
+        centre[cells[c, 1]] += v
     for j in range(p1):
         centre[j] /= N
-    for i in range(N):
-        for j in range(p1):
-            Yc[i, j] -= centre[j]
     s = np.zeros((G, p1))
     start = 0
     for g in range(G):
         n = int(sizes[size_index[g]])
         for i in range(start, start + n):
             for j in range(p1):
-                s[g, j] += Yc[i, j]
+                v = Yc[i, j] - centre[j]
+                Yc[i, j] = v
+                s[g, j] += v
         start += n
     ws = np.dot(Yc.T, Yc)
     for g in range(G):
@@ -189,7 +194,7 @@ def _cells_gradient(
     """
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
     G, pb = z.shape
-    N, p1 = Yc.shape
+    p1 = Yc.shape[1]
     gz = np.zeros((G, pb))
     for g in range(G):
         k = size_index[g]
@@ -199,18 +204,34 @@ def _cells_gradient(
                 v += Vinvs[k, j, m] * (z[g, m] - nu[m])
             gz[g, j] = -v
     if n_y:
-        D = np.empty((N, p1))
-        for i in range(N):
-            g = idx[i]
+        # Row i of Yc W^-1 minus its cluster's row of (s_g / n_g) W^-1 is W^-1 (y_i - ybar_g)'
+        # (W^-1 symmetric): one BLAS product over the students.
+        R = np.dot(Yc, Winv)
+        M = np.zeros((G, p1))
+        for g in range(G):
             for j in range(p1):
-                D[i, j] = Yc[i, j] + centre[j] - z[g, j]
-        R = np.dot(D, Winv)  # W^-1 symmetric: row i is W^-1 (y_i - ybar_g)
+                v = 0.0
+                for m in range(p1):
+                    v += (z[g, m] - centre[m]) * Winv[m, j]
+                M[g, j] = v
         for c in range(n_y):
             i, j = cells[c, 0], cells[c, 1]
             g = idx[i]
-            gx[y_off + c] += gz[g, j] / sizes[size_index[g]] - R[i, j]
+            gx[y_off + c] += gz[g, j] / sizes[size_index[g]] - (R[i, j] - M[g, j])
     for c in range(n_z):
         gx[z_off + c] += gz[cells[n_y + c, 0], p1 + cells[n_y + c, 1]]
+
+
+@_jit
+def _skip_cells(pi: np.ndarray, i: int) -> int:
+    """The first coordinate from ``i`` on that is not a sampled missing cell (they come in two
+    contiguous blocks, thousands of coordinates that the priors' loops jump over)."""
+    for _ in range(2):
+        if pi[7] > 0 and i == pi[6]:
+            i += pi[7]
+        if pi[9] > 0 and i == pi[8]:
+            i += pi[9]
+    return i
 
 
 @_jit
@@ -220,22 +241,24 @@ def _forward(x: np.ndarray, pi: np.ndarray, pf: np.ndarray):
     n_theta, n_x, n_white, n_copy, n_lkj, n_aux = pi[0], pi[1], pi[2], pi[3], pi[4], pi[5]
     theta = np.zeros(n_theta + n_aux)
     dv = np.empty(n_x)  # dv/dx
-    gx = np.empty(n_x)  # d(prior + log-Jacobian)/dx
+    gx = np.zeros(n_x)  # d(prior + log-Jacobian)/dx (0 in the missing cells: flat)
     gv = np.empty(n_x)  # d prior / dv
     lp = 0.0
-    for i in range(n_x):
+    i = _skip_cells(pi, 0)
+    while i < n_x:
         t, fam, pos = pi[_HEADER + 3 * i], pi[_HEADER + 1 + 3 * i], pi[_HEADER + 2 + 3 * i]
-        if t == 0 and fam == 0 and pos < 0:  # a missing cell or whitened coordinate: read elsewhere
-            dv[i], gv[i], gx[i] = 1.0, 0.0, 0.0
-            continue
-        v, dvi, lj, dlj = transform(t, x[i], pf[5 * i], pf[5 * i + 1])
-        lpv, gvi = prior_logp(fam, v, pf[5 * i + 2], pf[5 * i + 3], pf[5 * i + 4])
-        lp += lj + lpv
-        dv[i] = dvi
-        gv[i] = gvi
-        gx[i] = dlj
-        if pos >= 0:
-            theta[pos] = v
+        if t == 0 and fam == 0 and pos < 0:  # a whitened coordinate: read below
+            dv[i], gv[i] = 1.0, 0.0
+        else:
+            v, dvi, lj, dlj = transform(t, x[i], pf[5 * i], pf[5 * i + 1])
+            lpv, gvi = prior_logp(fam, v, pf[5 * i + 2], pf[5 * i + 3], pf[5 * i + 4])
+            lp += lj + lpv
+            dv[i] = dvi
+            gv[i] = gvi
+            gx[i] = dlj
+            if pos >= 0:
+                theta[pos] = v
+        i = _skip_cells(pi, i + 1)
     cw, _, cc = _sections(pi)
     n_wv = 0
     c = cw
@@ -337,10 +360,12 @@ def model_value_and_grad(
     cw, _, cc = _sections(pi)
     for k in range(n_copy - 1, -1, -1):  # a copy's gradient flows to its source
         gt[pi[cc + 2 * k + 1]] += gt[pi[cc + 2 * k]]
-    for i in range(n_x):
+    i = _skip_cells(pi, 0)
+    while i < n_x:
         pos = pi[_HEADER + 2 + 3 * i]
         g = gv[i] + (gt[pos] if pos >= 0 else 0.0)
         gx[i] += g * dv[i]
+        i = _skip_cells(pi, i + 1)
     c, cf, w = cw, 5 * n_x, 0
     for _ in range(n_white):
         off, k = pi[c], pi[c + 1]
