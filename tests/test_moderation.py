@@ -118,6 +118,19 @@ def _covariate_slope_spec(data: pd.DataFrame | None) -> ms.MSEM:
     return m
 
 
+def _level2_moderator_spec(data: pd.DataFrame | None) -> ms.MSEM:
+    """Random slopes on factors only, one regressed on a level-2 column: no covariate without error."""
+    m = ms.MSEM(data, cluster="schid", level2=["Z"])
+    for f in ("ACH", "INT", "REL"):
+        m.latent(f, [f"{f}{i}" for i in range(1, 4)])
+    m.path("INT", on="REL", level="within", random=ms.RandomSlope("RSa", "a_w"))
+    m.path("ACH", on=["INT", "REL"], level="within", random=[ms.RandomSlope("RSb", "b_w"), None])
+    m.path("INT", on="REL", level="between")
+    m.path("ACH", on=["INT", "REL", "Z"], level="between")
+    m.path("RSa", on="Z", level="between")
+    return m
+
+
 def _unbalanced_school(sizes: list[int]) -> pd.DataFrame:
     df = ms.datasets.load_school()
     ids = df["schid"].unique()[: len(sizes)]
@@ -129,9 +142,13 @@ def _unbalanced_school(sizes: list[int]) -> pd.DataFrame:
     return sub
 
 
-@pytest.mark.parametrize("spec", ["model4", "covariate_slope"])
+@pytest.mark.parametrize("spec", ["model4", "covariate_slope", "level2_moderator"])
 def test_moderated_woodbury_equals_the_dense_moderated_likelihood(spec: str) -> None:
-    """Covariates without error (SES): the Woodbury form given their within parts is exact, gradients too."""
+    """Covariates without error (SES): the Woodbury form given their within parts is exact, gradients too.
+
+    ``level2_moderator``: the only moderator a level-2 column, no covariate to condition on (this
+    raised in the graph's construction before).
+    """
     import pymc as pm
     import pytensor
     import pytensor.tensor as pt
@@ -139,14 +156,14 @@ def test_moderated_woodbury_equals_the_dense_moderated_likelihood(spec: str) -> 
     from pymsem.compile.slope_woodbury import moderated_woodbury_plan
 
     df = _unbalanced_school([1, 2, 5, 3, 7, 4])
-    model = ms.tutorial.model4(df) if spec == "model4" else _covariate_slope_spec(df)
+    specs = {"model4": ms.tutorial.model4, "covariate_slope": _covariate_slope_spec}
+    model = (specs | {"level2_moderator": _level2_moderator_spec})[spec](df)
     st, data = model.structure(), model.clustered_data()
     mods = sorted({lat for r in st.random_slopes for lat, _ in r.moderators})
     known = [lat for lat in mods if st.between.latent[lat] in st.level2]
     plan = moderated_woodbury_plan(st, known, [lat for lat in mods if lat not in known])
-    assert plan is not None and [st.level1[i] for i in plan.exact] == (
-        ["SES"] if spec == "model4" else ["SES", "X2"]
-    )
+    exact = {"model4": ["SES"], "covariate_slope": ["SES", "X2"], "level2_moderator": []}
+    assert plan is not None and [st.level1[i] for i in plan.exact] == exact[spec]
     stats = mg.sufficient_statistics(st, data, per_cluster=True)
     rng = np.random.default_rng(2)
     vals = {n: 0.2 + 0.1 * rng.standard_normal(len(g)) for n, g in st.groups.items()}
@@ -163,12 +180,12 @@ def test_moderated_woodbury_equals_the_dense_moderated_likelihood(spec: str) -> 
             B = level_matrices(st.between, syms, pytensor_ops())
             uu = pt.matrix("u")
             ll = mg.moderated_random_slope_logp(stats, st, W, B, uu, syms, woodbury=woodbury)
-            raw = pm.modelcontext(None)["moderator_raw"]
-            ins = [*syms.values(), uu, raw]
+            raw = pm.modelcontext(None).named_vars.get("moderator_raw")
+            ins = [*syms.values(), uu, *([raw] if raw is not None else [])]
             grads = pt.grad(ll, ins, disconnected_inputs="ignore")
             f = pytensor.function(ins, [ll, *grads], on_unused_input="ignore", mode=REFERENCE_MODE)
         raw_val = np.random.default_rng(5).standard_normal((G, len(mods) - len(known)))
-        results.append(f(*[vals[n] for n in st.groups], u, raw_val))
+        results.append(f(*[vals[n] for n in st.groups], u, *([raw_val] if raw is not None else [])))
     fast, dense = results
     assert fast[0] == pytest.approx(dense[0], rel=1e-10)
     for a, b in zip(fast[1:], dense[1:], strict=True):

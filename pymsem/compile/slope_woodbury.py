@@ -233,29 +233,26 @@ def moderated_woodbury_plan(
     return ModeratedWoodburyPlan(exact, exact_lat, items, item_lat, items + rows_l2, between_lat)
 
 
-def moderated_woodbury_logp(
+def _exact_covariates(
     plan: ModeratedWoodburyPlan,
     structure: Any,
     stats: Any,
     within: Any,
-    between: Any,
-    u_total: Any,
     mean: Any,
-    Lo: Any,
-    mods: list[int],
-) -> Any:
-    """The cluster data's log-likelihood given the moderators, through :func:`woodbury_slope_logp`.
-
-    ``u_total`` (G, k) are the slopes' deviations from their means, moderators' contributions
-    included; ``mean`` (G, pb) the cluster vectors' conditional means given the moderators,
-    ``Lo`` the Cholesky factor of the moderators' covariance and ``mods`` their between latents.
-    The moderators' own density is not included.
-    """
+    u_total: Any,
+    entries: np.ndarray,
+    pos_X: dict[int, int],
+    S_II: Any,
+    Lam_I: Any,
+) -> tuple[Any, Any, Any, Any]:
+    """The covariates measured without error (:func:`moderated_woodbury_logp`): their within
+    part's density, the items' latent covariance given them, and the items' packed scatter and
+    cluster vectors shifted by ``C_g x_w``."""
     import pytensor.tensor as pt
 
     ls = structure.within
-    X, Xl, items, Il, rows = plan.exact, plan.exact_lat, plan.items, plan.item_lat, plan.rows
-    G, k, pI = stats.n_clusters, len(X), len(items)
+    X, Xl, items, Il = plan.exact, plan.exact_lat, plan.items, plan.item_lat
+    G, k = stats.n_clusters, len(X)
     n = stats.cluster_sizes
     S_full = stats.cluster_scatter
     # The covariate's within part given the moderators: x_ij - nu - eta_x,g; its cluster mean
@@ -278,11 +275,9 @@ def moderated_woodbury_logp(
     K_reg = pt.dot(Psi_Ix, Psi_xx_inv)  # (mI, k)
     B = within.B
     mI = len(Il)
-    pos_I, pos_X = {a: i for i, a in enumerate(Il)}, {a: i for i, a in enumerate(Xl)}
+    pos_I = {a: i for i, a in enumerate(Il)}
     br = ls.beta_random
-    in_II = [t for t in range(len(br)) if br[t, 1] in pos_I]
     in_IX = [t for t in range(len(br)) if br[t, 1] in pos_X]
-    entries = np.array([[pos_I[br[t, 0]], pos_I[br[t, 1]], br[t, 2]] for t in in_II], dtype=np.int64)
     B_II = B[Il][:, Il]
     # gamma_g = B_Ix,g + Psi_Ix Psi_xx^-1: the items' latents' regression on the covariate.
     gamma = pt.zeros((G, mI, k)) + (B[Il][:, Xl] + K_reg)[None]
@@ -298,17 +293,63 @@ def moderated_woodbury_logp(
     for _ in range(ls.depth):
         h = batched_matmul(Bg, h)
         acc = acc + h
-    Lam_I = within.Lambda[items][:, Il]
     Cg = pt.tensordot(acc, Lam_I, axes=[[1], [1]])  # (G, k, pI): row t is C_g[:, t]
 
-    # Shifted statistics: y~ = y_I - C_g x_w. Scatter by packed pairs of the items.
-    pairs = [(a, b) for a in range(pI) for b in range(a + 1)]
-    S_II = S_full[:, [_packed(items[a], items[b]) for a, b in pairs]]
-    # (G, k, pI): the items' scatter with each covariate; (G, k, k): the covariates' scatter.
+    # Shifted statistics: y~ = y_I - C_g x_w. (G, k, pI): the items' scatter with each
+    # covariate; (G, k, k): the covariates' scatter.
     s_IX = pt.stack([S_full[:, [_packed(i, X[t]) for i in items]] for t in range(k)], axis=1)
     S_XX = S_full[:, np.array([[_packed(a, b) for b in X] for a in X])]
     scatter = shifted_scatter(S_II, Cg, s_IX, S_XX)
     z_items = stats.cluster_vectors[:, items] - pt.sum(Cg * d[:, :, None], axis=1)
+    return ll_x, Psi_cond, scatter, z_items
+
+
+def moderated_woodbury_logp(
+    plan: ModeratedWoodburyPlan,
+    structure: Any,
+    stats: Any,
+    within: Any,
+    between: Any,
+    u_total: Any,
+    mean: Any,
+    Lo: Any,
+    mods: list[int],
+) -> Any:
+    """The cluster data's log-likelihood given the moderators, through :func:`woodbury_slope_logp`.
+
+    ``u_total`` (G, k) are the slopes' deviations from their means, moderators' contributions
+    included; ``mean`` (G, pb) the cluster vectors' conditional means given the moderators,
+    ``Lo`` the Cholesky factor of the moderators' covariance and ``mods`` their between latents.
+    The moderators' own density is not included.
+    """
+    import pytensor.tensor as pt
+
+    ls = structure.within
+    X, Xl, items, Il, rows = plan.exact, plan.exact_lat, plan.items, plan.item_lat, plan.rows
+    k, pI = len(X), len(items)
+    S_full = stats.cluster_scatter
+    Psi = within.Psi
+    B = within.B
+    mI = len(Il)
+    pos_I, pos_X = {a: i for i, a in enumerate(Il)}, {a: i for i, a in enumerate(Xl)}
+    br = ls.beta_random
+    in_II = [t for t in range(len(br)) if br[t, 1] in pos_I]
+    entries = np.array([[pos_I[br[t, 0]], pos_I[br[t, 1]], br[t, 2]] for t in in_II], dtype=np.int64)
+    B_II = B[Il][:, Il]
+    Lam_I = within.Lambda[items][:, Il]
+    pairs = [(a, b) for a in range(pI) for b in range(a + 1)]
+    S_II = S_full[:, [_packed(items[a], items[b]) for a, b in pairs]]
+    if k == 0:
+        # No covariate measured without error (the moderators are level-2 columns or between
+        # factors): nothing to condition on or shift; the items are the level-1 variables.
+        ll_x = 0.0
+        Psi_cond = Psi[Il][:, Il]
+        scatter = S_II
+        z_items = stats.cluster_vectors[:, items]
+    else:
+        ll_x, Psi_cond, scatter, z_items = _exact_covariates(
+            plan, structure, stats, within, mean, u_total, entries, pos_X, S_II, Lam_I
+        )
     z = z_items if len(rows) == pI else pt.concatenate([z_items, stats.cluster_vectors[:, rows[pI:]]], axis=1)
     z = z - mean[:, rows]
 
