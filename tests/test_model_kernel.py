@@ -24,7 +24,8 @@ from pymsem.compile.kernel.priors import FAMILIES, encode_prior, prior_logp, tra
 from pymsem.sample import _initial_point
 from tests.conftest import REFERENCE_MODE
 from tests.test_formulations import CASES, SIZES_TINY, small_spec
-from tests.test_kernel import KERNEL_CASES
+from tests.test_kernel import KERNEL_CASES, VALUES
+from tests.test_random_slopes import MODEL3_TRUTH, model3_spec
 
 FAMILY_CASES = [
     ("Normal", {"mu": 0.3, "sigma": 1.7}),
@@ -102,6 +103,16 @@ def _mixed_priors_spec(data: Any, level2: tuple[str, ...] = ("W",)) -> ms.MSEM:
     return m
 
 
+def _one_slope_spec(data: Any, level2: tuple[str, ...] = ()) -> ms.MSEM:
+    """One random slope (no slope correlations to sample)."""
+    m = ms.MSEM(data, cluster="schid", level2=level2)
+    m.latent("X", ["x1", "x2", "x3"])
+    m.latent("Y", ["y1", "y2", "y3"])
+    m.path("Y", on="X", level="within", random=ms.RandomSlope("RSa", "a_w"))
+    m.path("Y", on="X", level="between")
+    return m
+
+
 def _lkj_spec(data: Any, level2: tuple[str, ...] = ("W",)) -> ms.MSEM:
     """Three correlated factors at each level: LKJ blocks (one with a user's eta), no regressions."""
     m = ms.MSEM(data, cluster="schid", level2=level2)
@@ -117,6 +128,9 @@ MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "lkj": _lkj_spec,
     "missing": small_spec,
     "missing-rich": KERNEL_CASES["rich"][0],
+    "slopes": lambda d, level2=(): model3_spec(d, 3),
+    "slopes-centered": lambda d, level2=(): model3_spec(d, 3),
+    "one-slope": _one_slope_spec,
 }
 
 
@@ -133,9 +147,8 @@ def _with_holes(df: pd.DataFrame, level1: list[str], level2: list[str], seed: in
 
 
 def _level2(name: str) -> tuple[str, ...]:
-    base = {"mixed-priors": "small", "lkj": "small", "missing": "small", "missing-rich": "rich"}.get(
-        name, name
-    )
+    aliases = {"mixed-priors": "small", "lkj": "small", "missing": "small", "missing-rich": "rich"}
+    base = aliases.get(name, name)
     return CASES[base][2] if base in CASES else ()
 
 
@@ -144,6 +157,11 @@ def _data(name: str) -> pd.DataFrame:
         rng = np.random.default_rng(3)
         g = np.repeat(np.arange(len(SIZES_TINY)), SIZES_TINY)
         return pd.DataFrame({"schid": g, "y": rng.normal(size=len(g)) + rng.normal(size=len(SIZES_TINY))[g]})
+    if name.startswith("slopes"):
+        return ms.simulate(model3_spec(None, 3), MODEL3_TRUTH, len(SIZES_TINY), SIZES_TINY + 3, seed=7)
+    if name == "one-slope":
+        values = {k: v for k, v in VALUES.items() if k != "resid_cor_w"} | {"slope_sd_b": 0.4}
+        return ms.simulate(_one_slope_spec(None), values, len(SIZES_TINY), SIZES_TINY + 2, seed=8)
     if name == "missing":
         return _with_holes(_data("small"), ["x1", "x2", "y1", "y3"], ["W"], seed=1)
     if name == "missing-rich":
@@ -156,7 +174,9 @@ def _data(name: str) -> pd.DataFrame:
 @pytest.fixture(scope="module", params=list(MODEL_CASES))
 def kernel_case(request: pytest.FixtureRequest) -> dict[str, Any]:
     name = request.param
-    compiled = MODEL_CASES[name](_data(name), _level2(name)).compile()
+    compiled = MODEL_CASES[name](_data(name), _level2(name)).compile(
+        slopes="centered" if name.endswith("centered") else "noncentered"
+    )
     flat = flat_model(compiled, _initial_point(compiled, None))
     assert isinstance(flat, FlatModel), flat
     model = compiled.pymc_model
@@ -239,11 +259,9 @@ def test_models_outside_the_kernel_are_refused_with_the_reason() -> None:
     holes = df.copy()
     holes.loc[3, "x2"] = np.nan
     assert "integrated out" in _refusal(small_spec(holes, ("W",)).compile(formulation="patterns"))
-    slopes = ms.MSEM(df, cluster="schid", level2=("W",))
-    slopes.latent("X", ["x1", "x2", "x3"])
-    slopes.latent("Y", ["y1", "y2", "y3"])
-    slopes.path("Y", on="X", level="within", random=ms.RandomSlope("RSa", mean_label="a_w"))
-    assert "random slopes" in _refusal(slopes.compile())
+    moderated = _one_slope_spec(df, ("W",))
+    moderated.path("RSa", on="W", level="between")
+    assert "regressed on between-level variables" in _refusal(moderated.compile())
     trunc = small_spec(df, ("W",))
     trunc.set_prior("a_w", ms.Prior("TruncatedNormal", mu=0, sigma=1, lower=0))
     assert "TruncatedNormal" in _refusal(trunc.compile())

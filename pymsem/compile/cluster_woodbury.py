@@ -245,6 +245,48 @@ def woodbury_op_logp(
     return op(*(inputs[k] for k in INPUTS))[0]
 
 
+def scatter_terms(lam_pattern: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, ...]:
+    """``M[a, b] = sum_t S[e_t] mult_t LamD[i_t, a_t] LamD[k_t, b_t]`` for ``a >= b``.
+
+    ``e`` indexes the packed lower triangle of ``S``; every pair of nonzero loadings
+    (``lam_pattern``) contributes one term (78 for three factors of four indicators), so the
+    projection costs what the loadings' pattern needs and no more. Returns ``e, a, b, i, k``
+    (int64) and ``mult`` (float64).
+    """
+    rows: list[tuple[int, int, int, int, int, float]] = []
+    for i, a in lam_pattern:
+        for k, b in lam_pattern:
+            if a < b or (a == b and i < k):
+                continue
+            hi, lo = max(i, k), min(i, k)
+            mult = 2.0 if (a == b and i != k) else 1.0
+            rows.append((hi * (hi + 1) // 2 + lo, a, b, i, k, mult))
+    # Sorted by (a, b): each entry of M is then one run of terms summed in a register
+    # (accumulating into M in memory serialized the adds through store-to-load forwarding).
+    rows.sort(key=lambda r: (r[1], r[2], r[0]))
+    arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+    ints = arr[:, :5].astype(np.int64)
+    return (
+        ints[:, 0].copy(),
+        ints[:, 1].copy(),
+        ints[:, 2].copy(),
+        ints[:, 3].copy(),
+        ints[:, 4].copy(),
+        arr[:, 5].copy(),
+    )
+
+
+def term_groups(t_a: np.ndarray, t_b: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of :func:`scatter_terms` per entry ``(a, b)`` of ``M``'s lower triangle:
+    ``grp_a``, ``grp_b`` and ``grp_ptr`` (terms ``grp_ptr[h]:grp_ptr[h + 1]``)."""
+    grp_a = np.asarray([a for a in range(m) for b in range(a + 1)], dtype=np.int64)
+    grp_b = np.asarray([b for a in range(m) for b in range(a + 1)], dtype=np.int64)
+    grp_ptr = np.zeros(len(grp_a) + 1, dtype=np.int64)
+    for h in range(len(grp_a)):
+        grp_ptr[h + 1] = grp_ptr[h] + int(np.sum((t_a == grp_a[h]) & (t_b == grp_b[h])))
+    return grp_a, grp_b, grp_ptr
+
+
 def _register_numba() -> None:
     from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_default_op_cache_key
 
@@ -297,35 +339,6 @@ def _register_numba() -> None:
                 Ainv[jj, i] = x
         return 2.0 * np.log(det)
 
-    def _scatter_terms(op: ClusterWoodbury) -> tuple[np.ndarray, ...]:
-        """``M[a, b] = sum_t S[e_t] mult_t LamD[i_t, a_t] LamD[k_t, b_t]`` for ``a >= b``.
-
-        ``e`` indexes the packed lower triangle of ``S``; every pair of nonzero loadings
-        contributes one term (78 for three factors of four indicators), so the projection
-        costs what the loadings' pattern needs and no more.
-        """
-        rows: list[tuple[int, int, int, int, int, float]] = []
-        for i, a in op.lam_pattern:
-            for k, b in op.lam_pattern:
-                if a < b or (a == b and i < k):
-                    continue
-                hi, lo = max(i, k), min(i, k)
-                mult = 2.0 if (a == b and i != k) else 1.0
-                rows.append((hi * (hi + 1) // 2 + lo, a, b, i, k, mult))
-        # Sorted by (a, b): each entry of M is then one run of terms summed in a register
-        # (accumulating into M in memory serialized the adds through store-to-load forwarding).
-        rows.sort(key=lambda r: (r[1], r[2], r[0]))
-        arr = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-        ints = arr[:, :5].astype(np.int64)
-        return (
-            ints[:, 0].copy(),
-            ints[:, 1].copy(),
-            ints[:, 2].copy(),
-            ints[:, 3].copy(),
-            ints[:, 4].copy(),
-            arr[:, 5].copy(),
-        )
-
     @register_funcify_default_op_cache_key(ClusterWoodbury)
     def _funcify(op: Any, node: Any = None, **kwargs: Any) -> Any:
         # Every size is a compile-time constant, so LLVM unrolls the factor-sized loops.
@@ -335,16 +348,11 @@ def _register_numba() -> None:
         mb, m, pb = op.mb, op.m, op.pb
         q = mb + m
         n_cells = len(op.r)
-        t_e, t_a, t_b, t_i, t_k, t_mult = _scatter_terms(op)
+        t_e, t_a, t_b, t_i, t_k, t_mult = scatter_terms(op.lam_pattern)
         n_terms = len(t_e)
         # d quad_C / d M[a, b] over the lower triangle: C^-1[a, b], halved on the diagonal.
         t_half = np.where(t_a == t_b, 0.5, 1.0)
-        # Runs of terms per entry (a, b) of M's lower triangle: terms grp_ptr[h]:grp_ptr[h + 1].
-        grp_a = np.asarray([a for a in range(m) for b in range(a + 1)], dtype=np.int64)
-        grp_b = np.asarray([b for a in range(m) for b in range(a + 1)], dtype=np.int64)
-        grp_ptr = np.zeros(len(grp_a) + 1, dtype=np.int64)
-        for h in range(len(grp_a)):
-            grp_ptr[h + 1] = grp_ptr[h] + int(np.sum((t_a == grp_a[h]) & (t_b == grp_b[h])))
+        grp_a, grp_b, grp_ptr = term_groups(t_a, t_b, m)
         n_grp = len(grp_a)
         u_i = np.asarray([i for i, _ in op.u_pattern], dtype=np.int64)
         u_a = np.asarray([a for _, a in op.u_pattern], dtype=np.int64)

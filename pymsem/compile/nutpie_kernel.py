@@ -30,7 +30,7 @@ from pymsem.compile.nutpie_cache import _as_voidptr
 __all__ = ["KernelModel", "available", "kernel_model"]
 
 #: Arrays passed through the data pointer: the kernel's (FlatModel.arrays), then expand_index.
-_N_ARRAYS = 16
+_N_ARRAYS = 20
 #: Per array: address and three dimensions (unused ones 1).
 _META = 4 * _N_ARRAYS
 
@@ -61,25 +61,15 @@ def _arrays(meta: np.ndarray):
     Z2 = carray(_as_voidptr(meta[48]), (int(meta[49]), int(meta[50])), np.float64)
     size_index = carray(_as_voidptr(meta[52]), (int(meta[53]),), np.int64)
     cells = carray(_as_voidptr(meta[56]), (int(meta[57]), int(meta[58])), np.int64)
-    index = carray(_as_voidptr(meta[60]), (int(meta[61]),), np.int64)
+    si = carray(_as_voidptr(meta[60]), (int(meta[61]),), np.int64)
+    sf = carray(_as_voidptr(meta[64]), (int(meta[65]),), np.float64)
+    S = carray(_as_voidptr(meta[68]), (int(meta[69]), int(meta[70])), np.float64)
+    z = carray(_as_voidptr(meta[72]), (int(meta[73]), int(meta[74])), np.float64)
+    index = carray(_as_voidptr(meta[76]), (int(meta[77]),), np.int64)
     return (
-        pi,
-        pf,
-        ispec,
-        fspec,
-        ws,
-        sizes,
-        counts,
-        means,
-        scatter,
-        totals,
-        Y,
-        idx,
-        Z2,
-        size_index,
-        cells,
-        index,
-    )
+        pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, Y, idx, Z2, size_index, cells,
+        si, sf, S, z, index,
+    )  # fmt: skip
 
 
 @numba.cfunc(_LOGP_SIG, cache=True)
@@ -89,12 +79,11 @@ def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
         out = carray(out_, (dim,))
         logp = carray(logp_, ())
         meta = carray(user_data_, (_META,), np.uint64)
-        pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, Y, idx, Z2, si, cells, _ = _arrays(
-            meta
-        )
+        a = _arrays(meta)
         f, g = model_value_and_grad(
-            x, pi, pf, ispec, fspec, ws, sizes, counts, means, scatter, totals, Y, idx, Z2, si, cells
-        )
+            x, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
+            a[14], a[15], a[16], a[17], a[18],
+        )  # fmt: skip
         logp[()] = f
         out[:] = g
         for i in range(dim):
@@ -114,7 +103,7 @@ def _expand(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def
         out = carray(out_, (expanded,))
         meta = carray(user_data_, (_META,), np.uint64)
         arrays = _arrays(meta)
-        model_expand(x, arrays[0], arrays[1], arrays[15], out)
+        model_expand(x, arrays[0], arrays[1], arrays[19], out)
     except Exception:
         return -2
     return 0

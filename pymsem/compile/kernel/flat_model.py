@@ -1,14 +1,16 @@
 """A built ``pm.Model`` as the arrays the whole-model kernel reads, where the kernel can take it.
 
 The kernel (:mod:`pymsem.compile.kernel.model_numba`) covers the collapsed likelihood without
-random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and two-level factor models),
-of complete data and of data whose missing cells are sampled (the default), under priors of
+random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and two-level factor models), of
+complete data and of data whose missing cells are sampled (the default), and with random slopes
+in the Woodbury form (tutorial Model 3: slopes not regressed on between-level variables, free
+uncorrelated residuals, complete data), under priors of
 :data:`pymsem.compile.kernel.priors.FAMILIES` and LKJ priors on correlation blocks.
 :func:`flat_model` reads the model pymsem built (its free variables in nutpie's order, their
 transforms, the traced variables) and returns a :class:`FlatModel`, or the reason it cannot
-(random slopes, ordinal variables, missing cells integrated out, another prior family, or
-variables a user added to the ``pm.Model``): such models keep PyTensor's compiled graph.
-Nothing here compiles.
+(moderated slopes, slopes with missing data, ordinal variables, missing cells integrated out,
+another prior family, or variables a user added to the ``pm.Model``): such models keep
+PyTensor's compiled graph. Nothing here compiles.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ class FlatModel:
 
     pi: np.ndarray  # int64 table (see pymsem.compile.kernel.model_numba)
     pf: np.ndarray  # float64 table
-    #: ispec, fspec, the data reduction (DATA), then the data whose cells are sampled: Y, the
-    #: rows' clusters, the level-2 values, each cluster's size index and the cells.
+    #: ispec, fspec, the data reduction (DATA), then the data whose cells are sampled (Y, the
+    #: rows' clusters, the level-2 values, each cluster's size index and the cells), then the
+    #: random slopes' tables (si, sf) and each cluster's packed within scatter and vector.
     likelihood: tuple[np.ndarray, ...]
     expand_index: np.ndarray  # position in (theta, LKJ factors) of each traced value after x
     names: list[str]  # traced variables: the free variables' values, then the others
@@ -79,7 +82,8 @@ class _Tables:
     n_white: int = 0
     n_lkj: int = 0
     n_aux: int = 0
-    cells: list[int] = field(default_factory=lambda: [0, 0, 0, 0])  # y_off, n_y, z_off, n_z
+    #: y_off, n_y, z_off, n_z (missing cells), s_off, n_s (clusters' slopes)
+    cells: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0, 0])
 
     def arrays(self, copies: list[int]) -> tuple[np.ndarray, np.ndarray]:
         head = [self.n_theta, len(self.x) // 3, self.n_white, len(copies) // 2, self.n_lkj, self.n_aux]
@@ -98,9 +102,13 @@ def _members(compiled: Any) -> dict[str, tuple[str, list[int], str, Any]]:
     """
     from pymsem.compile.build import correlation_blocks, part_names
 
+    k = len(compiled.structure.random_slopes)
     out: dict[str, tuple[str, list[int], str, Any]] = {
         "y_missing": ("", [], "cells", 0),
         "level2_missing": ("", [], "cells", 1),
+        "slope_raw": ("", [], "slopes", None),
+        "slope": ("", [], "slopes", None),
+        "slope_corr_chol": ("", [], "lkj", (list(range(k)), [], [])),
     }
     for name, g in compiled.structure.groups.items():
         parts = part_names(g, compiled.priors[name])
@@ -154,6 +162,74 @@ def _completed_data(compiled: Any) -> list[np.ndarray]:
     ]
 
 
+def _slopes_unsupported(compiled: Any) -> str | None:
+    """Why the kernel cannot take this model's random slopes (None where it can: Model 3's kind)."""
+    from pymsem.compile.marginal import woodbury_applies
+
+    structure = compiled.structure
+    if any(r.moderators for r in structure.random_slopes):
+        return "its random slopes are regressed on between-level variables"
+    if structure.slopes_in_between_model:
+        return "its random slopes enter the between-level model"
+    if not woodbury_applies(structure):
+        return "its random slopes' likelihood is not the Woodbury form (fixed or correlated residuals)"
+    if compiled.data.has_missing:
+        return "it has random slopes and missing data"
+    return None
+
+
+def _slope_data(compiled: Any) -> list[np.ndarray]:
+    """The likelihood's data for random slopes: the complete kernel's reduction by size, and each
+    cluster's size, packed within scatter and vector (the slopes' tables are filled in later)."""
+    from pymsem.compile.kernel.op import complete_reduction
+    from pymsem.compile.marginal import sufficient_statistics
+
+    structure = compiled.structure
+    stats = sufficient_statistics(structure, compiled.data, per_cluster=True)
+    red = complete_reduction(stats)
+    p1 = len(structure.level1)
+    return [
+        *(np.ascontiguousarray(red[key], dtype=np.float64) for key in DATA),
+        np.zeros((0, p1)),
+        np.zeros(0, np.int64),
+        np.zeros((0, 0)),
+        np.asarray(stats.cluster_size_index, dtype=np.int64),
+        np.zeros((0, 2), np.int64),
+        np.zeros(1, np.int64),
+        np.zeros(0),
+        np.ascontiguousarray(stats.cluster_scatter, dtype=np.float64),
+        np.ascontiguousarray(stats.cluster_vectors, dtype=np.float64),
+    ]
+
+
+def _slope_tables(
+    compiled: Any, offsets: dict[str, int], s_off: int, centered: bool, l_pos: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``si`` and ``sf`` of :mod:`pymsem.compile.kernel.slopes_numba`."""
+    from pymsem.compile.cluster_woodbury import loading_pattern, scatter_terms, term_groups
+
+    structure = compiled.structure
+    ls, lb = structure.within, structure.between
+    pat_w, pat_b = loading_pattern(ls), loading_pattern(lb)
+    p1, m = pat_w.shape
+    pb, mb = pat_b.shape
+    pat_u = np.zeros((pb, mb + m), dtype=bool)
+    pat_u[:, :mb] = pat_b
+    pat_u[:p1, mb:] = pat_w
+    t_e, t_a, t_b, t_i, t_k, t_mult = scatter_terms(tuple(map(tuple, np.argwhere(pat_w).tolist())))
+    grp_a, grp_b, grp_ptr = term_groups(t_a, t_b, m)
+    u_nz = np.argwhere(pat_u)
+    entries = np.asarray(ls.beta_random, dtype=np.int64).reshape(-1, 3)
+    slopes = structure.random_slopes
+    si = [len(slopes), p1, m, mb, pb, int(centered), s_off, offsets["slope_sd_b"], l_pos, len(entries)]
+    si += entries.ravel().tolist() + [offsets["path_w"] + r.mean_index for r in slopes]
+    si += [len(t_e), *t_e, *t_a, *t_b, *t_i, *t_k]
+    si += [len(grp_a), *grp_a, *grp_b, *grp_ptr]
+    si += [len(u_nz), *u_nz[:, 0], *u_nz[:, 1]]
+    sf = [*t_mult, *np.where(t_a == t_b, 0.5, 1.0)]
+    return np.asarray(si, dtype=np.int64), np.asarray(sf, dtype=np.float64)
+
+
 def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
     """The kernel's tables for ``compiled`` (a :class:`~pymsem.compile.build.CompiledModel`).
 
@@ -165,19 +241,32 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
     structure = compiled.structure
     if model.observed_RVs:
         return "the model has observed variables"
-    if structure.random_slopes:
-        return "it has random slopes"
     if structure.ordinal:
         return "it has ordinal variables"
     pots = {p.name: p for p in model.potentials}
     loglik = pots.pop("loglik", None)
     spec = kernel_spec(structure)
-    if set(structure.groups) - set(spec.offsets):
-        return "it has parameters the likelihood kernel does not read"
-    if compiled.data.has_missing:
+    # Parameters the likelihood kernel does not read (the slopes' SDs) get places after its own.
+    offsets = dict(spec.offsets)
+    for gname, g in structure.groups.items():
+        if gname not in offsets:
+            if g.kind != "slope_sd":
+                return f"it has parameters ({gname}) the likelihood kernel does not read"
+            offsets[gname] = spec.n_theta + sum(
+                len(structure.groups[o]) for o in offsets if o not in spec.offsets
+            )
+    n_theta = spec.n_theta + sum(len(structure.groups[o]) for o in offsets if o not in spec.offsets)
+    p1 = len(structure.level1)
+    no_slopes: list[np.ndarray] = [np.zeros(1, np.int64), np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0))]
+    if structure.random_slopes:
+        why = _slopes_unsupported(compiled)
+        if why:
+            return why
+        data = _slope_data(compiled)
+    elif compiled.data.has_missing:
         if not getattr(compiled.formulation, "samples_missing", False):
             return "its missing cells are integrated out (formulation 'patterns'), not sampled"
-        data = _completed_data(compiled)
+        data = _completed_data(compiled) + no_slopes
     else:
         if loglik is None or loglik.owner is None or not isinstance(loglik.owner.op, CompleteKernel):
             return "its likelihood is not the complete-data kernel"
@@ -189,11 +278,11 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             if var is None:
                 return f"its likelihood's data kernel_{key} is missing"
             data.append(np.ascontiguousarray(var.get_value(), dtype=np.float64))
-        p1 = len(structure.level1)
         data += [np.zeros((0, p1)), np.zeros(0, np.int64), np.zeros((0, 0)), np.zeros(0, np.int64)]
-        data += [np.zeros((0, 2), np.int64)]
+        data += [np.zeros((0, 2), np.int64), *no_slopes]
     members = _members(compiled)
-    tables = _Tables(spec.n_theta)
+    tables = _Tables(n_theta)
+    slope_rv: str | None = None
     x0: list[np.ndarray] = []
     names: list[str] = []
     shapes: list[tuple[int, ...]] = []
@@ -216,7 +305,22 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             x0.append(start)
             offset += start.size
             continue
+        if role == "slopes":
+            # Each cluster's slopes (non-centered: standard normal; centered: the slopes), whose
+            # prior the slopes' part of the kernel evaluates.
+            start = np.array(init[rv.name], dtype=np.float64)
+            tables.cells[4:6] = [offset, start.size]
+            tables.x += [0, 0, -1] * start.size
+            tables.xf += [0.0] * (5 * start.size)
+            slope_rv = rv.name
+            names.append(value.name)
+            shapes.append(start.shape)
+            x0.append(start.ravel())
+            offset += start.size
+            continue
         priors = [compiled.priors[gname][i].prior for i in idx]
+        if rv.name == "slope_corr_chol":
+            priors = [compiled.priors["slope_cor"][0].prior]
         encoded = [encode_prior(p.distribution, p.params) for p in priors] if role != "lkj" else []
         bad = next((e for e in encoded if isinstance(e, str)), None)
         if bad is not None:
@@ -226,12 +330,12 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             where = {m: a for a, m in enumerate(block[0])}
             eta = float(priors[0].params["eta"])
             pairs = [v for (i, j), el in zip(block[2], block[1], strict=True)
-                     for v in (where[i], where[j], spec.offsets[gname] + el)]  # fmt: skip
+                     for v in (where[i], where[j], offsets[gname] + el)]  # fmt: skip
             tables.lkj += [offset, n, len(block[1]), *_spiral(n), *pairs]
             tables.lkj_f += [eta, _lkj_constant(eta, n)]
             tables.x += [0, 0, -1] * (n * (n - 1) // 2)
             tables.xf += [0.0] * (5 * n * (n - 1) // 2)
-            aux[rv.name] = spec.n_theta + tables.n_aux
+            aux[rv.name] = n_theta + tables.n_aux
             tables.n_lkj += 1
             tables.n_aux += n * n
             start = np.zeros(n * (n - 1) // 2)
@@ -242,7 +346,7 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             white = model.named_vars[f"white_{gname}"].get_value()
             tables.white += [offset, len(idx)]
             for (fam, _), i in zip(encoded, idx, strict=True):
-                tables.white += [fam.code, spec.offsets[gname] + i]
+                tables.white += [fam.code, offsets[gname] + i]
             tables.white_f += [*white[:, 0], *white[:, 1:].ravel(), *[v for _, h in encoded for v in h]]
             tables.x += [0, 0, -1] * len(idx)
             tables.xf += [0.0] * (5 * len(idx))
@@ -255,7 +359,7 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
                 if (None if trans is None else type(trans).__name__) != fam.transform_name:
                     return f"{rv.name}'s transform is not PyMC's default for {prior.distribution}"
                 a, b = transform_bounds(prior.distribution, prior.params)
-                tables.x += [fam.transform, fam.code, spec.offsets[gname] + i]
+                tables.x += [fam.transform, fam.code, offsets[gname] + i]
                 tables.xf += [a, b, *h]
                 v = start[j]
                 start[j] = (
@@ -276,7 +380,7 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
         for gname, g in structure.groups.items()
         for i, owner in enumerate(g.owners)
         if owner is not None
-        for v in (spec.offsets[gname] + i, spec.offsets[owner[0]] + owner[1])
+        for v in (offsets[gname] + i, offsets[owner[0]] + owner[1])
     ]
     joined = set(names)
     expand: list[int] = []
@@ -292,8 +396,14 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             expand += list(range(aux[var.name], aux[var.name] + n * n))
         else:
             shapes.append((len(idx),))
-            expand += [spec.offsets[gname] + i for i in idx]
+            expand += [offsets[gname] + i for i in idx]
         names.append(var.name)
+    if structure.random_slopes:
+        if slope_rv is None:
+            return "its random slopes are not among its variables"
+        data[-4], data[-3] = _slope_tables(
+            compiled, offsets, tables.cells[4], slope_rv == "slope", aux.get("slope_corr_chol", -1)
+        )
     pi, pf = tables.arrays(copies)
     return FlatModel(
         pi=pi,

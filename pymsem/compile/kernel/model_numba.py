@@ -22,7 +22,7 @@ completed data at every call, and the gradient reaches the cells through it.
 
 Layout of the integer array ``pi``::
 
-    n_theta, n_x, n_white, n_copy, n_lkj, n_aux, y_off, n_y_cells, z_off, n_z_cells,
+    n_theta, n_x, n_white, n_copy, n_lkj, n_aux, y_off, n_y_cells, z_off, n_z_cells, s_off, n_s,
     (transform, family, theta position or -1) * n_x,
     per whitened group: x offset, k, (family, theta position) * k,
     per LKJ block: x offset, n, n_pairs, (row, col) * n(n-1)/2, (a, b, theta position) * n_pairs,
@@ -45,11 +45,12 @@ import numpy as np
 
 from pymsem.compile.kernel.numba_impl import complete_core
 from pymsem.compile.kernel.priors import prior_logp, transform
+from pymsem.compile.kernel.slopes_numba import slopes_value_and_grad
 
 __all__ = ["model_expand", "model_value_and_grad"]
 
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
-_HEADER = 10
+_HEADER = 12
 
 
 @_jit
@@ -224,13 +225,16 @@ def _cells_gradient(
 
 @_jit
 def _skip_cells(pi: np.ndarray, i: int) -> int:
-    """The first coordinate from ``i`` on that is not a sampled missing cell (they come in two
-    contiguous blocks, thousands of coordinates that the priors' loops jump over)."""
-    for _ in range(2):
+    """The first coordinate from ``i`` on that is neither a sampled missing cell nor a cluster's
+    slope (three contiguous blocks, thousands of coordinates that the priors' loops jump over:
+    the likelihood and the slopes' own prior read them)."""
+    for _ in range(3):
         if pi[7] > 0 and i == pi[6]:
             i += pi[7]
         if pi[9] > 0 and i == pi[8]:
             i += pi[9]
+        if pi[11] > 0 and i == pi[10]:
+            i += pi[11]
     return i
 
 
@@ -326,6 +330,10 @@ def model_value_and_grad(
     Z2: np.ndarray,
     size_index: np.ndarray,
     cells: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    S: np.ndarray,
+    z_data: np.ndarray,
 ):
     """The model's log density at the unconstrained point ``x`` and its gradient.
 
@@ -333,15 +341,28 @@ def model_value_and_grad(
     (:func:`pymsem.compile.kernel.numba_impl.complete_value_and_grad`); with missing cells the
     reduction is computed from ``Y`` (students' level-1 values, missing cells 0), ``idx`` (their
     clusters), ``Z2`` (level-2 values), ``size_index`` (each cluster's size in ``sizes``) and the
-    sampled cells instead. The value is ``nan`` where a covariance is not positive definite,
-    ``-inf`` outside a prior's support.
+    sampled cells instead. With random slopes (``si``, ``sf``: see
+    :mod:`pymsem.compile.kernel.slopes_numba`) the likelihood is the Woodbury form given the
+    clusters' slopes, from each cluster's packed within scatter ``S`` and vector ``z_data``. The
+    value is ``nan`` where a covariance is not positive definite, ``-inf`` outside a prior's
+    support.
     """
     n_theta, n_x, n_white, n_copy, n_lkj = pi[0], pi[1], pi[2], pi[3], pi[4]
     ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
     theta = ext[:n_theta].copy()
     completed = pi[7] + pi[9] > 0
+    slopes = si[0] > 0
     z, Yc, centre = np.empty((0, 0)), np.empty((0, 0)), np.empty(0)
-    if completed:
+    gext = np.zeros(ext.shape[0])
+    Winv, Vinvs, nu = np.empty((0, 0)), np.empty((0, 0, 0)), np.empty(0)
+    if slopes:
+        f, gt, gxs, gext = slopes_value_and_grad(
+            theta, ext, x, si, sf, ispec, fspec, within_scatter, sizes, counts, means, scatter,
+            totals, size_index, S, z_data,
+        )  # fmt: skip
+        for i in range(gxs.shape[0]):
+            gx[pi[10] + i] = gxs[i]
+    elif completed:
         ws_c, means_c, scatter_c, z, Yc, centre = _completed_reduction(
             x, pi, Y, Z2, size_index, sizes, counts, cells
         )
@@ -376,12 +397,17 @@ def model_value_and_grad(
         c += 2 + 2 * k
         cf += k + k * k + 3 * k
         w += k
+    aux = n_theta
     for _ in range(n_lkj):
         off, n, n_pairs = pi[c], pi[c + 1], pi[c + 2]
         L = np.empty((n, n))
         s = _lkj_factor(x, pi, c, L)
         eta = pf[cf]
         gL = np.zeros((n, n))
+        for i in range(n):  # the factor's own uses (the random slopes' covariance)
+            for j in range(n):
+                gL[i, j] = gext[aux + i * n + j]
+        aux += n * n
         cp = c + 3 + n * (n - 1)
         for p in range(n_pairs):
             a, b, g = pi[cp + 3 * p], pi[cp + 3 * p + 1], gt[pi[cp + 3 * p + 2]]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["complete_core", "complete_value_and_grad"]
+__all__ = ["complete_core", "complete_value_and_grad", "level_grads_to_theta", "level_parts"]
 
 _LOG2PI = float(np.log(2 * np.pi))
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
@@ -100,9 +100,9 @@ def _inverse_pd(A: np.ndarray, inv: np.ndarray) -> float:
 
 
 @_jit
-def _level_forward(theta: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, io: int, fo: int):
-    """The level's matrices, from the spec at ``(io, fo)``; also where the next level starts."""
-    p, m, depth = ispec[io], ispec[io + 1], ispec[io + 2]
+def level_parts(theta: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, io: int, fo: int):
+    """The level's ``Lambda, B, Psi``, SDs and correlations, ``nu``; where the next level starts."""
+    p, m = ispec[io], ispec[io + 1]
     c = io + 3
     # Element by element, not a reshape: numba's reshape brings its error formatting along,
     # which costs seconds of compiling on a new machine.
@@ -154,16 +154,24 @@ def _level_forward(theta: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, io: 
     for _ in range(n):
         nu[ispec[c]] = theta[ispec[c + 1]]
         c += 2
+    Psi = np.empty((m, m))
+    for i in range(m):
+        for j in range(m):
+            Psi[i, j] = lv_sd[i] * Rp[i, j] * lv_sd[j]
+    return Lam, B, Psi, lv_sd, Rp, rsd, Rt, nu, c, fo_next
+
+
+@_jit
+def _level_forward(theta: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, io: int, fo: int):
+    """The level's implied covariance and matrices, from the spec at ``(io, fo)``."""
+    Lam, B, Psi, lv_sd, Rp, rsd, Rt, nu, c, fo_next = level_parts(theta, ispec, fspec, io, fo)
+    p, m, depth = ispec[io], ispec[io + 1], ispec[io + 2]
     # B is nilpotent (acyclic regressions): (I - B)^-1 = I + B + ... + B^depth.
     A = _eye(m)
     for _ in range(depth):
         A = _matmul(B, A)
         for i in range(m):
             A[i, i] += 1.0
-    Psi = np.empty((m, m))
-    for i in range(m):
-        for j in range(m):
-            Psi[i, j] = lv_sd[i] * Rp[i, j] * lv_sd[j]
     Seta = _matmul(_matmul(A, Psi), _transpose(A))
     Sigma = _matmul(_matmul(Lam, Seta), _transpose(Lam))
     for i in range(p):
@@ -189,24 +197,52 @@ def _level_backward(
     gtheta: np.ndarray,
 ) -> None:
     """Add ``df/dtheta`` of one level to ``gtheta``, given ``G = df/dSigma`` and ``df/dnu``."""
-    p, m = Lam.shape
-    # dLam and dB without their factor 2, applied below (whole-array arithmetic costs numba
-    # seconds of compiling for nothing here).
     dLam = _matmul(_matmul(G, Lam), Seta)
     H = _matmul(_matmul(_transpose(Lam), G), Lam)
     At = _transpose(A)
     dPsi = _matmul(_matmul(At, H), A)
     dB = _matmul(_matmul(At, _matmul(_matmul(H, A), Psi)), At)
+    for i in range(dLam.shape[0]):
+        for j in range(dLam.shape[1]):
+            dLam[i, j] *= 2.0
+    for i in range(dB.shape[0]):
+        for j in range(dB.shape[1]):
+            dB[i, j] *= 2.0
+    level_grads_to_theta(dLam, dB, dPsi, G, gnu, ispec, io, Rp, lv_sd, Rt, rsd, gtheta)
+
+
+@_jit
+def level_grads_to_theta(
+    dLam: np.ndarray,
+    dB: np.ndarray,
+    dPsi: np.ndarray,
+    dTheta: np.ndarray,
+    gnu: np.ndarray,
+    ispec: np.ndarray,
+    io: int,
+    Rp: np.ndarray,
+    lv_sd: np.ndarray,
+    Rt: np.ndarray,
+    rsd: np.ndarray,
+    gtheta: np.ndarray,
+) -> None:
+    """Add to ``gtheta`` the gradient of a level's parameters given ``df/dLambda``, ``df/dB``,
+    ``df/dPsi`` and ``df/dTheta`` (both symmetric) and ``df/dnu``.
+
+    With ``Psi_ij = sd_i R_ij sd_j``: ``df/dsd_k = 2 sum_j dPsi_kj R_kj sd_j``, ``df/dR_ij =
+    2 dPsi_ij sd_i sd_j``; the residuals' SDs and correlations likewise from ``dTheta``.
+    """
+    p, m = dLam.shape
     c = io + 3
     n = ispec[c]
     c += 1
     for _ in range(n):
-        gtheta[ispec[c + 2]] += 2.0 * dLam[ispec[c], ispec[c + 1]]
+        gtheta[ispec[c + 2]] += dLam[ispec[c], ispec[c + 1]]
         c += 3
     n = ispec[c]
     c += 1
     for _ in range(n):
-        gtheta[ispec[c + 2]] += 2.0 * dB[ispec[c], ispec[c + 1]]
+        gtheta[ispec[c + 2]] += dB[ispec[c], ispec[c + 1]]
         c += 3
     n = ispec[c]
     c += 1
@@ -229,14 +265,14 @@ def _level_backward(
         k = ispec[c]
         v = 0.0
         for j in range(p):
-            v += G[k, j] * Rt[k, j] * rsd[j]
+            v += dTheta[k, j] * Rt[k, j] * rsd[j]
         gtheta[ispec[c + 1]] += 2.0 * v
         c += 2
     n = ispec[c]
     c += 1
     for _ in range(n):
         i, j = ispec[c], ispec[c + 1]
-        gtheta[ispec[c + 2]] += 2.0 * G[i, j] * rsd[i] * rsd[j]
+        gtheta[ispec[c + 2]] += 2.0 * dTheta[i, j] * rsd[i] * rsd[j]
         c += 3
     n = ispec[c]
     c += 1

@@ -1,0 +1,545 @@
+"""The random-slope likelihood inside the whole-model kernel: Woodbury per cluster, gradient to ``theta``.
+
+The same function of the parameters as :func:`pymsem.compile.slope_woodbury.woodbury_slope_logp`
+(tutorial Model 3: random slopes, free uncorrelated residuals at both levels, complete data),
+written for the whole-model kernel (:mod:`pymsem.compile.kernel.model_numba`): the levels'
+matrices come from ``theta`` through the likelihood kernel's specification, the slopes from
+their unconstrained coordinates (non-centered ``u_g = diag(sd) L z_g``, or centered slopes
+with a multivariate normal prior), and the reverse pass runs back to ``theta``, the slopes'
+SDs, their LKJ factor and their coordinates. The per-cluster loop is
+:mod:`pymsem.compile.cluster_woodbury`'s, with the loadings' pattern as data instead of
+compile-time constants, so one compiled function serves every model.
+
+Layout of the integer array ``si``::
+
+    k, p1, m, mb, pb, centered, x offset of the slopes, theta position of the first slope SD,
+    position of the slopes' LKJ factor after theta (-1 for one slope),
+    n_cells, (r, c, j) * n_cells            (I - B_g)[r, c] -= u_g[j]
+    theta position of each slope's mean * k
+    n_terms, t_e, t_a, t_b, t_i, t_k        (each n_terms long: M = LamD' S_g LamD's terms)
+    n_grp, grp_a, grp_b (n_grp each), grp_ptr (n_grp + 1)
+    n_u, u_i, u_a                           U's nonzeros
+
+and ``sf``: ``t_mult`` then ``t_half`` (n_terms each), as
+:func:`pymsem.compile.cluster_woodbury._scatter_terms` builds them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from pymsem.compile.kernel.numba_impl import (
+    _inverse_pd,
+    _matmul,
+    _transpose,
+    level_grads_to_theta,
+    level_parts,
+)
+
+__all__ = ["slopes_value_and_grad"]
+
+_jit = numba.njit(cache=True, fastmath=False, nogil=True)
+#: The per-cluster helpers, inlined into the cluster loop (called thousands of times per gradient).
+_inline = numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
+_LOG2PI = math.log(2.0 * math.pi)
+
+
+@_inline
+def _factor(A: np.ndarray, L: np.ndarray, dinv: np.ndarray, k: int) -> bool:
+    """Cholesky ``L`` of ``A``'s lower triangle, and ``1 / diag(L)``; False if not PD."""
+    for jj in range(k):
+        d = A[jj, jj]
+        for mm in range(jj):
+            d -= L[jj, mm] * L[jj, mm]
+        if not d > 0.0:
+            return False
+        L[jj, jj] = math.sqrt(d)
+        r = 1.0 / L[jj, jj]
+        dinv[jj] = r
+        for i in range(jj + 1, k):
+            x = A[i, jj]
+            for mm in range(jj):
+                x -= L[i, mm] * L[jj, mm]
+            L[i, jj] = x * r
+    return True
+
+
+@_inline
+def _inverse(L: np.ndarray, dinv: np.ndarray, Linv: np.ndarray, Ainv: np.ndarray, k: int) -> float:
+    """``A^-1`` from ``A = L L'`` into ``Ainv`` (full); returns ``log|A|``."""
+    for col in range(k):
+        for i in range(col, k):
+            x = 1.0 if i == col else 0.0
+            for mm in range(col, i):
+                x -= L[i, mm] * Linv[mm, col]
+            Linv[i, col] = x * dinv[i]
+    det = 1.0  # one log per matrix, not one per diagonal entry
+    for i in range(k):
+        det *= L[i, i]
+        for jj in range(i + 1):
+            x = 0.0
+            for mm in range(i, k):
+                x += Linv[mm, i] * Linv[mm, jj]
+            Ainv[i, jj] = x
+            Ainv[jj, i] = x
+    return 2.0 * math.log(det)
+
+
+@_inline
+def _mm(X: np.ndarray, Y: np.ndarray, out: np.ndarray, k: int) -> None:
+    """``out = X Y`` for k x k matrices."""
+    for i in range(k):
+        for t in range(k):
+            x = 0.0
+            for mm in range(k):
+                x += X[i, mm] * Y[mm, t]
+            out[i, t] = x
+
+
+@_jit
+def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf):
+    """The per-cluster part and its gradients (:mod:`pymsem.compile.cluster_woodbury`'s loop)."""
+    mb, m, pb = si[3], si[2], si[4]
+    q = mb + m
+    c = 9
+    n_cells = si[c]
+    rr, cc, js = (
+        si[c + 1 : c + 1 + 3 * n_cells : 3],
+        si[c + 2 : c + 2 + 3 * n_cells : 3],
+        si[c + 3 : c + 3 + 3 * n_cells : 3],
+    )
+    c += 1 + 3 * n_cells + si[0]
+    n_terms = si[c]
+    t_e = si[c + 1 : c + 1 + n_terms]
+    t_a = si[c + 1 + n_terms : c + 1 + 2 * n_terms]
+    t_b = si[c + 1 + 2 * n_terms : c + 1 + 3 * n_terms]
+    t_i = si[c + 1 + 3 * n_terms : c + 1 + 4 * n_terms]
+    t_k = si[c + 1 + 4 * n_terms : c + 1 + 5 * n_terms]
+    c += 1 + 5 * n_terms
+    n_grp = si[c]
+    grp_a = si[c + 1 : c + 1 + n_grp]
+    grp_b = si[c + 1 + n_grp : c + 1 + 2 * n_grp]
+    grp_ptr = si[c + 1 + 2 * n_grp : c + 2 + 3 * n_grp]
+    c += 2 + 3 * n_grp
+    n_u = si[c]
+    u_i = si[c + 1 : c + 1 + n_u]
+    u_a = si[c + 1 + n_u : c + 1 + 2 * n_u]
+    t_mult = sf[:n_terms]
+    t_half = sf[n_terms : 2 * n_terms]
+
+    G = u.shape[0]
+    gu = np.zeros(u.shape)
+    gIB0 = np.zeros((m, m))
+    gPsi = np.zeros((m, m))
+    gLtL = np.zeros((m, m))
+    gLamD = np.zeros(LamD.shape)
+    gUEU = np.zeros(UEU.shape)
+    gnu = np.zeros(nu.shape)
+    gEinv = np.zeros(Einv.shape)
+    gU = np.zeros(U.shape)
+    IB = np.empty((m, m))
+    IBt = np.empty((m, m))
+    A = np.empty((m, m))
+    Sg = np.empty((m, m))
+    Cm = np.empty((m, m))
+    Lc = np.zeros((m, m))
+    Li = np.zeros((m, m))
+    Cinv = np.empty((m, m))
+    M = np.empty((m, m))
+    CM = np.empty((m, m))
+    GS = np.empty((m, m))
+    K = np.empty((q, q))
+    Lk = np.zeros((q, q))
+    Lki = np.zeros((q, q))
+    Kinv = np.empty((q, q))
+    v = np.empty(q)
+    b = np.empty(q)
+    dc = np.empty(m)
+    dk = np.empty(q)
+    dE = np.empty(pb)
+    gdE = np.empty(pb)
+    coef = np.empty(n_terms)
+    gcoef = np.zeros(n_terms)
+    for t in range(n_terms):
+        coef[t] = t_mult[t] * LamD[t_i[t], t_a[t]] * LamD[t_k[t], t_b[t]]
+    uval = np.empty(n_u)
+    guval = np.zeros(n_u)
+    for t in range(n_u):
+        uval[t] = U[u_i[t], u_a[t]]
+    Psym = np.empty((m, m))
+    for i in range(m):
+        for t in range(m):
+            Psym[i, t] = Psi_inv[i, t] + Psi_inv[t, i]
+    f = 0.0
+    for g in range(G):
+        sz = size[g]
+        ng = sizes[sz]
+        for i in range(m):
+            for t in range(m):
+                IB[i, t] = IB0[i, t]
+        for s in range(n_cells):
+            IB[rr[s], cc[s]] -= u[g, js[s]]
+        for i in range(m):
+            for t in range(m):
+                IBt[i, t] = IB[t, i]
+        _mm(Psi_inv, IB, A, m)
+        _mm(IBt, A, Sg, m)
+        for i in range(m):
+            for t in range(i + 1):
+                Cm[i, t] = Sg[i, t] + LtL[i, t]
+        for i in range(q):
+            for t in range(i + 1):
+                K[i, t] = UEU[sz, i, t]
+        for i in range(m):
+            for t in range(i + 1):
+                K[mb + i, mb + t] += ng * Sg[i, t]
+        if not (_factor(Cm, Lc, dc, m) and _factor(K, Lk, dk, q)):
+            f = np.nan
+            break
+        logdet_C = _inverse(Lc, dc, Li, Cinv, m)
+        logdet_K = _inverse(Lk, dk, Lki, Kinv, q)
+        for h in range(n_grp):
+            x = 0.0
+            for t in range(grp_ptr[h], grp_ptr[h + 1]):
+                x += S[g, t_e[t]] * coef[t]
+            M[grp_a[h], grp_b[h]] = x
+        quad_C = 0.0
+        for a in range(m):
+            quad_C += Cinv[a, a] * M[a, a]
+            for t in range(a):
+                M[t, a] = M[a, t]
+                quad_C += 2.0 * Cinv[a, t] * M[a, t]
+        for i in range(pb):
+            dE[i] = (z[g, i] - nu[i]) * Einv[sz, i]
+            gdE[i] = 0.0
+        for a in range(q):
+            v[a] = 0.0
+        for t in range(n_u):
+            v[u_a[t]] += uval[t] * dE[u_i[t]]
+        quad_v = 0.0
+        for a in range(q):
+            x = 0.0
+            for kk in range(q):
+                x += Kinv[a, kk] * v[kk]
+            b[a] = x
+            quad_v += x * v[a]
+        wg = ng - 1.0
+        f += -0.5 * wg * logdet_C + 0.5 * quad_C - 0.5 * logdet_K + 0.5 * quad_v
+        for i in range(q):
+            for t in range(q):
+                x = -0.5 * (Kinv[i, t] + b[i] * b[t])
+                gUEU[sz, i, t] += x
+                K[i, t] = x
+        _mm(Cinv, M, CM, m)
+        _mm(CM, Cinv, GS, m)
+        for i in range(m):
+            for t in range(m):
+                x = -0.5 * (wg * Cinv[i, t] + GS[i, t])
+                gLtL[i, t] += x
+                GS[i, t] = x + ng * K[mb + i, mb + t]
+        for h in range(n_grp):
+            c_ab = Cinv[grp_a[h], grp_b[h]]
+            for t in range(grp_ptr[h], grp_ptr[h + 1]):
+                gcoef[t] += c_ab * S[g, t_e[t]]
+        for t in range(n_u):
+            i, a = u_i[t], u_a[t]
+            guval[t] += dE[i] * b[a]
+            gdE[i] += uval[t] * b[a]
+        for i in range(pb):
+            gnu[i] -= gdE[i] * Einv[sz, i]
+            gEinv[sz, i] += gdE[i] * (z[g, i] - nu[i])
+        _mm(IB, GS, A, m)
+        _mm(A, IBt, CM, m)
+        for i in range(m):
+            for t in range(m):
+                gPsi[i, t] += CM[i, t]
+        _mm(Psym, A, CM, m)
+        for i in range(m):
+            for t in range(m):
+                gIB0[i, t] += CM[i, t]
+        for s in range(n_cells):
+            gu[g, js[s]] -= CM[rr[s], cc[s]]
+    for t in range(n_terms):
+        x = gcoef[t] * t_mult[t] * t_half[t]
+        gLamD[t_i[t], t_a[t]] += x * LamD[t_k[t], t_b[t]]
+        gLamD[t_k[t], t_b[t]] += x * LamD[t_i[t], t_a[t]]
+    for t in range(n_u):
+        gU[u_i[t], u_a[t]] += guval[t]
+    return f, gu, gIB0, gPsi, gLtL, gLamD, gUEU, gnu, gEinv, gU
+
+
+@_jit
+def slopes_value_and_grad(
+    theta: np.ndarray,
+    ext: np.ndarray,
+    x: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    ispec: np.ndarray,
+    fspec: np.ndarray,
+    within_scatter: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    means: np.ndarray,
+    scatter: np.ndarray,
+    totals: np.ndarray,
+    size_index: np.ndarray,
+    S: np.ndarray,
+    z: np.ndarray,
+):
+    """The collapsed log-likelihood given the slopes, plus the slopes' prior; and the gradients.
+
+    ``theta`` the parameter groups (slope SDs included), ``ext`` theta with the LKJ factors
+    after it, ``x`` the unconstrained point (the slopes' coordinates). Returns ``(f, gtheta,
+    gx_slopes, gext)``: ``gx_slopes`` for the slopes' block of ``x`` and ``gext`` for the LKJ
+    factors (the slopes' correlations) after ``theta``.
+    """
+    k, p1, m, mb, pb, centered, s_off, sd_pos, l_pos = (
+        si[0],
+        si[1],
+        si[2],
+        si[3],
+        si[4],
+        si[5],
+        si[6],
+        si[7],
+        si[8],
+    )
+    q = mb + m
+    G = z.shape[0]
+    K_sizes = sizes.shape[0]
+    n_within, log_n_sum = totals[0], totals[1]
+    n_cells = si[9]
+    mean_at = 10 + 3 * n_cells
+    gtheta = np.zeros(theta.shape[0])
+    gext = np.zeros(ext.shape[0])
+    gxs = np.zeros(G * k)
+    Lw, Bw, Psiw, sdw, Rpw, rsdw, Rtw, _nuw, io, fo = level_parts(theta, ispec, fspec, 0, 0)
+    Lb, Bb, Psib, sdb, Rpb, rsdb, Rtb, nu, _, _ = level_parts(theta, ispec, fspec, io, fo)
+    # The slopes: u_g = diag(sd) L z_g (non-centered), or the slopes themselves minus their means.
+    L = np.eye(k)
+    if l_pos >= 0:
+        for i in range(k):
+            for j in range(k):
+                L[i, j] = ext[l_pos + i * k + j]
+    sd = theta[sd_pos : sd_pos + k]
+    u = np.empty((G, k))
+    lp = 0.0
+    C = np.empty((k, k))  # diag(sd) L
+    for i in range(k):
+        for j in range(k):
+            C[i, j] = sd[i] * L[i, j]
+    if centered:
+        Cinv = np.empty((k, k))
+        # The slopes' multivariate normal prior around their means, through C^-1 (lower triangular).
+        logdiag = 0.0
+        for i in range(k):
+            logdiag += math.log(C[i, i])
+        lp -= G * (logdiag + 0.5 * k * _LOG2PI)
+        ldc = _inverse_pd(_matmul(C, _transpose(C)), Cinv)  # (C C')^-1
+        if np.isnan(ldc):
+            return np.nan, gtheta, gxs, gext
+        for g in range(G):
+            for j in range(k):
+                u[g, j] = x[s_off + g * k + j] - theta[si[mean_at + j]]
+    else:
+        for g in range(G):
+            for j in range(k):
+                t = 0.0
+                for r in range(j + 1):
+                    t += C[j, r] * x[s_off + g * k + r]
+                u[g, j] = t
+                lp -= 0.5 * x[s_off + g * k + j] ** 2
+        lp -= 0.5 * G * k * _LOG2PI
+    # The levels' pieces of the Woodbury form.
+    thw = np.empty(p1)
+    for i in range(p1):
+        thw[i] = rsdw[i] * rsdw[i]
+    thb = np.empty(pb)
+    for i in range(pb):
+        thb[i] = rsdb[i] * rsdb[i]
+    Psi_inv = np.empty((m, m))
+    logdet_psi = _inverse_pd(Psiw, Psi_inv)
+    Psib_inv = np.empty((mb, mb))
+    logdet_sb = _inverse_pd(Psib, Psib_inv)
+    if np.isnan(logdet_psi) or np.isnan(logdet_sb):
+        return np.nan, gtheta, gxs, gext
+    IBb = -Bb
+    for i in range(mb):
+        IBb[i, i] += 1.0
+    SBinv = _matmul(_matmul(_transpose(IBb), Psib_inv), IBb)
+    LamD = np.empty((p1, m))
+    for i in range(p1):
+        for a in range(m):
+            LamD[i, a] = Lw[i, a] / thw[i]
+    LtL = _matmul(_transpose(Lw), LamD)
+    E = np.empty((K_sizes, pb))
+    Einv = np.empty((K_sizes, pb))
+    for kk in range(K_sizes):
+        for i in range(pb):
+            E[kk, i] = thb[i] + (thw[i] / sizes[kk] if i < p1 else 0.0)
+            Einv[kk, i] = 1.0 / E[kk, i]
+    U = np.zeros((pb, q))
+    for i in range(pb):
+        for a in range(mb):
+            U[i, a] = Lb[i, a]
+    for i in range(p1):
+        for a in range(m):
+            U[i, mb + a] = Lw[i, a]
+    UEU = np.zeros((K_sizes, q, q))
+    for kk in range(K_sizes):
+        for a in range(q):
+            for c in range(q):
+                t = 0.0
+                for i in range(pb):
+                    t += U[i, a] * Einv[kk, i] * U[i, c]
+                UEU[kk, a, c] = t
+        for a in range(mb):
+            for c in range(mb):
+                UEU[kk, a, c] += SBinv[a, c]
+    IB0 = -Bw
+    for i in range(m):
+        IB0[i, i] += 1.0
+    f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU = _clusters(
+        u, IB0, Psi_inv, LtL, LamD, S, sizes, size_index, UEU, z, nu, Einv, U, si, sf
+    )
+    if np.isnan(f):
+        return np.nan, gtheta, gxs, gext
+    # Pooled terms (pymsem.compile.slope_woodbury.woodbury_slope_logp's within_ll, between_ll).
+    f += -0.5 * n_within * (p1 * _LOG2PI + logdet_psi) - 0.5 * p1 * log_n_sum
+    f += -0.5 * G * (pb * _LOG2PI + logdet_sb + logdet_psi) + 0.5 * m * log_n_sum
+    gthw = np.zeros(p1)
+    for i in range(p1):
+        f += -0.5 * n_within * math.log(thw[i]) - 0.5 * within_scatter[i, i] / thw[i]
+        gthw[i] += -0.5 * n_within / thw[i] + 0.5 * within_scatter[i, i] / (thw[i] * thw[i])
+    gE = np.zeros((K_sizes, pb))
+    for kk in range(K_sizes):
+        for i in range(pb):
+            d = means[kk, i] - nu[i]
+            sq = scatter[kk, i, i] + counts[kk] * d * d
+            f += -0.5 * counts[kk] * math.log(E[kk, i]) - 0.5 * sq * Einv[kk, i]
+            gE[kk, i] = -0.5 * counts[kk] * Einv[kk, i] + 0.5 * sq * Einv[kk, i] * Einv[kk, i]
+            gE[kk, i] -= gEinv[kk, i] * Einv[kk, i] * Einv[kk, i]
+            gnu[i] += counts[kk] * d * Einv[kk, i]
+    f += lp
+    # Reverse pass to the levels' matrices. UEU_k = U' diag(Einv_k) U + pad(SB^-1).
+    gSB = np.zeros((mb, mb))
+    for kk in range(K_sizes):
+        for a in range(q):
+            for c in range(q):
+                gk = gUEU[kk, a, c]
+                if gk != 0.0:
+                    for i in range(pb):
+                        gU[i, a] += gk * Einv[kk, i] * U[i, c]
+                        gU[i, c] += gk * Einv[kk, i] * U[i, a]
+        for i in range(pb):
+            t = 0.0
+            for a in range(q):
+                for c in range(q):
+                    t += gUEU[kk, a, c] * U[i, a] * U[i, c]
+            gE[kk, i] -= t * Einv[kk, i] * Einv[kk, i]
+        for a in range(mb):
+            for c in range(mb):
+                gSB[a, c] += gUEU[kk, a, c]
+    gthb = np.zeros(pb)
+    for kk in range(K_sizes):
+        for i in range(pb):
+            gthb[i] += gE[kk, i]
+            if i < p1:
+                gthw[i] += gE[kk, i] / sizes[kk]
+    dLw = np.zeros((p1, m))
+    dLb = np.zeros((pb, mb))
+    for i in range(pb):
+        for a in range(mb):
+            dLb[i, a] += gU[i, a]
+    for i in range(p1):
+        for a in range(m):
+            dLw[i, a] += gU[i, mb + a] + gLamD[i, a] / thw[i]
+            gthw[i] -= gLamD[i, a] * Lw[i, a] / (thw[i] * thw[i])
+    # LtL = Lw' diag(1/thw) Lw, its gradient symmetric.
+    for i in range(p1):
+        t = 0.0
+        for a in range(m):
+            r = 0.0
+            for c in range(m):
+                r += (gLtL[a, c] + gLtL[c, a]) * Lw[i, c]
+            dLw[i, a] += r / thw[i]
+            for c in range(m):
+                t += gLtL[a, c] * Lw[i, a] * Lw[i, c]
+        gthw[i] -= t / (thw[i] * thw[i])
+    # Psi_inv = Psi^-1 (and log|Psi| twice): dPsi = -Psi^-1 gPsiinv Psi^-1 - N/2 Psi^-1.
+    dPsiw = _matmul(_matmul(Psi_inv, gPsiinv), Psi_inv)
+    n_total = n_within + G
+    for i in range(m):
+        for j in range(m):
+            dPsiw[i, j] = -0.5 * (dPsiw[i, j] + dPsiw[j, i]) - 0.5 * n_total * Psi_inv[i, j]
+    dBw = -gIB0
+    # SB^-1 = IBb' Psib^-1 IBb: dIBb = Psib^-1 IBb (gSB + gSB'), dPsib^-1 = IBb gSB IBb'.
+    gSBs = gSB + _transpose(gSB)
+    dBb = -_matmul(_matmul(Psib_inv, IBb), gSBs)
+    gPb = _matmul(_matmul(IBb, gSB), _transpose(IBb))
+    dPsib = _matmul(_matmul(Psib_inv, gPb), Psib_inv)
+    for i in range(mb):
+        for j in range(mb):
+            dPsib[i, j] = -0.5 * (dPsib[i, j] + dPsib[j, i]) - 0.5 * G * Psib_inv[i, j]
+    dThw = np.zeros((p1, p1))
+    for i in range(p1):
+        dThw[i, i] = gthw[i]
+    dThb = np.zeros((pb, pb))
+    for i in range(pb):
+        dThb[i, i] = gthb[i]
+    level_grads_to_theta(dLw, dBw, dPsiw, dThw, np.zeros(p1), ispec, 0, Rpw, sdw, Rtw, rsdw, gtheta)
+    level_grads_to_theta(dLb, dBb, dPsib, dThb, gnu, ispec, io, Rpb, sdb, Rtb, rsdb, gtheta)
+    # The slopes. Non-centered: u = z (diag(sd) L)'; centered: u = s - mean, prior N(mean, C C').
+    gC = np.zeros((k, k))
+    if centered:
+        Cinv = np.empty((k, k))
+        _inverse_pd(_matmul(C, _transpose(C)), Cinv)
+        e = np.empty(k)
+        w = np.empty(k)
+        for g in range(G):
+            for j in range(k):
+                e[j] = u[g, j]
+            quad = 0.0
+            for i in range(k):
+                t = 0.0
+                for j in range(k):
+                    t += Cinv[i, j] * e[j]
+                w[i] = t
+                quad += e[i] * t
+            f -= 0.5 * quad
+            for i in range(k):
+                gxs[g * k + i] = gu[g, i] - w[i]
+                gtheta[si[mean_at + i]] += w[i] - gu[g, i]
+                for j in range(k):
+                    gC[i, j] += w[i] * w[j]  # -(1/2) d(e' (CC')^-1 e)/d(CC') = w w' / 2, times 2 C below
+        # d/dC of -1/2 e'(CC')^-1 e summed: (sum w w') C; of -G sum log C_ii: -G / C_ii.
+        gC = _matmul(gC, C)
+        for i in range(k):
+            for j in range(k):
+                if j > i:
+                    gC[i, j] = 0.0
+            gC[i, i] -= G / C[i, i]
+    else:
+        for g in range(G):
+            for j in range(k):
+                zj = x[s_off + g * k + j]
+                t = -zj
+                for r in range(j, k):
+                    t += gu[g, r] * C[r, j]
+                gxs[g * k + j] = t
+                for r in range(j + 1):
+                    gC[j, r] += gu[g, j] * x[s_off + g * k + r]
+    # C = diag(sd) L.
+    for i in range(k):
+        t = 0.0
+        for j in range(k):
+            t += gC[i, j] * L[i, j]
+        gtheta[sd_pos + i] += t
+        if l_pos >= 0:
+            for j in range(k):
+                gext[l_pos + i * k + j] += gC[i, j] * sd[i]
+    return f, gtheta, gxs, gext
