@@ -69,9 +69,7 @@ s = fit.summary()
 nut = next(v for k, v in fit.compiled.sampler_cache.items() if k[0] == "nutpie")
 # The C entry point nutpie calls, through ctypes (about a microsecond of overhead per call).
 if hasattr(nut, "flat"):
-    from pymsem.compile import nutpie_kernel
-
-    x, fn = nut._initial_point(0), nutpie_kernel._logp.ctypes
+    x, fn = nut._initial_point(0), nut.logp_cfunc.ctypes
 else:
     x, fn = nut.initial_point_func(0), nut.compiled_logp_func.ctypes
 x = np.ascontiguousarray(x, dtype=np.float64)

@@ -16,6 +16,7 @@ Uses nutpie's private sampler classes (``nutpie._lib``, as ``nutpie.compile_pymc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numba
@@ -24,7 +25,7 @@ from numba import carray, types
 from nutpie.sample import CompiledModel
 
 from pymsem.compile.kernel.flat_model import FlatModel
-from pymsem.compile.kernel.model_numba import model_expand, model_value_and_grad
+from pymsem.compile.kernel.model_numba import model_expand, model_value_and_grad, slopes_model_value_and_grad
 from pymsem.compile.nutpie_cache import _as_voidptr
 
 __all__ = ["KernelModel", "available", "kernel_model"]
@@ -82,7 +83,7 @@ def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
         a = _arrays(meta)
         f, g = model_value_and_grad(
             x, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
-            a[14], a[15], a[16], a[17], a[18],
+            a[14],
         )  # fmt: skip
         logp[()] = f
         out[:] = g
@@ -94,6 +95,36 @@ def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
     except Exception:
         return 1
     return 0
+
+
+def _logp_slopes_py(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
+    try:
+        x = carray(x_, (dim,))
+        out = carray(out_, (dim,))
+        logp = carray(logp_, ())
+        meta = carray(user_data_, (_META,), np.uint64)
+        a = _arrays(meta)
+        f, g = slopes_model_value_and_grad(
+            x, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[13], a[15], a[16], a[17],
+            a[18],
+        )  # fmt: skip
+        logp[()] = f
+        out[:] = g
+        for i in range(dim):
+            if not np.isfinite(g[i]):
+                return 3
+        if not np.isfinite(f):
+            return 4
+    except Exception:
+        return 1
+    return 0
+
+
+@cache
+def _logp_slopes() -> Any:
+    """The entry point for models with random slopes, compiled (or loaded) on first use: models
+    without slopes do not wait for the slopes' code."""
+    return numba.cfunc(_LOGP_SIG, cache=True)(_logp_slopes_py)
 
 
 @numba.cfunc(_EXPAND_SIG, cache=True)
@@ -176,6 +207,11 @@ class KernelModel(CompiledModel):
     def coords(self) -> dict[str, Any]:
         return self._coords
 
+    @property
+    def logp_cfunc(self) -> Any:
+        """The C entry point nutpie calls for the log density and gradient of this model."""
+        return _logp_slopes() if self.flat.slopes else _logp
+
     def _initial_point(self, seed: Any = None) -> np.ndarray:
         return self.flat.x0.copy()
 
@@ -190,7 +226,7 @@ class KernelModel(CompiledModel):
         n_expanded = self.flat.n_dim + len(self.flat.expand_index)
         address = self.user_data.ctypes.data
         expand_fn = _lib.ExpandFunc(self.n_dim, n_expanded, _expand.address, address, self)
-        logp_fn = _lib.LogpFunc(_logp.address, address, self)
+        logp_fn = _lib.LogpFunc(self.logp_cfunc.address, address, self)
         coords = dict(self._coords)
         dim_sizes = {name: len(vals) for name, vals in coords.items()}
         dims = dict(self.dims or {})

@@ -52,11 +52,21 @@ class FlatModel:
         """The kernel's arguments after ``x``: ``pi``, ``pf`` and the likelihood's."""
         return (self.pi, self.pf, *self.likelihood)
 
+    @property
+    def slopes(self) -> bool:
+        """Whether the model has random slopes (their own compiled entry point)."""
+        return bool(self.likelihood[13][0] > 0)
+
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """The log density (PyMC's, Jacobians included) and its gradient at ``x``."""
-        from pymsem.compile.kernel.model_numba import model_value_and_grad
+        from pymsem.compile.kernel.model_numba import model_value_and_grad, slopes_model_value_and_grad
 
-        f, g = model_value_and_grad(np.asarray(x, dtype=np.float64), *self.arrays)
+        x = np.asarray(x, dtype=np.float64)
+        L = self.likelihood
+        if self.slopes:
+            f, g = slopes_model_value_and_grad(x, self.pi, self.pf, *L[:8], L[11], *L[13:17])
+        else:
+            f, g = model_value_and_grad(x, self.pi, self.pf, *L[:13])
         return float(f), g
 
     def expand(self, x: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ from pymsem.compile.kernel.numba_impl import complete_core
 from pymsem.compile.kernel.priors import prior_logp, transform
 from pymsem.compile.kernel.slopes_numba import slopes_value_and_grad
 
-__all__ = ["model_expand", "model_value_and_grad"]
+__all__ = ["model_expand", "model_value_and_grad", "slopes_model_value_and_grad"]
 
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
 _HEADER = 12
@@ -330,39 +330,22 @@ def model_value_and_grad(
     Z2: np.ndarray,
     size_index: np.ndarray,
     cells: np.ndarray,
-    si: np.ndarray,
-    sf: np.ndarray,
-    S: np.ndarray,
-    z_data: np.ndarray,
 ):
-    """The model's log density at the unconstrained point ``x`` and its gradient.
+    """The log density at the unconstrained point ``x`` of a model without random slopes, and its
+    gradient.
 
     ``(ispec, fspec, within_scatter, ...)`` are the likelihood kernel's arguments
     (:func:`pymsem.compile.kernel.numba_impl.complete_value_and_grad`); with missing cells the
     reduction is computed from ``Y`` (students' level-1 values, missing cells 0), ``idx`` (their
     clusters), ``Z2`` (level-2 values), ``size_index`` (each cluster's size in ``sizes``) and the
-    sampled cells instead. With random slopes (``si``, ``sf``: see
-    :mod:`pymsem.compile.kernel.slopes_numba`) the likelihood is the Woodbury form given the
-    clusters' slopes, from each cluster's packed within scatter ``S`` and vector ``z_data``. The
-    value is ``nan`` where a covariance is not positive definite, ``-inf`` outside a prior's
-    support.
+    sampled cells instead. The value is ``nan`` where a covariance is not positive definite,
+    ``-inf`` outside a prior's support.
     """
-    n_theta, n_x, n_white, n_copy, n_lkj = pi[0], pi[1], pi[2], pi[3], pi[4]
     ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
-    theta = ext[:n_theta].copy()
+    theta = ext[: pi[0]].copy()
     completed = pi[7] + pi[9] > 0
-    slopes = si[0] > 0
     z, Yc, centre = np.empty((0, 0)), np.empty((0, 0)), np.empty(0)
-    gext = np.zeros(ext.shape[0])
-    Winv, Vinvs, nu = np.empty((0, 0)), np.empty((0, 0, 0)), np.empty(0)
-    if slopes:
-        f, gt, gxs, gext = slopes_value_and_grad(
-            theta, ext, x, si, sf, ispec, fspec, within_scatter, sizes, counts, means, scatter,
-            totals, size_index, S, z_data,
-        )  # fmt: skip
-        for i in range(gxs.shape[0]):
-            gx[pi[10] + i] = gxs[i]
-    elif completed:
+    if completed:
         ws_c, means_c, scatter_c, z, Yc, centre = _completed_reduction(
             x, pi, Y, Z2, size_index, sizes, counts, cells
         )
@@ -378,6 +361,64 @@ def model_value_and_grad(
         return lp + f, gx
     if completed:
         _cells_gradient(pi, gx, Winv, Vinvs, nu, z, Yc, centre, idx, size_index, sizes, cells)
+    _priors_backward(x, pi, pf, gt, np.zeros(ext.shape[0]), dv, gv, gx, gu)
+    return lp + f, gx
+
+
+@_jit
+def slopes_model_value_and_grad(
+    x: np.ndarray,
+    pi: np.ndarray,
+    pf: np.ndarray,
+    ispec: np.ndarray,
+    fspec: np.ndarray,
+    within_scatter: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    means: np.ndarray,
+    scatter: np.ndarray,
+    totals: np.ndarray,
+    size_index: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    S: np.ndarray,
+    z: np.ndarray,
+):
+    """:func:`model_value_and_grad` for a model with random slopes: the likelihood is the
+    Woodbury form given the clusters' slopes (``si``, ``sf``: see
+    :mod:`pymsem.compile.kernel.slopes_numba`), from each cluster's packed within scatter ``S``
+    and vector ``z``. A function of its own, so that models without slopes do not wait for its
+    compilation."""
+    ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
+    theta = ext[: pi[0]].copy()
+    f, gt, gxs, gext = slopes_value_and_grad(
+        theta, ext, x, si, sf, ispec, fspec, within_scatter, sizes, counts, means, scatter, totals,
+        size_index, S, z,
+    )  # fmt: skip
+    if not np.isfinite(lp) or np.isnan(f):
+        gx[:] = np.nan
+        return lp + f, gx
+    for i in range(gxs.shape[0]):
+        gx[pi[10] + i] = gxs[i]
+    _priors_backward(x, pi, pf, gt, gext, dv, gv, gx, gu)
+    return lp + f, gx
+
+
+@_jit
+def _priors_backward(
+    x: np.ndarray,
+    pi: np.ndarray,
+    pf: np.ndarray,
+    gt: np.ndarray,
+    gext: np.ndarray,
+    dv: np.ndarray,
+    gv: np.ndarray,
+    gx: np.ndarray,
+    gu: np.ndarray,
+) -> None:
+    """Add to ``gx`` the gradient through ``theta`` (``gt``, the likelihood's), the LKJ factors
+    (``gext``, their uses besides the correlations), the transforms and the priors."""
+    n_theta, n_x, n_white, n_copy, n_lkj = pi[0], pi[1], pi[2], pi[3], pi[4]
     cw, _, cc = _sections(pi)
     for k in range(n_copy - 1, -1, -1):  # a copy's gradient flows to its source
         gt[pi[cc + 2 * k + 1]] += gt[pi[cc + 2 * k]]
@@ -427,7 +468,6 @@ def model_value_and_grad(
             gx[off + k] += gM[pi[c + 3 + 2 * k], pi[c + 4 + 2 * k]]
         c = cp + 3 * n_pairs
         cf += 2
-    return lp + f, gx
 
 
 @_jit
