@@ -103,17 +103,15 @@ def _mm(X: np.ndarray, Y: np.ndarray, out: np.ndarray, k: int) -> None:
 def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf):
     """The per-cluster part and its gradients (:mod:`pymsem.compile.cluster_woodbury`'s loop).
 
-    Called with constant factor counts where the model has as many factors at each level (one to
-    four: the usual two-level factor models), numba compiles a specialization in which they are
-    compile-time constants and LLVM unrolls the factor-sized loops: 1.7x faster per cluster for
-    tutorial Model 3 (``bench/results/compile_kernel.md``); other counts take the general loop.
+    Called with constant factor counts where the model has as many factors at each level (two to
+    four: the usual two-level factor models; a random slope joins two within factors), numba
+    compiles a specialization in which they are compile-time constants and LLVM unrolls the
+    factor-sized loops: 1.7x faster per cluster for tutorial Model 3, at PyTensor's fused
+    operation's speed (``bench/results/compile_kernel.md``). Each specialization costs about 8 s
+    of compiling once per machine; other counts take the general loop.
     """
     m, mb = si[2], si[3]
     if m == mb:
-        if m == 1:
-            return _cluster_loop(
-                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 1, 1
-            )
         if m == 2:
             return _cluster_loop(
                 u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 2, 2
