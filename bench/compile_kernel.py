@@ -3,8 +3,8 @@
 Each row is a new process on its own compile caches (PyTensor's ``base_compiledir``, its numba
 cache included, and ``NUMBA_CACHE_DIR``): "cold" finds them empty, as a new machine does;
 "warm" finds what the cold row of the same route wrote; "new model" is a model of the same
-class the caches have not seen (Model 2 with one path less and a between covariance instead),
-the case of a user editing a model. Routes: ``kernel`` (the default for models the whole-model
+class the caches have not seen (Model 2 with one path less and a between covariance instead;
+Model 3 with one between path less), the case of a user editing a model. Routes: ``kernel`` (the default for models the whole-model
 kernel covers, :mod:`pymsem.compile.nutpie_kernel`) and ``graph`` (nutpie on PyTensor's
 compiled log density, the route before it; forced here). Model "RI" is a one-variable
 random-intercept model (ACH1); "2-miss30" is Model 2 with 30% of the indicator cells missing
@@ -55,6 +55,18 @@ elif which == "2-new":
     model.path("INT", on="REL", level="between")
     model.path("ACH", on="INT", level="between")
     model.covariance("ACH", "REL", level="between")
+elif which == "3":
+    model = ms.tutorial.model3(data)
+elif which == "3-new":
+    model = ms.MSEM(data, cluster="schid")
+    for f in ("ACH", "INT", "REL"):
+        model.latent(f, [f"{f}{i}" for i in range(1, 5)], levels=("within", "between"))
+    model.path("INT", on="REL", level="within", random=ms.RandomSlope("RSa", mean_label="a_w"))
+    model.path("ACH", on=["INT", "REL"], level="within", label=[None, "c_w"],
+               random=[ms.RandomSlope("RSb", "b_w"), None])  # fmt: skip
+    model.covariance("RSa", "RSb", level="between")
+    model.path("INT", on="REL", level="between")
+    model.path("ACH", on="INT", level="between")
 elif which == "2-miss30":
     sys.path.insert(0, BENCH)
     from missing_gradient import _data
@@ -140,6 +152,10 @@ def main() -> None:
     for route in args.routes:
         with tempfile.TemporaryDirectory() as d:
             for which, caches in (("2", "cold"), ("2", "warm"), ("2-new", "new model")):
+                rows.append({"model": which, "route": route, "caches": caches, **run(which, route, d)})
+                print(rows[-1], flush=True)
+        with tempfile.TemporaryDirectory() as d:
+            for which, caches in (("3", "cold"), ("3", "warm"), ("3-new", "new model")):
                 rows.append({"model": which, "route": route, "caches": caches, **run(which, route, d)})
                 print(rows[-1], flush=True)
         for which in ("RI", "2-miss30"):

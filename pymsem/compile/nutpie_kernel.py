@@ -175,6 +175,8 @@ def kernel_model(model: Any, flat: FlatModel) -> Any:
     )
     for a in arrays:
         a.flags.writeable = False
+    if flat.slopes:
+        _logp_slopes()  # compiled (or loaded) now, with the model, not when sampling starts
     return KernelModel(
         flat=flat,
         arrays=arrays,

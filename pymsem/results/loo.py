@@ -197,7 +197,22 @@ def _compiled_function(
         Rinv, ld = mg.within_inverses(structure, W, psr, Wg=Wg, u=u)
         ll, _ = missing_logp(psr, Rinv, ld, V, mean, l2)
     with ieee_numba():
-        return pytensor.function(inputs, ll, on_unused_input="ignore", mode=mode)
+        fn = pytensor.function(inputs, ll, on_unused_input="ignore", mode=mode)
+    return functools.partial(_quietly, fn)
+
+
+def _quietly(fn: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+    """``fn(*args)`` without numba's notice that it cannot cache ``fn`` on disk.
+
+    The function holds this fit's (replicated) pattern statistics as constants, so numba, which
+    compiles it at its first call, cannot cache it and says so in a NumbaWarning; it is kept for
+    the fit in memory instead (``fit.cluster_loglik``'s cache), which is all that is needed.
+    """
+    from numba.core.errors import NumbaWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Cannot cache compiled function", category=NumbaWarning)
+        return fn(*args)
 
 
 def _slope_points(k: int, n: int, seed: int) -> np.ndarray:
