@@ -131,6 +131,7 @@ MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "slopes": lambda d, level2=(): model3_spec(d, 3),
     "slopes-centered": lambda d, level2=(): model3_spec(d, 3),
     "one-slope": _one_slope_spec,
+    "slopes-missing": lambda d, level2=(): model3_spec(d, 3),
 }
 
 
@@ -157,6 +158,8 @@ def _data(name: str) -> pd.DataFrame:
         rng = np.random.default_rng(3)
         g = np.repeat(np.arange(len(SIZES_TINY)), SIZES_TINY)
         return pd.DataFrame({"schid": g, "y": rng.normal(size=len(g)) + rng.normal(size=len(SIZES_TINY))[g]})
+    if name == "slopes-missing":
+        return _with_holes(_data("slopes"), ["ACH1", "INT2", "REL3", "ACH2"], [], seed=3)
     if name.startswith("slopes"):
         return ms.simulate(model3_spec(None, 3), MODEL3_TRUTH, len(SIZES_TINY), SIZES_TINY + 3, seed=7)
     if name == "one-slope":

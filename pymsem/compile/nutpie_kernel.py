@@ -105,8 +105,8 @@ def _logp_slopes_py(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untype
         meta = carray(user_data_, (_META,), np.uint64)
         a = _arrays(meta)
         f, g = slopes_model_value_and_grad(
-            x, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[13], a[15], a[16], a[17],
-            a[18],
+            x, a[0], a[1], a[2], a[3], a[5], a[6], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16],
+            a[17], a[18],
         )  # fmt: skip
         logp[()] = f
         out[:] = g

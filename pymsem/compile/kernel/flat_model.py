@@ -64,7 +64,7 @@ class FlatModel:
         x = np.asarray(x, dtype=np.float64)
         L = self.likelihood
         if self.slopes:
-            f, g = slopes_model_value_and_grad(x, self.pi, self.pf, *L[:8], L[11], *L[13:17])
+            f, g = slopes_model_value_and_grad(x, self.pi, self.pf, L[0], L[1], L[3], L[4], *L[7:17])
         else:
             f, g = model_value_and_grad(x, self.pi, self.pf, *L[:13])
         return float(f), g
@@ -183,18 +183,24 @@ def _slopes_unsupported(compiled: Any) -> str | None:
         return "its random slopes enter the between-level model"
     if not woodbury_applies(structure):
         return "its random slopes' likelihood is not the Woodbury form (fixed or correlated residuals)"
-    if compiled.data.has_missing:
-        return "it has random slopes and missing data"
+    if compiled.data.has_missing and not getattr(compiled.formulation, "samples_missing", False):
+        return "its missing cells are integrated out (formulation 'patterns'), not sampled"
     return None
 
 
 def _slope_data(compiled: Any) -> list[np.ndarray]:
     """The likelihood's data for random slopes: the complete kernel's reduction by size, and each
-    cluster's size, packed within scatter and vector (the slopes' tables are filled in later)."""
+    cluster's size, packed within scatter and vector (the slopes' tables are filled in later).
+    With missing cells, the data with their cells instead (the clusters' statistics are then
+    computed at each call from the completed data)."""
     from pymsem.compile.kernel.op import complete_reduction
     from pymsem.compile.marginal import sufficient_statistics
 
     structure = compiled.structure
+    if compiled.data.has_missing:
+        p1, pb = len(structure.level1), len(structure.level1) + len(structure.level2)
+        no_stats = [np.zeros((0, p1 * (p1 + 1) // 2)), np.zeros((0, pb))]
+        return [*_completed_data(compiled), np.zeros(1, np.int64), np.zeros(0), *no_stats]
     stats = sufficient_statistics(structure, compiled.data, per_cluster=True)
     red = complete_reduction(stats)
     p1 = len(structure.level1)

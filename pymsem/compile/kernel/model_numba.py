@@ -372,13 +372,14 @@ def slopes_model_value_and_grad(
     pf: np.ndarray,
     ispec: np.ndarray,
     fspec: np.ndarray,
-    within_scatter: np.ndarray,
     sizes: np.ndarray,
     counts: np.ndarray,
-    means: np.ndarray,
-    scatter: np.ndarray,
     totals: np.ndarray,
+    Y: np.ndarray,
+    idx: np.ndarray,
+    Z2: np.ndarray,
     size_index: np.ndarray,
+    cells: np.ndarray,
     si: np.ndarray,
     sf: np.ndarray,
     S: np.ndarray,
@@ -387,21 +388,106 @@ def slopes_model_value_and_grad(
     """:func:`model_value_and_grad` for a model with random slopes: the likelihood is the
     Woodbury form given the clusters' slopes (``si``, ``sf``: see
     :mod:`pymsem.compile.kernel.slopes_numba`), from each cluster's packed within scatter ``S``
-    and vector ``z``. A function of its own, so that models without slopes do not wait for its
-    compilation."""
+    and vector ``z``, or, with missing cells, from the data completed with them. A function of its
+    own, so that models without slopes do not wait for its compilation."""
     ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
     theta = ext[: pi[0]].copy()
-    f, gt, gxs, gext = slopes_value_and_grad(
-        theta, ext, x, si, sf, ispec, fspec, within_scatter, sizes, counts, means, scatter, totals,
-        size_index, S, z,
-    )  # fmt: skip
+    completed = pi[7] + pi[9] > 0
+    if completed:
+        Sc, zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
+        f, gt, gxs, gext, gS, gz = slopes_value_and_grad(
+            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, Sc, zc, True
+        )
+    else:
+        D = np.empty((0, 0))
+        f, gt, gxs, gext, gS, gz = slopes_value_and_grad(
+            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False
+        )
     if not np.isfinite(lp) or np.isnan(f):
         gx[:] = np.nan
         return lp + f, gx
     for i in range(gxs.shape[0]):
         gx[pi[10] + i] = gxs[i]
+    if completed:
+        _cells_gradient_slopes(pi, gx, gS, gz, D, idx, size_index, sizes, cells)
     _priors_backward(x, pi, pf, gt, gext, dv, gv, gx, gu)
     return lp + f, gx
+
+
+@_jit
+def _cluster_statistics(
+    x: np.ndarray,
+    pi: np.ndarray,
+    Y: np.ndarray,
+    Z2: np.ndarray,
+    size_index: np.ndarray,
+    sizes: np.ndarray,
+    cells: np.ndarray,
+):
+    """Each cluster's packed within scatter and vector from the data completed with the sampled
+    cells (rows sorted by cluster), and the students' deviations from their cluster means."""
+    y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
+    p1 = Y.shape[1]
+    G, q = Z2.shape
+    D = Y.copy()
+    for c in range(n_y):
+        D[cells[c, 0], cells[c, 1]] = x[y_off + c]
+    z = np.empty((G, p1 + q))
+    S = np.zeros((G, p1 * (p1 + 1) // 2))
+    start = 0
+    for g in range(G):
+        n = int(sizes[size_index[g]])
+        for j in range(p1):
+            t = 0.0
+            for i in range(start, start + n):
+                t += D[i, j]
+            z[g, j] = t / n
+        for i in range(start, start + n):
+            for j in range(p1):
+                D[i, j] -= z[g, j]
+            p = 0
+            for a in range(p1):
+                for b in range(a + 1):
+                    S[g, p] += D[i, a] * D[i, b]
+                    p += 1
+        for j in range(q):
+            z[g, p1 + j] = Z2[g, j]
+        start += n
+    for c in range(n_z):
+        z[cells[n_y + c, 0], p1 + cells[n_y + c, 1]] = x[z_off + c]
+    return S, z, D
+
+
+@_jit
+def _cells_gradient_slopes(
+    pi: np.ndarray,
+    gx: np.ndarray,
+    gS: np.ndarray,
+    gz: np.ndarray,
+    D: np.ndarray,
+    idx: np.ndarray,
+    size_index: np.ndarray,
+    sizes: np.ndarray,
+    cells: np.ndarray,
+) -> None:
+    """Add each missing cell's gradient through its cluster's packed scatter and vector.
+
+    ``dS_g[a, b] / dy_ij = [a = j] d_ib + [b = j] d_ia`` (the deviations' dependence on the mean
+    sums to zero), so a level-1 cell gets ``2 gS[j, j] d_ij + sum_(b != j) gS[j, b] d_ib`` plus
+    ``1/n_g`` of its cluster vector's gradient; a level-2 cell its cluster vector's.
+    """
+    y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
+    p1 = D.shape[1]
+    for c in range(n_y):
+        i, j = cells[c, 0], cells[c, 1]
+        g = idx[i]
+        t = gz[g, j] / sizes[size_index[g]]
+        for b in range(p1):
+            p = j * (j + 1) // 2 + b if b <= j else b * (b + 1) // 2 + j
+            t += (2.0 if b == j else 1.0) * gS[g, p] * D[i, b]
+        gx[y_off + c] += t
+    for c in range(n_z):
+        gx[z_off + c] += gz[cells[n_y + c, 0], p1 + cells[n_y + c, 1]]
 
 
 @_jit

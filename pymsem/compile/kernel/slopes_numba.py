@@ -100,7 +100,7 @@ def _mm(X: np.ndarray, Y: np.ndarray, out: np.ndarray, k: int) -> None:
 
 
 @_jit
-def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf):
+def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want):
     """The per-cluster part and its gradients (:mod:`pymsem.compile.cluster_woodbury`'s loop).
 
     Called with constant factor counts where the model has as many factors at each level (two to
@@ -114,22 +114,23 @@ def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, s
     if m == mb:
         if m == 2:
             return _cluster_loop(
-                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 2, 2
+                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 2, 2, want
             )
         if m == 3:
             return _cluster_loop(
-                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 3, 3
+                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 3, 3, want
             )
         if m == 4:
             return _cluster_loop(
-                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 4, 4
+                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 4, 4, want
             )
-    return _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb)
+    return _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb, want)
 
 
 @_jit
-def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb):
-    """:func:`_clusters` for ``m`` within and ``mb`` between factors."""
+def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb, want):
+    """:func:`_clusters` for ``m`` within and ``mb`` between factors; with ``want`` also the
+    gradients in each cluster's packed scatter ``S`` and vector ``z`` (sampled missing cells)."""
     pb = si[4]
     q = mb + m
     c = 9
@@ -168,6 +169,8 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
     gnu = np.zeros(nu.shape)
     gEinv = np.zeros(Einv.shape)
     gU = np.zeros(U.shape)
+    gS = np.zeros(S.shape) if want else np.zeros((0, 0))
+    gz = np.zeros(z.shape) if want else np.zeros((0, 0))
     IB = np.empty((m, m))
     IBt = np.empty((m, m))
     A = np.empty((m, m))
@@ -272,6 +275,8 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
             c_ab = Cinv[grp_a[h], grp_b[h]]
             for t in range(grp_ptr[h], grp_ptr[h + 1]):
                 gcoef[t] += c_ab * S[g, t_e[t]]
+                if want:
+                    gS[g, t_e[t]] += c_ab * t_half[t] * coef[t]
         for t in range(n_u):
             i, a = u_i[t], u_a[t]
             guval[t] += dE[i] * b[a]
@@ -279,6 +284,8 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
         for i in range(pb):
             gnu[i] -= gdE[i] * Einv[sz, i]
             gEinv[sz, i] += gdE[i] * (z[g, i] - nu[i])
+            if want:
+                gz[g, i] = gdE[i] * Einv[sz, i]
         _mm(IB, GS, A, m)
         _mm(A, IBt, CM, m)
         for i in range(m):
@@ -296,7 +303,7 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
         gLamD[t_k[t], t_b[t]] += x * LamD[t_i[t], t_a[t]]
     for t in range(n_u):
         gU[u_i[t], u_a[t]] += guval[t]
-    return f, gu, gIB0, gPsi, gLtL, gLamD, gUEU, gnu, gEinv, gU
+    return f, gu, gIB0, gPsi, gLtL, gLamD, gUEU, gnu, gEinv, gU, gS, gz
 
 
 @_jit
@@ -308,22 +315,22 @@ def slopes_value_and_grad(
     sf: np.ndarray,
     ispec: np.ndarray,
     fspec: np.ndarray,
-    within_scatter: np.ndarray,
     sizes: np.ndarray,
     counts: np.ndarray,
-    means: np.ndarray,
-    scatter: np.ndarray,
     totals: np.ndarray,
     size_index: np.ndarray,
     S: np.ndarray,
     z: np.ndarray,
+    want: bool,
 ):
     """The collapsed log-likelihood given the slopes, plus the slopes' prior; and the gradients.
 
     ``theta`` the parameter groups (slope SDs included), ``ext`` theta with the LKJ factors
-    after it, ``x`` the unconstrained point (the slopes' coordinates). Returns ``(f, gtheta,
-    gx_slopes, gext)``: ``gx_slopes`` for the slopes' block of ``x`` and ``gext`` for the LKJ
-    factors (the slopes' correlations) after ``theta``.
+    after it, ``x`` the unconstrained point (the slopes' coordinates); ``S`` (G, p1(p1+1)/2) and
+    ``z`` (G, pb) each cluster's packed within scatter and vector. Returns ``(f, gtheta,
+    gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes' block of ``x``, ``gext`` for the
+    LKJ factors (the slopes' correlations) after ``theta``, and with ``want`` the gradients in
+    ``S`` and ``z`` (else empty).
     """
     k, p1, m, mb, pb, centered, s_off, sd_pos, l_pos = (
         si[0],
@@ -369,7 +376,7 @@ def slopes_value_and_grad(
         lp -= G * (logdiag + 0.5 * k * _LOG2PI)
         ldc = _inverse_pd(_matmul(C, _transpose(C)), Cinv)  # (C C')^-1
         if np.isnan(ldc):
-            return np.nan, gtheta, gxs, gext
+            return np.nan, gtheta, gxs, gext, np.zeros((0, 0)), np.zeros((0, 0))
         for g in range(G):
             for j in range(k):
                 u[g, j] = x[s_off + g * k + j] - theta[si[mean_at + j]]
@@ -394,7 +401,7 @@ def slopes_value_and_grad(
     Psib_inv = np.empty((mb, mb))
     logdet_sb = _inverse_pd(Psib, Psib_inv)
     if np.isnan(logdet_psi) or np.isnan(logdet_sb):
-        return np.nan, gtheta, gxs, gext
+        return np.nan, gtheta, gxs, gext, np.zeros((0, 0)), np.zeros((0, 0))
     IBb = -Bb
     for i in range(mb):
         IBb[i, i] += 1.0
@@ -431,27 +438,41 @@ def slopes_value_and_grad(
     IB0 = -Bw
     for i in range(m):
         IB0[i, i] += 1.0
-    f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU = _clusters(
-        u, IB0, Psi_inv, LtL, LamD, S, sizes, size_index, UEU, z, nu, Einv, U, si, sf
+    f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gS, gz = _clusters(
+        u, IB0, Psi_inv, LtL, LamD, S, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want
     )
     if np.isnan(f):
-        return np.nan, gtheta, gxs, gext
+        return np.nan, gtheta, gxs, gext, gS, gz
     # Pooled terms (pymsem.compile.slope_woodbury.woodbury_slope_logp's within_ll, between_ll).
     f += -0.5 * n_within * (p1 * _LOG2PI + logdet_psi) - 0.5 * p1 * log_n_sum
     f += -0.5 * G * (pb * _LOG2PI + logdet_sb + logdet_psi) + 0.5 * m * log_n_sum
+    # The pooled within scatter's diagonal and each size's squared deviations of the cluster
+    # vectors, summed from the clusters' (their gradients reach S and z when these are sampled).
     gthw = np.zeros(p1)
     for i in range(p1):
-        f += -0.5 * n_within * math.log(thw[i]) - 0.5 * within_scatter[i, i] / thw[i]
-        gthw[i] += -0.5 * n_within / thw[i] + 0.5 * within_scatter[i, i] / (thw[i] * thw[i])
+        pooled = 0.0
+        for g in range(G):
+            pooled += S[g, i * (i + 1) // 2 + i]
+        f += -0.5 * n_within * math.log(thw[i]) - 0.5 * pooled / thw[i]
+        gthw[i] += -0.5 * n_within / thw[i] + 0.5 * pooled / (thw[i] * thw[i])
+        if want:
+            for g in range(G):
+                gS[g, i * (i + 1) // 2 + i] -= 0.5 / thw[i]
+    sq = np.zeros((K_sizes, pb))
+    for g in range(G):
+        kk = size_index[g]
+        for i in range(pb):
+            d = z[g, i] - nu[i]
+            sq[kk, i] += d * d
+            gnu[i] += d * Einv[kk, i]
+            if want:
+                gz[g, i] -= d * Einv[kk, i]
     gE = np.zeros((K_sizes, pb))
     for kk in range(K_sizes):
         for i in range(pb):
-            d = means[kk, i] - nu[i]
-            sq = scatter[kk, i, i] + counts[kk] * d * d
-            f += -0.5 * counts[kk] * math.log(E[kk, i]) - 0.5 * sq * Einv[kk, i]
-            gE[kk, i] = -0.5 * counts[kk] * Einv[kk, i] + 0.5 * sq * Einv[kk, i] * Einv[kk, i]
+            f += -0.5 * counts[kk] * math.log(E[kk, i]) - 0.5 * sq[kk, i] * Einv[kk, i]
+            gE[kk, i] = -0.5 * counts[kk] * Einv[kk, i] + 0.5 * sq[kk, i] * Einv[kk, i] * Einv[kk, i]
             gE[kk, i] -= gEinv[kk, i] * Einv[kk, i] * Einv[kk, i]
-            gnu[i] += counts[kk] * d * Einv[kk, i]
     f += lp
     # Reverse pass to the levels' matrices. UEU_k = U' diag(Einv_k) U + pad(SB^-1).
     gSB = np.zeros((mb, mb))
@@ -570,4 +591,4 @@ def slopes_value_and_grad(
         if l_pos >= 0:
             for j in range(k):
                 gext[l_pos + i * k + j] += gC[i, j] * sd[i]
-    return f, gtheta, gxs, gext
+    return f, gtheta, gxs, gext, gS, gz
