@@ -394,9 +394,9 @@ def slopes_model_value_and_grad(
     theta = ext[: pi[0]].copy()
     completed = pi[7] + pi[9] > 0
     if completed:
-        Sc, zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
-        f, gt, gxs, gext, gS, gz = slopes_value_and_grad(
-            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, Sc, zc, True
+        zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
+        f, gt, gxs, gext, gD, gz = slopes_value_and_grad(
+            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, True
         )
     else:
         D = np.empty((0, 0))
@@ -409,7 +409,7 @@ def slopes_model_value_and_grad(
     for i in range(gxs.shape[0]):
         gx[pi[10] + i] = gxs[i]
     if completed:
-        _cells_gradient_slopes(pi, gx, gS, gz, D, idx, size_index, sizes, cells)
+        _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
     _priors_backward(x, pi, pf, gt, gext, dv, gv, gx, gu)
     return lp + f, gx
 
@@ -424,68 +424,61 @@ def _cluster_statistics(
     sizes: np.ndarray,
     cells: np.ndarray,
 ):
-    """Each cluster's packed within scatter and vector from the data completed with the sampled
-    cells (rows sorted by cluster), and the students' deviations from their cluster means."""
+    """Each cluster's vector from the data completed with the sampled cells (rows sorted by
+    cluster), and the students' deviations from their cluster means."""
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
     p1 = Y.shape[1]
     G, q = Z2.shape
     D = Y.copy()
     for c in range(n_y):
         D[cells[c, 0], cells[c, 1]] = x[y_off + c]
-    z = np.empty((G, p1 + q))
-    S = np.zeros((G, p1 * (p1 + 1) // 2))
+    z = np.zeros((G, p1 + q))
     start = 0
     for g in range(G):
         n = int(sizes[size_index[g]])
+        for i in range(start, start + n):
+            for j in range(p1):
+                z[g, j] += D[i, j]
         for j in range(p1):
-            t = 0.0
-            for i in range(start, start + n):
-                t += D[i, j]
-            z[g, j] = t / n
+            z[g, j] /= n
         for i in range(start, start + n):
             for j in range(p1):
                 D[i, j] -= z[g, j]
-            p = 0
-            for a in range(p1):
-                for b in range(a + 1):
-                    S[g, p] += D[i, a] * D[i, b]
-                    p += 1
         for j in range(q):
             z[g, p1 + j] = Z2[g, j]
         start += n
     for c in range(n_z):
         z[cells[n_y + c, 0], p1 + cells[n_y + c, 1]] = x[z_off + c]
-    return S, z, D
+    return z, D
 
 
 @_jit
 def _cells_gradient_slopes(
     pi: np.ndarray,
     gx: np.ndarray,
-    gS: np.ndarray,
+    gD: np.ndarray,
     gz: np.ndarray,
-    D: np.ndarray,
     idx: np.ndarray,
     size_index: np.ndarray,
     sizes: np.ndarray,
     cells: np.ndarray,
 ) -> None:
-    """Add each missing cell's gradient through its cluster's packed scatter and vector.
+    """Add each missing cell's gradient through its row's deviation and its cluster's vector.
 
-    ``dS_g[a, b] / dy_ij = [a = j] d_ib + [b = j] d_ia`` (the deviations' dependence on the mean
-    sums to zero), so a level-1 cell gets ``2 gS[j, j] d_ij + sum_(b != j) gS[j, b] d_ib`` plus
-    ``1/n_g`` of its cluster vector's gradient; a level-2 cell its cluster vector's.
+    ``gD`` is the gradient in the deviations as if the cluster means were fixed (their own
+    share sums to zero over a cluster's rows), so a level-1 cell gets ``gD[i, j]`` plus ``1/n_g``
+    of its cluster vector's gradient; a level-2 cell its cluster vector's.
     """
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
-    p1 = D.shape[1]
+    G, p1 = gz.shape[0], gD.shape[1]
+    gmean = np.empty((G, p1))  # through the cluster mean
+    for g in range(G):
+        r = 1.0 / sizes[size_index[g]]
+        for j in range(p1):
+            gmean[g, j] = gz[g, j] * r
     for c in range(n_y):
         i, j = cells[c, 0], cells[c, 1]
-        g = idx[i]
-        t = gz[g, j] / sizes[size_index[g]]
-        for b in range(p1):
-            p = j * (j + 1) // 2 + b if b <= j else b * (b + 1) // 2 + j
-            t += (2.0 if b == j else 1.0) * gS[g, p] * D[i, b]
-        gx[y_off + c] += t
+        gx[y_off + c] += gD[i, j] + gmean[idx[i], j]
     for c in range(n_z):
         gx[z_off + c] += gz[cells[n_y + c, 0], p1 + cells[n_y + c, 1]]
 

@@ -129,8 +129,14 @@ def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, s
 
 @_jit
 def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb, want):
-    """:func:`_clusters` for ``m`` within and ``mb`` between factors; with ``want`` also the
-    gradients in each cluster's packed scatter ``S`` and vector ``z`` (sampled missing cells)."""
+    """:func:`_clusters` for ``m`` within and ``mb`` between factors.
+
+    With ``want`` (sampled missing cells) ``S`` holds the students' rows of ``V = D LamD`` (N, m;
+    ``D`` their deviations from the cluster means, rows sorted by cluster) instead of the
+    clusters' packed scatters, from which each cluster's ``LamD' S_g LamD = V_g' V_g``; the
+    gradients in ``V`` and in each cluster's vector ``z`` are returned, and the caller takes
+    the loadings' share: matrix products over the students instead of one pass per scatter
+    entry."""
     pb = si[4]
     q = mb + m
     c = 9
@@ -205,6 +211,7 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
         for t in range(m):
             Psym[i, t] = Psi_inv[i, t] + Psi_inv[t, i]
     f = 0.0
+    r0 = 0  # the cluster's first row (``want``)
     for g in range(G):
         sz = size[g]
         ng = sizes[sz]
@@ -232,11 +239,21 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
             break
         logdet_C = _inverse(Lc, dc, Li, Cinv, m)
         logdet_K = _inverse(Lk, dk, Lki, Kinv, q)
-        for h in range(n_grp):
-            x = 0.0
-            for t in range(grp_ptr[h], grp_ptr[h + 1]):
-                x += S[g, t_e[t]] * coef[t]
-            M[grp_a[h], grp_b[h]] = x
+        if want:  # S holds the rows' V = D LamD: M = V_g' V_g
+            for a in range(m):
+                for t in range(a + 1):
+                    M[a, t] = 0.0
+            for r in range(r0, r0 + int(ng)):
+                for a in range(m):
+                    va = S[r, a]
+                    for t in range(a + 1):
+                        M[a, t] += va * S[r, t]
+        else:
+            for h in range(n_grp):
+                x = 0.0
+                for t in range(grp_ptr[h], grp_ptr[h + 1]):
+                    x += S[g, t_e[t]] * coef[t]
+                M[grp_a[h], grp_b[h]] = x
         quad_C = 0.0
         for a in range(m):
             quad_C += Cinv[a, a] * M[a, a]
@@ -271,12 +288,19 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
                 x = -0.5 * (wg * Cinv[i, t] + GS[i, t])
                 gLtL[i, t] += x
                 GS[i, t] = x + ng * K[mb + i, mb + t]
-        for h in range(n_grp):
-            c_ab = Cinv[grp_a[h], grp_b[h]]
-            for t in range(grp_ptr[h], grp_ptr[h + 1]):
-                gcoef[t] += c_ab * S[g, t_e[t]]
-                if want:
-                    gS[g, t_e[t]] += c_ab * t_half[t] * coef[t]
+        if want:  # d(0.5 tr(C^-1 V_g' V_g)) / dV_g = V_g C^-1; the loadings' share is taken outside
+            for r in range(r0, r0 + int(ng)):
+                for a in range(m):
+                    x = 0.0
+                    for t in range(m):
+                        x += S[r, t] * Cinv[t, a]
+                    gS[r, a] = x
+            r0 += int(ng)
+        else:
+            for h in range(n_grp):
+                c_ab = Cinv[grp_a[h], grp_b[h]]
+                for t in range(grp_ptr[h], grp_ptr[h + 1]):
+                    gcoef[t] += c_ab * S[g, t_e[t]]
         for t in range(n_u):
             i, a = u_i[t], u_a[t]
             guval[t] += dE[i] * b[a]
@@ -327,10 +351,12 @@ def slopes_value_and_grad(
 
     ``theta`` the parameter groups (slope SDs included), ``ext`` theta with the LKJ factors
     after it, ``x`` the unconstrained point (the slopes' coordinates); ``S`` (G, p1(p1+1)/2) and
-    ``z`` (G, pb) each cluster's packed within scatter and vector. Returns ``(f, gtheta,
-    gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes' block of ``x``, ``gext`` for the
-    LKJ factors (the slopes' correlations) after ``theta``, and with ``want`` the gradients in
-    ``S`` and ``z`` (else empty).
+    ``z`` (G, pb) each cluster's packed within scatter and vector, or with ``want`` (sampled
+    missing cells) ``S`` the students' deviations from their cluster means (N, p1, rows sorted
+    by cluster). Returns ``(f, gtheta, gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes'
+    block of ``x``, ``gext`` for the LKJ factors (the slopes' correlations) after ``theta``, and
+    with ``want`` the gradients in the deviations (each row as if its cluster's mean were fixed:
+    the mean's share sums to zero) and in ``z`` (else empty).
     """
     k, p1, m, mb, pb, centered, s_off, sd_pos, l_pos = (
         si[0],
@@ -438,11 +464,34 @@ def slopes_value_and_grad(
     IB0 = -Bw
     for i in range(m):
         IB0[i, i] += 1.0
-    f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gS, gz = _clusters(
-        u, IB0, Psi_inv, LtL, LamD, S, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want
+    if want:
+        # S holds the students' deviations from their cluster means (rows sorted by cluster).
+        D = S
+        SV = np.dot(D, LamD)  # the rows of V = D LamD
+        pooled_diag = np.zeros(p1)  # summed below, on the pass that reads D again
+    else:
+        SV = S
+        pooled_diag = np.zeros(p1)
+        for i in range(p1):
+            for g in range(G):
+                pooled_diag[i] += S[g, i * (i + 1) // 2 + i]
+    f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gM, gz = _clusters(
+        u, IB0, Psi_inv, LtL, LamD, SV, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want
     )
     if np.isnan(f):
-        return np.nan, gtheta, gxs, gext, gS, gz
+        return np.nan, gtheta, gxs, gext, gM, gz
+    gS = np.zeros((0, 0))
+    if want:
+        # dD = dV LamD' plus the pooled diagonal's share; dLamD = D' dV.
+        W = gM
+        gS = np.dot(W, np.ascontiguousarray(LamD.T))
+        inv_thw = 1.0 / thw
+        for r in range(D.shape[0]):
+            for i in range(p1):
+                d = D[r, i]
+                pooled_diag[i] += d * d
+                gS[r, i] -= d * inv_thw[i]
+        gLamD += np.dot(D.T, W)
     # Pooled terms (pymsem.compile.slope_woodbury.woodbury_slope_logp's within_ll, between_ll).
     f += -0.5 * n_within * (p1 * _LOG2PI + logdet_psi) - 0.5 * p1 * log_n_sum
     f += -0.5 * G * (pb * _LOG2PI + logdet_sb + logdet_psi) + 0.5 * m * log_n_sum
@@ -450,14 +499,9 @@ def slopes_value_and_grad(
     # vectors, summed from the clusters' (their gradients reach S and z when these are sampled).
     gthw = np.zeros(p1)
     for i in range(p1):
-        pooled = 0.0
-        for g in range(G):
-            pooled += S[g, i * (i + 1) // 2 + i]
+        pooled = pooled_diag[i]
         f += -0.5 * n_within * math.log(thw[i]) - 0.5 * pooled / thw[i]
         gthw[i] += -0.5 * n_within / thw[i] + 0.5 * pooled / (thw[i] * thw[i])
-        if want:
-            for g in range(G):
-                gS[g, i * (i + 1) // 2 + i] -= 0.5 / thw[i]
     sq = np.zeros((K_sizes, pb))
     for g in range(G):
         kk = size_index[g]
