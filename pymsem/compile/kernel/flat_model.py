@@ -38,7 +38,8 @@ class FlatModel:
     pf: np.ndarray  # float64 table
     #: ispec, fspec, the data reduction (DATA), then the data whose cells are sampled (Y, the
     #: rows' clusters, the level-2 values, each cluster's size index and the cells), then the
-    #: random slopes' tables (si, sf) and each cluster's packed within scatter and vector.
+    #: random slopes' tables (si, sf) and each cluster's within scatter (its entries in the order
+    #: the cluster loop reads them, then its diagonal) and vector.
     likelihood: tuple[np.ndarray, ...]
     expand_index: np.ndarray  # position in (theta, LKJ factors) of each traced value after x
     names: list[str]  # traced variables: the free variables' values, then the others
@@ -216,6 +217,18 @@ def _slope_data(compiled: Any) -> list[np.ndarray]:
         np.ascontiguousarray(stats.cluster_scatter, dtype=np.float64),
         np.ascontiguousarray(stats.cluster_vectors, dtype=np.float64),
     ]
+
+
+def _scatter_in_term_order(compiled: Any, scatter: np.ndarray) -> np.ndarray:
+    """Each cluster's packed within scatter as the cluster loop reads it: the entries of
+    ``LamD' S_g LamD``'s terms in their order, then the diagonal (contiguous reads in place of
+    gathers)."""
+    from pymsem.compile.cluster_woodbury import loading_pattern, scatter_terms
+
+    pat_w = loading_pattern(compiled.structure.within)
+    t_e = scatter_terms(tuple(map(tuple, np.argwhere(pat_w).tolist())))[0]
+    diag = [i * (i + 1) // 2 + i for i in range(pat_w.shape[0])]
+    return np.ascontiguousarray(np.concatenate([scatter[:, t_e], scatter[:, diag]], axis=1))
 
 
 def _slope_tables(
@@ -420,6 +433,8 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
         data[-4], data[-3] = _slope_tables(
             compiled, offsets, tables.cells[4], slope_rv == "slope", aux.get("slope_corr_chol", -1)
         )
+        if not compiled.data.has_missing:
+            data[-2] = _scatter_in_term_order(compiled, data[-2])
     pi, pf = tables.arrays(copies)
     return FlatModel(
         pi=pi,

@@ -138,10 +138,11 @@ def _completed_reduction(
         start += n
     ws = np.dot(Yc.T, Yc)
     for g in range(G):
-        n = sizes[size_index[g]]
+        rn = 1.0 / sizes[size_index[g]]
         for j in range(p1):
+            sj = s[g, j] * rn
             for m in range(p1):
-                ws[j, m] -= s[g, j] * s[g, m] / n
+                ws[j, m] -= sj * s[g, m]
     z = np.empty((G, pb))
     for g in range(G):
         n = sizes[size_index[g]]
@@ -208,17 +209,17 @@ def _cells_gradient(
         # Row i of Yc W^-1 minus its cluster's row of (s_g / n_g) W^-1 is W^-1 (y_i - ybar_g)'
         # (W^-1 symmetric): one BLAS product over the students.
         R = np.dot(Yc, Winv)
-        M = np.zeros((G, p1))
+        M = np.empty((G, p1))  # per cluster: its mean's share, less its row of (s_g / n_g) W^-1
         for g in range(G):
+            rn = 1.0 / sizes[size_index[g]]
             for j in range(p1):
                 v = 0.0
                 for m in range(p1):
                     v += (z[g, m] - centre[m]) * Winv[m, j]
-                M[g, j] = v
+                M[g, j] = gz[g, j] * rn + v
         for c in range(n_y):
             i, j = cells[c, 0], cells[c, 1]
-            g = idx[i]
-            gx[y_off + c] += gz[g, j] / sizes[size_index[g]] - (R[i, j] - M[g, j])
+            gx[y_off + c] += M[idx[i], j] - R[i, j]
     for c in range(n_z):
         gx[z_off + c] += gz[cells[n_y + c, 0], p1 + cells[n_y + c, 1]]
 

@@ -16,7 +16,8 @@ Layout of the integer array ``si``::
     position of the slopes' LKJ factor after theta (-1 for one slope),
     n_cells, (r, c, j) * n_cells            (I - B_g)[r, c] -= u_g[j]
     theta position of each slope's mean * k
-    n_terms, t_e, t_a, t_b, t_i, t_k        (each n_terms long: M = LamD' S_g LamD's terms)
+    n_terms, t_e, t_a, t_b, t_i, t_k        (each n_terms long: M = LamD' S_g LamD's terms;
+                                            t_e the packed scatter entry of each)
     n_grp, grp_a, grp_b (n_grp each), grp_ptr (n_grp + 1)
     n_u, u_i, u_a                           U's nonzeros
 
@@ -252,7 +253,7 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
             for h in range(n_grp):
                 x = 0.0
                 for t in range(grp_ptr[h], grp_ptr[h + 1]):
-                    x += S[g, t_e[t]] * coef[t]
+                    x += S[g, t] * coef[t]
                 M[grp_a[h], grp_b[h]] = x
         quad_C = 0.0
         for a in range(m):
@@ -300,7 +301,7 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
             for h in range(n_grp):
                 c_ab = Cinv[grp_a[h], grp_b[h]]
                 for t in range(grp_ptr[h], grp_ptr[h + 1]):
-                    gcoef[t] += c_ab * S[g, t_e[t]]
+                    gcoef[t] += c_ab * S[g, t]
         for t in range(n_u):
             i, a = u_i[t], u_a[t]
             guval[t] += dE[i] * b[a]
@@ -350,10 +351,11 @@ def slopes_value_and_grad(
     """The collapsed log-likelihood given the slopes, plus the slopes' prior; and the gradients.
 
     ``theta`` the parameter groups (slope SDs included), ``ext`` theta with the LKJ factors
-    after it, ``x`` the unconstrained point (the slopes' coordinates); ``S`` (G, p1(p1+1)/2) and
-    ``z`` (G, pb) each cluster's packed within scatter and vector, or with ``want`` (sampled
-    missing cells) ``S`` the students' deviations from their cluster means (N, p1, rows sorted
-    by cluster). Returns ``(f, gtheta, gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes'
+    after it, ``x`` the unconstrained point (the slopes' coordinates); ``S`` (G, n_terms + p1)
+    each cluster's within scatter entries in the order of ``LamD' S_g LamD``'s terms (``S_g[t_e]``,
+    read contiguously in the cluster loop), then its diagonal, and ``z`` (G, pb) its vector; or
+    with ``want`` (sampled missing cells) ``S`` the students' deviations from their cluster
+    means (N, p1, rows sorted by cluster). Returns ``(f, gtheta, gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes'
     block of ``x``, ``gext`` for the LKJ factors (the slopes' correlations) after ``theta``, and
     with ``want`` the gradients in the deviations (each row as if its cluster's mean were fixed:
     the mean's share sums to zero) and in ``z`` (else empty).
@@ -471,10 +473,11 @@ def slopes_value_and_grad(
         pooled_diag = np.zeros(p1)  # summed below, on the pass that reads D again
     else:
         SV = S
+        n_terms = si[mean_at + k]
         pooled_diag = np.zeros(p1)
-        for i in range(p1):
-            for g in range(G):
-                pooled_diag[i] += S[g, i * (i + 1) // 2 + i]
+        for g in range(G):
+            for i in range(p1):
+                pooled_diag[i] += S[g, n_terms + i]
     f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gM, gz = _clusters(
         u, IB0, Psi_inv, LtL, LamD, SV, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want
     )
