@@ -9,7 +9,9 @@ BLAS thread, at the model's starting point), once for the whole-model kernel
 graph (:func:`pymsem.compile.nutpie_cache.compile_nutpie`, the route before it). Both run in
 one process, so their ratios are same-run; ``x_model3`` is against Model 3's complete-data
 gradient on the same route (issue 21's targets: slopes at most 1.5x, 30% missing at most 3x).
-Writes ``bench/results/kernel_gradient.csv`` and prints a markdown table.
+``--big`` adds Model 3 simulated on 10,000 clusters of 100 students (``bench/scaling.py``'s
+model and true values, non-centered slopes). Writes ``bench/results/kernel_gradient.csv`` and
+prints a markdown table.
 """
 
 from __future__ import annotations
@@ -55,8 +57,17 @@ def _ms_per_call(fn, x: np.ndarray, user_data: int) -> tuple[float, float, np.nd
     return 1e3 * float(np.median(times)), float(lp[0]), grad.copy()
 
 
-def row(model: int, share: float) -> list[dict]:
-    compiled = ms.tutorial.MODELS[model](_data(share)).compile()
+def _row(model: int, share: float, route: str, ms: float, dims: int) -> dict:
+    return {"model": model, "missing": share, "route": route, "ms_per_grad": round(ms, 4), "dims": dims}
+
+
+def row(model: int | str, share: float) -> list[dict]:
+    if model == "3-big":  # Model 3 simulated on 10,000 clusters of 100 (bench/scaling.py's)
+        from scaling import TRUTH, spec
+
+        compiled = spec(ms.simulate(spec(None), TRUTH, 10_000, 100, seed=1)).compile(slopes="noncentered")
+    else:
+        compiled = ms.tutorial.MODELS[model](_data(share)).compile()
     init = _initial_point(compiled, None)
     kernel = _whole_model_kernel(compiled, init)
     with ieee_numba():
@@ -70,13 +81,9 @@ def row(model: int, share: float) -> list[dict]:
             k_ms, k_lp, k_grad = _ms_per_call(
                 kernel.logp_cfunc.ctypes, kernel._initial_point(0), kernel.user_data.ctypes.data
             )
-            out.append(
-                {"model": model, "missing": share, "route": "kernel", "ms_per_grad": round(k_ms, 4),
-                 "dims": g_grad.size, "logp_diff": abs(k_lp - g_lp),
-                 "grad_max_diff": float(np.abs(k_grad - g_grad).max())}  # fmt: skip
-            )
-    out.append({"model": model, "missing": share, "route": "graph", "ms_per_grad": round(g_ms, 4),
-                "dims": g_grad.size})  # fmt: skip
+            diffs = {"logp_diff": abs(k_lp - g_lp), "grad_max_diff": float(np.abs(k_grad - g_grad).max())}
+            out.append(_row(model, share, "kernel", k_ms, g_grad.size) | diffs)
+    out.append(_row(model, share, "graph", g_ms, g_grad.size))
     return out
 
 
@@ -84,8 +91,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.3])
+    parser.add_argument("--big", action="store_true", help="also Model 3 on 10,000 x 100 (1,000,000 rows)")
     args = parser.parse_args()
     rows = [r for m in args.models for s in args.shares for r in row(m, s)]
+    if args.big:
+        rows += row("3-big", 0.0)
     df = pd.DataFrame(rows)
     for route in ("kernel", "graph"):
         base = df[(df.model == 3) & (df.missing == 0.0) & (df.route == route)]

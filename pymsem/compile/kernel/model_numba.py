@@ -401,7 +401,7 @@ def slopes_model_value_and_grad(
         )
     else:
         D = np.empty((0, 0))
-        f, gt, gxs, gext, gS, gz = slopes_value_and_grad(
+        f, gt, gxs, gext, _, gz = slopes_value_and_grad(
             theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False
         )
     if not np.isfinite(lp) or np.isnan(f):

@@ -149,7 +149,7 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
     )
     c += 1 + 3 * n_cells + si[0]
     n_terms = si[c]
-    t_e = si[c + 1 : c + 1 + n_terms]
+    # t_e (each term's packed scatter entry) is not read: S arrives in the terms' order.
     t_a = si[c + 1 + n_terms : c + 1 + 2 * n_terms]
     t_b = si[c + 1 + 2 * n_terms : c + 1 + 3 * n_terms]
     t_i = si[c + 1 + 3 * n_terms : c + 1 + 4 * n_terms]
