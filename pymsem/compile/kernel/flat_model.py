@@ -1,16 +1,16 @@
 """A built ``pm.Model`` as the arrays the whole-model kernel reads, where the kernel can take it.
 
 The kernel (:mod:`pymsem.compile.kernel.model_numba`) covers the collapsed likelihood without
-random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and two-level factor models), of
-complete data and of data whose missing cells are sampled (the default), and with random slopes
-in the Woodbury form (tutorial Model 3: slopes not regressed on between-level variables, free
-uncorrelated residuals, complete data), under priors of
+random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and two-level factor models) and
+with random slopes in the Woodbury form (tutorial Model 3: slopes not regressed on between-level
+variables, free uncorrelated residuals), each of complete data and of data whose missing cells
+are sampled (the default), under priors of
 :data:`pymsem.compile.kernel.priors.FAMILIES` and LKJ priors on correlation blocks.
 :func:`flat_model` reads the model pymsem built (its free variables in nutpie's order, their
 transforms, the traced variables) and returns a :class:`FlatModel`, or the reason it cannot
-(moderated slopes, slopes with missing data, ordinal variables, missing cells integrated out,
-another prior family, or variables a user added to the ``pm.Model``): such models keep
-PyTensor's compiled graph. Nothing here compiles.
+(moderated slopes, ordinal variables, missing cells integrated out, another prior family, or
+variables a user added to the ``pm.Model``): such models keep PyTensor's compiled graph.
+Nothing here compiles.
 """
 
 from __future__ import annotations

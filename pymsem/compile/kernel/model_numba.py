@@ -433,18 +433,22 @@ def _cluster_statistics(
     D = Y.copy()
     for c in range(n_y):
         D[cells[c, 0], cells[c, 1]] = x[y_off + c]
-    z = np.zeros((G, p1 + q))
+    z = np.empty((G, p1 + q))
+    mu = np.empty(p1)
     start = 0
     for g in range(G):
         n = int(sizes[size_index[g]])
+        mu[:] = 0.0
         for i in range(start, start + n):
             for j in range(p1):
-                z[g, j] += D[i, j]
+                mu[j] += D[i, j]
+        rn = 1.0 / n
         for j in range(p1):
-            z[g, j] /= n
+            mu[j] *= rn
+            z[g, j] = mu[j]
         for i in range(start, start + n):
             for j in range(p1):
-                D[i, j] -= z[g, j]
+                D[i, j] -= mu[j]
         for j in range(q):
             z[g, p1 + j] = Z2[g, j]
         start += n
