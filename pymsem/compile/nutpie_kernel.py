@@ -73,6 +73,20 @@ def _arrays(meta: np.ndarray):
     )  # fmt: skip
 
 
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _store(f: float, g: np.ndarray, out: np.ndarray, logp: np.ndarray) -> int:
+    """Write the log density and gradient for nutpie; its return code (3: a gradient entry is
+    not finite, 4: the value is not, 0: fine)."""
+    logp[()] = f
+    out[:] = g
+    for i in range(g.shape[0]):
+        if not np.isfinite(g[i]):
+            return 3
+    if not np.isfinite(f):
+        return 4
+    return 0
+
+
 @numba.cfunc(_LOGP_SIG, cache=True)
 def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
     try:
@@ -85,16 +99,9 @@ def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
             x, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
             a[14],
         )  # fmt: skip
-        logp[()] = f
-        out[:] = g
-        for i in range(dim):
-            if not np.isfinite(g[i]):
-                return 3
-        if not np.isfinite(f):
-            return 4
+        return _store(f, g, out, logp)
     except Exception:
         return 1
-    return 0
 
 
 def _logp_slopes_py(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
@@ -108,16 +115,9 @@ def _logp_slopes_py(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untype
             x, a[0], a[1], a[2], a[3], a[5], a[6], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16],
             a[17], a[18],
         )  # fmt: skip
-        logp[()] = f
-        out[:] = g
-        for i in range(dim):
-            if not np.isfinite(g[i]):
-                return 3
-        if not np.isfinite(f):
-            return 4
+        return _store(f, g, out, logp)
     except Exception:
         return 1
-    return 0
 
 
 @cache
