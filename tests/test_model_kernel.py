@@ -132,6 +132,7 @@ MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "slopes-centered": lambda d, level2=(): model3_spec(d, 3),
     "one-slope": _one_slope_spec,
     "slopes-missing": lambda d, level2=(): model3_spec(d, 3),
+    "one-slope-missing": _one_slope_spec,
 }
 
 
@@ -162,6 +163,8 @@ def _data(name: str) -> pd.DataFrame:
         return _with_holes(_data("slopes"), ["ACH1", "INT2", "REL3", "ACH2"], [], seed=3)
     if name.startswith("slopes"):
         return ms.simulate(model3_spec(None, 3), MODEL3_TRUTH, len(SIZES_TINY), SIZES_TINY + 3, seed=7)
+    if name == "one-slope-missing":  # two factors a level: the loop specialized for m = 2
+        return _with_holes(_data("one-slope"), ["x1", "y2", "y3"], [], seed=5)
     if name == "one-slope":
         values = {k: v for k, v in VALUES.items() if k != "resid_cor_w"} | {"slope_sd_b": 0.4}
         return ms.simulate(_one_slope_spec(None), values, len(SIZES_TINY), SIZES_TINY + 2, seed=8)
