@@ -10,8 +10,9 @@ seed 1). Each (model, share) runs in new processes, one after the other in this 
    as a user's first fit;
 2. warm: the same caches again, in a second new process (what every later fit of a model of the
    same shape waits for);
-3. in the warm process also the log density and gradient nutpie differentiates, timed with one
-   BLAS thread (:func:`bench.scaling.time_gradient`, median of 300 calls).
+3. in the warm process also the log density and gradient nutpie called, timed through its C
+   entry point with one BLAS thread (``bench/kernel_gradient.py``'s timer: median of 15 x 100
+   calls): the whole-model kernel's (``route`` "kernel") or PyTensor's compiled graph's.
 
 Sampling is nutpie, 2 chains (this machine's cores) x (tune + draws), seed 46, from pymsem's
 starting values. Min bulk ESS is over the structural parameters (regressions and random-slope
@@ -37,7 +38,6 @@ def one(model: int, share: float, draws: int, tune: int, gradient: bool) -> dict
     """Compile, sample and (optionally) time the gradient of one class, in this process."""
     sys.path.insert(0, str(HERE))
     from missing_gradient import _data
-    from scaling import time_gradient
 
     import pymsem as ms
     from pymsem.results.fit import MSEMFit
@@ -66,9 +66,33 @@ def one(model: int, share: float, draws: int, tune: int, gradient: bool) -> dict
         "divergences": int(d["divergences"]),
         "formulation": compiled.formulation.name,
     }
+    row["route"] = run.log_density
     if gradient:
-        row["ms_per_grad"] = round(1e3 * time_gradient(compiled, 300)[0], 3)
+        row["ms_per_grad"] = round(_ms_per_grad(compiled), 4)
     return row
+
+
+def _ms_per_grad(compiled) -> float:
+    """Milliseconds per log density and gradient through the entry point nutpie called: the
+    whole-model kernel's where it covers the model, else PyTensor's compiled graph (reused from
+    the fit in this process)."""
+    from kernel_gradient import _ms_per_call
+    from threadpoolctl import threadpool_limits
+
+    from pymsem.compile import nutpie_cache
+    from pymsem.compile.reproducible import ieee_numba
+    from pymsem.sample import _initial_point, _whole_model_kernel
+
+    init = _initial_point(compiled, None)
+    kernel = _whole_model_kernel(compiled, init)
+    if kernel is not None:
+        fn, x, ud = kernel.logp_cfunc.ctypes, kernel._initial_point(0), kernel.user_data.ctypes.data
+    else:
+        with ieee_numba():
+            graph = nutpie_cache.compile_nutpie(compiled.pymc_model, init)
+        fn, x, ud = graph.compiled_logp_func.ctypes, graph.initial_point_func(0), graph.user_data.ctypes.data
+    with threadpool_limits(1, "blas"):
+        return _ms_per_call(fn, x, ud)[0]
 
 
 def _subprocess(model: int, share: float, draws: int, tune: int, cache: str, gradient: bool) -> dict:
@@ -121,6 +145,7 @@ def main() -> None:
                 "model": model,
                 "missing": share,
                 "formulation": warm["formulation"],
+                "route": warm["route"],
                 "ms_per_grad": warm["ms_per_grad"],
                 "compile_cold_s": cold["compile_s"],
                 "wall_cold_s": cold["wall_s"],
