@@ -219,22 +219,19 @@ def _slope_data(compiled: Any) -> list[np.ndarray]:
     ]
 
 
-def _scatter_in_term_order(compiled: Any, scatter: np.ndarray) -> np.ndarray:
+def _scatter_in_term_order(scatter: np.ndarray, t_e: np.ndarray, p1: int) -> np.ndarray:
     """Each cluster's packed within scatter as the cluster loop reads it: the entries of
-    ``LamD' S_g LamD``'s terms in their order, then the diagonal (contiguous reads in place of
-    gathers)."""
-    from pymsem.compile.cluster_woodbury import loading_pattern, scatter_terms
-
-    pat_w = loading_pattern(compiled.structure.within)
-    t_e = scatter_terms(tuple(map(tuple, np.argwhere(pat_w).tolist())))[0]
-    diag = [i * (i + 1) // 2 + i for i in range(pat_w.shape[0])]
+    ``LamD' S_g LamD``'s terms (``t_e``, from :func:`_slope_tables`) in their order, then the
+    diagonal (contiguous reads in place of gathers)."""
+    diag = [i * (i + 1) // 2 + i for i in range(p1)]
     return np.ascontiguousarray(np.concatenate([scatter[:, t_e], scatter[:, diag]], axis=1))
 
 
 def _slope_tables(
     compiled: Any, offsets: dict[str, int], s_off: int, centered: bool, l_pos: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``si`` and ``sf`` of :mod:`pymsem.compile.kernel.slopes_numba`."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``si`` and ``sf`` of :mod:`pymsem.compile.kernel.slopes_numba`, and the terms' packed
+    scatter entries ``t_e`` (the order in which the cluster loop reads each cluster's scatter)."""
     from pymsem.compile.cluster_woodbury import loading_pattern, scatter_terms, term_groups
 
     structure = compiled.structure
@@ -256,7 +253,7 @@ def _slope_tables(
     si += [len(grp_a), *grp_a, *grp_b, *grp_ptr]
     si += [len(u_nz), *u_nz[:, 0], *u_nz[:, 1]]
     sf = [*t_mult, *np.where(t_a == t_b, 0.5, 1.0)]
-    return np.asarray(si, dtype=np.int64), np.asarray(sf, dtype=np.float64)
+    return np.asarray(si, dtype=np.int64), np.asarray(sf, dtype=np.float64), t_e
 
 
 def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
@@ -430,11 +427,11 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
     if structure.random_slopes:
         if slope_rv is None:
             return "its random slopes are not among its variables"
-        data[-4], data[-3] = _slope_tables(
+        data[-4], data[-3], t_e = _slope_tables(
             compiled, offsets, tables.cells[4], slope_rv == "slope", aux.get("slope_corr_chol", -1)
         )
         if not compiled.data.has_missing:
-            data[-2] = _scatter_in_term_order(compiled, data[-2])
+            data[-2] = _scatter_in_term_order(data[-2], t_e, len(structure.level1))
     pi, pf = tables.arrays(copies)
     return FlatModel(
         pi=pi,
