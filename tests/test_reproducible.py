@@ -46,7 +46,7 @@ if __name__ == "__main__":  # PyMC's chain processes import this file again
             nut = next(v for k, v in fit.compiled.sampler_cache.items() if k[0] == "nutpie")
             assert isinstance(nut, nutpie_kernel.KernelModel) == (route == "kernel")
             fns = (
-                (nutpie_kernel._logp, nutpie_kernel._expand)
+                (nutpie_kernel.entry_point(nut.flat), nutpie_kernel._expand())
                 if route == "kernel"
                 else (nut.compiled_logp_func, nut.compiled_expand_func)
             )

@@ -1,13 +1,14 @@
-"""nutpie sampling the whole-model kernel through two fixed C entry points: nothing to compile per model.
+"""nutpie sampling the whole-model kernel through fixed C entry points: nothing to compile per model.
 
 nutpie's numba backend calls a model through two C functions, the log density with its gradient
 and the expansion to traced values, each given a pointer to the model's data. For models the
 whole-model kernel covers (:func:`pymsem.compile.kernel.flat_model.flat_model`), those functions
-are the same for every model: :func:`_logp` and :func:`_expand` below read the model's tables
-and data through the pointer, so numba compiles them once per machine and caches them on disk,
-and a new model, or new data, costs no compilation at all (PyTensor's route compiles a log
-density per model: about 25 s for a new Model 2-sized model on a warm machine,
-``bench/results/compile_kernel.md``).
+are the same for every model of a kind: :func:`_logp` (no random slopes), :func:`_logp_slopes`
+(one per cluster-loop variant) and :func:`_expand` read the model's tables and data through the
+pointer. Each is compiled on first use, once per machine, and cached on disk, so a new model,
+or new data, costs no compilation at all (PyTensor's route compiles a log density per model:
+about 25 s for a new Model 2-sized model on a warm machine, ``bench/results/compile_kernel.md``),
+and a model waits only for the entry point it runs.
 
 Uses nutpie's private sampler classes (``nutpie._lib``, as ``nutpie.compile_pymc`` does);
 :func:`available` says whether the installed nutpie has them.
@@ -28,7 +29,7 @@ from pymsem.compile.kernel.flat_model import FlatModel
 from pymsem.compile.kernel.model_numba import model_expand, model_value_and_grad, slopes_model_value_and_grad
 from pymsem.compile.nutpie_cache import _as_voidptr
 
-__all__ = ["KernelModel", "available", "kernel_model"]
+__all__ = ["KernelModel", "available", "entry_point", "kernel_model", "value_and_grad"]
 
 #: Arrays passed through the data pointer: the kernel's (FlatModel.arrays), then expand_index.
 _N_ARRAYS = 20
@@ -87,8 +88,7 @@ def _store(f: float, g: np.ndarray, out: np.ndarray, logp: np.ndarray) -> int:
     return 0
 
 
-@numba.cfunc(_LOGP_SIG, cache=True)
-def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
+def _logp_py(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
     try:
         x = carray(x_, (dim,))
         out = carray(out_, (dim,))
@@ -104,31 +104,50 @@ def _logp(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
         return 1
 
 
-def _logp_slopes_py(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
-    try:
-        x = carray(x_, (dim,))
-        out = carray(out_, (dim,))
-        logp = carray(logp_, ())
-        meta = carray(user_data_, (_META,), np.uint64)
-        a = _arrays(meta)
-        f, g = slopes_model_value_and_grad(
-            x, a[0], a[1], a[2], a[3], a[5], a[6], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16],
-            a[17], a[18],
-        )  # fmt: skip
-        return _store(f, g, out, logp)
-    except Exception:
-        return 1
+@cache
+def _logp() -> Any:
+    """The entry point for models without random slopes, compiled (or loaded) on first use."""
+    return numba.cfunc(_LOGP_SIG, cache=True)(_logp_py)
+
+
+def _slopes_entry(want: bool, fixed: int) -> Any:
+    """The Python source of a slopes entry point; ``want`` and ``fixed`` are its closure's
+    constants, which numba compiles in (and keys its cache on)."""
+
+    def logp_slopes(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
+        try:
+            x = carray(x_, (dim,))
+            out = carray(out_, (dim,))
+            logp = carray(logp_, ())
+            meta = carray(user_data_, (_META,), np.uint64)
+            a = _arrays(meta)
+            f, g = slopes_model_value_and_grad(
+                x, a[0], a[1], a[2], a[3], a[5], a[6], a[9], a[10], a[11], a[12], a[13], a[14], a[15],
+                a[16], a[17], a[18], want, fixed,
+            )  # fmt: skip
+            return _store(f, g, out, logp)
+        except Exception:
+            return 1
+
+    return logp_slopes
 
 
 @cache
-def _logp_slopes() -> Any:
-    """The entry point for models with random slopes, compiled (or loaded) on first use: models
-    without slopes do not wait for the slopes' code."""
-    return numba.cfunc(_LOGP_SIG, cache=True)(_logp_slopes_py)
+def _logp_slopes(want: bool, fixed: int) -> Any:
+    """The entry point for models with random slopes, with sampled missing cells or not
+    (``want``) and the cluster loop's factor count ``fixed``
+    (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`), compiled (or loaded) on first use:
+    models without slopes do not wait for the slopes' code, and a model compiles only the one
+    cluster loop it runs."""
+    return numba.cfunc(_LOGP_SIG, cache=True)(_slopes_entry(bool(want), int(fixed)))
 
 
-@numba.cfunc(_EXPAND_SIG, cache=True)
-def _expand(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def]
+def entry_point(flat: FlatModel) -> Any:
+    """The compiled C entry point of ``flat``'s log density and gradient."""
+    return _logp_slopes(*flat.slopes_variant) if flat.slopes else _logp()
+
+
+def _expand_py(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def]
     try:
         x = carray(x_, (dim,))
         out = carray(out_, (expanded,))
@@ -138,6 +157,12 @@ def _expand(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def
     except Exception:
         return -2
     return 0
+
+
+@cache
+def _expand() -> Any:
+    """The entry point that expands a point to the traced values, compiled (or loaded) on first use."""
+    return numba.cfunc(_EXPAND_SIG, cache=True)(_expand_py)
 
 
 def available() -> bool:
@@ -159,6 +184,34 @@ def _record(arrays: tuple[np.ndarray, ...]) -> np.ndarray:
     return meta
 
 
+def _contiguous(flat: FlatModel) -> tuple[np.ndarray, ...]:
+    """The arrays the record points into: contiguous, read-only."""
+    arrays = tuple(
+        np.ascontiguousarray(a, dtype=np.int64 if a.dtype.kind in "iu" else np.float64)
+        for a in (*flat.arrays, flat.expand_index)
+    )
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def value_and_grad(flat: FlatModel, x: np.ndarray) -> tuple[float, np.ndarray, int]:
+    """The log density and gradient at ``x`` through the entry point nutpie calls, and its
+    return code (0: fine)."""
+    import ctypes
+
+    arrays = _contiguous(flat)
+    meta = _record(arrays)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    grad, lp = np.empty_like(x), np.empty(1)
+    ptr = ctypes.POINTER(ctypes.c_double)
+    code = entry_point(flat).ctypes(
+        len(x), x.ctypes.data_as(ptr), grad.ctypes.data_as(ptr), lp.ctypes.data_as(ptr),
+        ctypes.c_void_p(meta.ctypes.data),
+    )  # fmt: skip
+    return float(lp[0]), grad, int(code)
+
+
 def kernel_model(model: Any, flat: FlatModel) -> Any:
     """nutpie's compiled model for ``flat`` (from the ``pm.Model`` ``model``, for dims and coords)."""
     from nutpie.compile_pymc import _prepare_dims_and_coords
@@ -169,14 +222,9 @@ def kernel_model(model: Any, flat: FlatModel) -> Any:
         slices.append(slice(o, o + n))
         o += n
     dims, coords = _prepare_dims_and_coords(model, (flat.names, slices, flat.shapes), flat.reparameterized)
-    arrays = tuple(
-        np.ascontiguousarray(a, dtype=np.int64 if a.dtype.kind in "iu" else np.float64)
-        for a in (*flat.arrays, flat.expand_index)
-    )
-    for a in arrays:
-        a.flags.writeable = False
-    if flat.slopes:
-        _logp_slopes()  # compiled (or loaded) now, with the model, not when sampling starts
+    arrays = _contiguous(flat)
+    entry_point(flat)  # compiled (or loaded) now, with the model, not when sampling starts
+    _expand()
     return KernelModel(
         flat=flat,
         arrays=arrays,
@@ -212,7 +260,7 @@ class KernelModel(CompiledModel):
     @property
     def logp_cfunc(self) -> Any:
         """The C entry point nutpie calls for the log density and gradient of this model."""
-        return _logp_slopes() if self.flat.slopes else _logp
+        return entry_point(self.flat)
 
     def _initial_point(self, seed: Any = None) -> np.ndarray:
         return self.flat.x0.copy()
@@ -227,7 +275,7 @@ class KernelModel(CompiledModel):
 
         n_expanded = self.flat.n_dim + len(self.flat.expand_index)
         address = self.user_data.ctypes.data
-        expand_fn = _lib.ExpandFunc(self.n_dim, n_expanded, _expand.address, address, self)
+        expand_fn = _lib.ExpandFunc(self.n_dim, n_expanded, _expand().address, address, self)
         logp_fn = _lib.LogpFunc(self.logp_cfunc.address, address, self)
         coords = dict(self._coords)
         dim_sizes = {name: len(vals) for name, vals in coords.items()}

@@ -58,17 +58,21 @@ class FlatModel:
         """Whether the model has random slopes (their own compiled entry point)."""
         return bool(self.likelihood[13][0] > 0)
 
-    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The log density (PyMC's, Jacobians included) and its gradient at ``x``."""
-        from pymsem.compile.kernel.model_numba import model_value_and_grad, slopes_model_value_and_grad
+    @property
+    def slopes_variant(self) -> tuple[bool, int]:
+        """The slopes entry point's compile-time constants: sampled missing cells, and the
+        cluster loop's factor count (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`)."""
+        from pymsem.compile.kernel.slopes_numba import loop_size
 
-        x = np.asarray(x, dtype=np.float64)
-        L = self.likelihood
-        if self.slopes:
-            f, g = slopes_model_value_and_grad(x, self.pi, self.pf, L[0], L[1], L[3], L[4], *L[7:17])
-        else:
-            f, g = model_value_and_grad(x, self.pi, self.pf, *L[:13])
-        return float(f), g
+        return bool(self.pi[7] + self.pi[9] > 0), loop_size(self.likelihood[13])
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """The log density (PyMC's, Jacobians included) and its gradient at ``x``, through the
+        C entry point nutpie calls (:mod:`pymsem.compile.nutpie_kernel`)."""
+        from pymsem.compile.nutpie_kernel import value_and_grad
+
+        f, g, _ = value_and_grad(self, x)
+        return f, g
 
     def expand(self, x: np.ndarray) -> np.ndarray:
         """The traced values at ``x``, in :attr:`names` order, concatenated."""

@@ -42,6 +42,7 @@ import math
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from pymsem.compile.kernel.numba_impl import complete_core
 from pymsem.compile.kernel.priors import prior_logp, transform
@@ -366,6 +367,132 @@ def model_value_and_grad(
     return lp + f, gx
 
 
+def _slopes_likelihood(
+    x,
+    theta,
+    ext,
+    gx,
+    pi,
+    ispec,
+    fspec,
+    sizes,
+    counts,
+    totals,
+    Y,
+    idx,
+    Z2,
+    size_index,
+    cells,
+    si,
+    sf,
+    S,
+    z,
+    want,
+    fixed,
+):  # type: ignore[no-untyped-def]
+    """The slopes' likelihood and prior, their gradient in the slopes' coordinates and, with
+    sampled missing cells (``want``), in the cells added to ``gx``; returns ``(f, gtheta,
+    gext)``. The variant is chosen when numba types the call (:func:`_slopes_likelihood_typed`):
+    numba does not prune branches on constant arguments, and each variant compiles its own
+    cluster loop."""
+    raise NotImplementedError("called from numba-compiled code only")
+
+
+@overload(_slopes_likelihood, prefer_literal=True, jit_options={"cache": True})
+def _slopes_likelihood_typed(
+    x,
+    theta,
+    ext,
+    gx,
+    pi,
+    ispec,
+    fspec,
+    sizes,
+    counts,
+    totals,
+    Y,
+    idx,
+    Z2,
+    size_index,
+    cells,
+    si,
+    sf,
+    S,
+    z,
+    want,
+    fixed,
+):  # type: ignore[no-untyped-def]
+    if getattr(want, "literal_value", True):
+
+        def completed(
+            x,
+            theta,
+            ext,
+            gx,
+            pi,
+            ispec,
+            fspec,
+            sizes,
+            counts,
+            totals,
+            Y,
+            idx,
+            Z2,
+            size_index,
+            cells,
+            si,
+            sf,
+            S,
+            z,
+            want,
+            fixed,
+        ):  # type: ignore[no-untyped-def]
+            zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
+            f, gt, gxs, gext, gD, gz = slopes_value_and_grad(
+                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, True, fixed
+            )
+            if not np.isnan(f):
+                for i in range(gxs.shape[0]):
+                    gx[pi[10] + i] = gxs[i]
+                _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
+            return f, gt, gext
+
+        return completed
+
+    def complete(
+        x,
+        theta,
+        ext,
+        gx,
+        pi,
+        ispec,
+        fspec,
+        sizes,
+        counts,
+        totals,
+        Y,
+        idx,
+        Z2,
+        size_index,
+        cells,
+        si,
+        sf,
+        S,
+        z,
+        want,
+        fixed,
+    ):  # type: ignore[no-untyped-def]
+        f, gt, gxs, gext, _, _ = slopes_value_and_grad(
+            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False, fixed
+        )
+        if not np.isnan(f):
+            for i in range(gxs.shape[0]):
+                gx[pi[10] + i] = gxs[i]
+        return f, gt, gext
+
+    return complete
+
+
 @_jit
 def slopes_model_value_and_grad(
     x: np.ndarray,
@@ -385,32 +512,25 @@ def slopes_model_value_and_grad(
     sf: np.ndarray,
     S: np.ndarray,
     z: np.ndarray,
+    want: bool,
+    fixed: int,
 ):
     """:func:`model_value_and_grad` for a model with random slopes: the likelihood is the
     Woodbury form given the clusters' slopes (``si``, ``sf``: see
     :mod:`pymsem.compile.kernel.slopes_numba`), from each cluster's packed within scatter ``S``
-    and vector ``z``, or, with missing cells, from the data completed with them. A function of its
-    own, so that models without slopes do not wait for its compilation."""
+    and vector ``z``, or, with sampled missing cells (``want``), from the data completed with
+    them. ``want`` and ``fixed`` (the cluster loop's factor count,
+    :func:`~pymsem.compile.kernel.slopes_numba.loop_size`) are compile-time constants, so that
+    each entry point compiles only the code its models run."""
     ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
     theta = ext[: pi[0]].copy()
-    completed = pi[7] + pi[9] > 0
-    if completed:
-        zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
-        f, gt, gxs, gext, gD, gz = slopes_value_and_grad(
-            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, True
-        )
-    else:
-        D = np.empty((0, 0))
-        f, gt, gxs, gext, _, gz = slopes_value_and_grad(
-            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False
-        )
+    f, gt, gext = _slopes_likelihood(
+        x, theta, ext, gx, pi, ispec, fspec, sizes, counts, totals, Y, idx, Z2, size_index, cells, si, sf, S,
+        z, want, fixed,
+    )  # fmt: skip
     if not np.isfinite(lp) or np.isnan(f):
         gx[:] = np.nan
         return lp + f, gx
-    for i in range(gxs.shape[0]):
-        gx[pi[10] + i] = gxs[i]
-    if completed:
-        _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
     _priors_backward(x, pi, pf, gt, gext, dv, gv, gx, gu)
     return lp + f, gx
 

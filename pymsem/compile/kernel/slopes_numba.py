@@ -31,6 +31,7 @@ import math
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from pymsem.compile.kernel.numba_impl import (
     _inverse_pd,
@@ -40,7 +41,7 @@ from pymsem.compile.kernel.numba_impl import (
     level_parts,
 )
 
-__all__ = ["slopes_value_and_grad"]
+__all__ = ["loop_size", "slopes_value_and_grad"]
 
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
 #: The per-cluster helpers, inlined into the cluster loop (called thousands of times per gradient).
@@ -100,32 +101,45 @@ def _mm(X: np.ndarray, Y: np.ndarray, out: np.ndarray, k: int) -> None:
             out[i, t] = x
 
 
-@_jit
-def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want):
+def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
     """The per-cluster part and its gradients (:mod:`pymsem.compile.cluster_woodbury`'s loop).
 
-    Called with constant factor counts where the model has as many factors at each level (two to
-    four: the usual two-level factor models; a random slope joins two within factors), numba
-    compiles a specialization in which they are compile-time constants and LLVM unrolls the
-    factor-sized loops: 1.7x faster per cluster for tutorial Model 3, at PyTensor's fused
-    operation's speed (``bench/results/compile_kernel.md``). Each specialization costs about 8 s
-    of compiling once per machine; other counts take the general loop.
+    ``fixed`` (a compile-time constant, :func:`loop_size`) is the factor count at both levels
+    where the model has as many factors at each level (two to four: the usual two-level factor
+    models; a random slope joins two within factors), else 0. numba then compiles a
+    specialization in which the counts are constants and LLVM unrolls the factor-sized loops:
+    1.7x faster per cluster for tutorial Model 3, at PyTensor's fused operation's speed
+    (``bench/results/compile_kernel.md``). The loop is chosen when numba types the call
+    (:func:`_clusters_typed`), so an entry point compiles only its own loop: numba does not prune
+    branches on constant arguments.
     """
-    m, mb = si[2], si[3]
-    if m == mb:
-        if m == 2:
+    raise NotImplementedError("called from numba-compiled code only")
+
+
+@overload(_clusters, prefer_literal=True, jit_options={"cache": True})
+def _clusters_typed(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
+    n = getattr(fixed, "literal_value", 0)
+    if n in (2, 3, 4):
+
+        def fixed_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
             return _cluster_loop(
-                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 2, 2, want
+                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, n, n, want
             )
-        if m == 3:
-            return _cluster_loop(
-                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 3, 3, want
-            )
-        if m == 4:
-            return _cluster_loop(
-                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, 4, 4, want
-            )
-    return _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb, want)
+
+        return fixed_loop
+
+    def general_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
+        return _cluster_loop(
+            u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, si[2], si[3], want
+        )
+
+    return general_loop
+
+
+def loop_size(si: np.ndarray) -> int:
+    """The cluster loop's compile-time factor count for a model's slopes table (0: general)."""
+    m, mb = int(si[2]), int(si[3])
+    return m if m == mb and m in (2, 3, 4) else 0
 
 
 @_jit
@@ -347,6 +361,7 @@ def slopes_value_and_grad(
     S: np.ndarray,
     z: np.ndarray,
     want: bool,
+    fixed: int,
 ):
     """The collapsed log-likelihood given the slopes, plus the slopes' prior; and the gradients.
 
@@ -358,7 +373,9 @@ def slopes_value_and_grad(
     means (N, p1, rows sorted by cluster). Returns ``(f, gtheta, gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes'
     block of ``x``, ``gext`` for the LKJ factors (the slopes' correlations) after ``theta``, and
     with ``want`` the gradients in the deviations (each row as if its cluster's mean were fixed:
-    the mean's share sums to zero) and in ``z`` (else empty).
+    the mean's share sums to zero) and in ``z`` (else empty). ``want`` and ``fixed`` (the
+    cluster loop's factor count, :func:`loop_size`) are compile-time constants: each entry point
+    compiles one cluster loop.
     """
     k, p1, m, mb, pb, centered, s_off, sd_pos, l_pos = (
         si[0],
@@ -479,7 +496,7 @@ def slopes_value_and_grad(
             for i in range(p1):
                 pooled_diag[i] += S[g, n_terms + i]
     f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gM, gz = _clusters(
-        u, IB0, Psi_inv, LtL, LamD, SV, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want
+        u, IB0, Psi_inv, LtL, LamD, SV, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want, fixed
     )
     if np.isnan(f):
         return np.nan, gtheta, gxs, gext, gM, gz
