@@ -367,127 +367,41 @@ def model_value_and_grad(
     return lp + f, gx
 
 
-def _slopes_likelihood(
-    x,
-    theta,
-    ext,
-    gx,
-    pi,
-    ispec,
-    fspec,
-    sizes,
-    counts,
-    totals,
-    Y,
-    idx,
-    Z2,
-    size_index,
-    cells,
-    si,
-    sf,
-    S,
-    z,
-    want,
-    fixed,
-):  # type: ignore[no-untyped-def]
+def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed):  # type: ignore[no-untyped-def]
     """The slopes' likelihood and prior, their gradient in the slopes' coordinates and, with
-    sampled missing cells (``want``), in the cells added to ``gx``; returns ``(f, gtheta,
-    gext)``. The variant is chosen when numba types the call (:func:`_slopes_likelihood_typed`):
-    numba does not prune branches on constant arguments, and each variant compiles its own
-    cluster loop."""
+    sampled missing cells (``want``), in the cells, added to ``gx``; returns ``(f, gtheta,
+    gext)``. ``lik`` is ``(ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z)``,
+    ``data`` ``(Y, idx, Z2, cells)``. The variant is chosen when numba types the call
+    (:func:`_slopes_likelihood_typed`): numba does not prune branches on constant arguments,
+    and each variant compiles its own cluster loop."""
     raise NotImplementedError("called from numba-compiled code only")
 
 
 @overload(_slopes_likelihood, prefer_literal=True, jit_options={"cache": True})
-def _slopes_likelihood_typed(
-    x,
-    theta,
-    ext,
-    gx,
-    pi,
-    ispec,
-    fspec,
-    sizes,
-    counts,
-    totals,
-    Y,
-    idx,
-    Z2,
-    size_index,
-    cells,
-    si,
-    sf,
-    S,
-    z,
-    want,
-    fixed,
-):  # type: ignore[no-untyped-def]
+def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed):  # type: ignore[no-untyped-def]
     if getattr(want, "literal_value", True):
 
-        def completed(
-            x,
-            theta,
-            ext,
-            gx,
-            pi,
-            ispec,
-            fspec,
-            sizes,
-            counts,
-            totals,
-            Y,
-            idx,
-            Z2,
-            size_index,
-            cells,
-            si,
-            sf,
-            S,
-            z,
-            want,
-            fixed,
-        ):  # type: ignore[no-untyped-def]
+        def completed(x, theta, ext, gx, pi, lik, data, want, fixed):  # type: ignore[no-untyped-def]
+            ispec, fspec, sizes, counts, totals, size_index, si, sf, _, _ = lik
+            Y, idx, Z2, cells = data
             zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
             f, gt, gxs, gext, gD, gz = slopes_value_and_grad(
                 theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, True, fixed
             )
             if not np.isnan(f):
-                for i in range(gxs.shape[0]):
-                    gx[pi[10] + i] = gxs[i]
+                gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
                 _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
             return f, gt, gext
 
         return completed
 
-    def complete(
-        x,
-        theta,
-        ext,
-        gx,
-        pi,
-        ispec,
-        fspec,
-        sizes,
-        counts,
-        totals,
-        Y,
-        idx,
-        Z2,
-        size_index,
-        cells,
-        si,
-        sf,
-        S,
-        z,
-        want,
-        fixed,
-    ):  # type: ignore[no-untyped-def]
+    def complete(x, theta, ext, gx, pi, lik, data, want, fixed):  # type: ignore[no-untyped-def]
+        ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
         f, gt, gxs, gext, _, _ = slopes_value_and_grad(
             theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False, fixed
         )
         if not np.isnan(f):
-            for i in range(gxs.shape[0]):
-                gx[pi[10] + i] = gxs[i]
+            gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
         return f, gt, gext
 
     return complete
@@ -524,10 +438,8 @@ def slopes_model_value_and_grad(
     each entry point compiles only the code its models run."""
     ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
     theta = ext[: pi[0]].copy()
-    f, gt, gext = _slopes_likelihood(
-        x, theta, ext, gx, pi, ispec, fspec, sizes, counts, totals, Y, idx, Z2, size_index, cells, si, sf, S,
-        z, want, fixed,
-    )  # fmt: skip
+    lik = (ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z)
+    f, gt, gext = _slopes_likelihood(x, theta, ext, gx, pi, lik, (Y, idx, Z2, cells), want, fixed)
     if not np.isfinite(lp) or np.isnan(f):
         gx[:] = np.nan
         return lp + f, gx
