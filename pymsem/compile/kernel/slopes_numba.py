@@ -412,8 +412,8 @@ def slopes_value_and_grad(
     for i in range(k):
         for j in range(k):
             C[i, j] = sd[i] * L[i, j]
+    Cinv = np.empty((k, k))  # (C C')^-1, centered slopes only
     if centered:
-        Cinv = np.empty((k, k))
         # The slopes' multivariate normal prior around their means, through C^-1 (lower triangular).
         logdiag = 0.0
         for i in range(k):
@@ -609,8 +609,6 @@ def slopes_value_and_grad(
     # The slopes. Non-centered: u = z (diag(sd) L)'; centered: u = s - mean, prior N(mean, C C').
     gC = np.zeros((k, k))
     if centered:
-        Cinv = np.empty((k, k))
-        _inverse_pd(_matmul(C, _transpose(C)), Cinv)
         e = np.empty(k)
         w = np.empty(k)
         for g in range(G):
