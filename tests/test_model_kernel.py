@@ -113,6 +113,17 @@ def _one_slope_spec(data: Any, level2: tuple[str, ...] = ()) -> ms.MSEM:
     return m
 
 
+def _general_slope_spec(data: Any, level2: tuple[str, ...] = ()) -> ms.MSEM:
+    """One random slope, three factors within and two between (the general cluster loop), and
+    correlated factors at both levels (the factor covariances' off-diagonal gradients)."""
+    m = ms.MSEM(data, cluster="schid", level2=level2)
+    m.latent("X", ["x1", "x2", "x3"])
+    m.latent("Y", ["y1", "y2", "y3"])
+    m.latent("V", ["v1", "v2"], levels=("within",))
+    m.path("Y", on="X", level="within", random=ms.RandomSlope("RSa", "a_w"))
+    return m
+
+
 def _lkj_spec(data: Any, level2: tuple[str, ...] = ("W",)) -> ms.MSEM:
     """Three correlated factors at each level: LKJ blocks (one with a user's eta), no regressions."""
     m = ms.MSEM(data, cluster="schid", level2=level2)
@@ -133,6 +144,7 @@ MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "one-slope": _one_slope_spec,
     "slopes-missing": lambda d, level2=(): model3_spec(d, 3),
     "one-slope-missing": _one_slope_spec,
+    "slopes-general": _general_slope_spec,
 }
 
 
@@ -161,6 +173,10 @@ def _data(name: str) -> pd.DataFrame:
         return pd.DataFrame({"schid": g, "y": rng.normal(size=len(g)) + rng.normal(size=len(SIZES_TINY))[g]})
     if name == "slopes-missing":
         return _with_holes(_data("slopes"), ["ACH1", "INT2", "REL3", "ACH2"], [], seed=3)
+    if name == "slopes-general":  # not as many factors at each level: the loop for any counts
+        values = {k: v for k, v in VALUES.items() if k not in ("resid_cor_w", "path_b")}
+        values |= {"slope_sd_b": 0.4, "lv_cor_w": 0.2, "lv_cor_b": 0.3}
+        return ms.simulate(_general_slope_spec(None), values, len(SIZES_TINY), SIZES_TINY + 2, seed=9)
     if name.startswith("slopes"):
         return ms.simulate(model3_spec(None, 3), MODEL3_TRUTH, len(SIZES_TINY), SIZES_TINY + 3, seed=7)
     if name == "one-slope-missing":  # two factors a level: the loop specialized for m = 2
@@ -195,7 +211,7 @@ def kernel_case(request: pytest.FixtureRequest) -> dict[str, Any]:
         mode=REFERENCE_MODE,
         on_unused_input="ignore",
     )
-    return {"flat": flat, "fn": fn, "n": len(values), "compiled": compiled}
+    return {"flat": flat, "fn": fn, "n": len(values), "compiled": compiled, "name": name}
 
 
 def _split(flat: FlatModel, x: np.ndarray, n: int) -> list[np.ndarray]:
@@ -221,6 +237,25 @@ def test_kernel_equals_the_pymc_model_log_density(kernel_case: dict[str, Any]) -
         np.testing.assert_allclose(
             flat.expand(x), np.concatenate([np.ravel(r) for r in ref[n + 1 :]]), rtol=1e-13
         )
+
+
+#: The slopes entry point each case compiles: sampled missing cells, and the cluster loop's
+#: factor count (0: the general loop). Together they run every kind of cluster loop but m = 4.
+SLOPES_VARIANTS = {
+    "slopes": (False, 3),
+    "slopes-centered": (False, 3),
+    "one-slope": (False, 2),
+    "slopes-missing": (True, 3),
+    "one-slope-missing": (True, 2),
+    "slopes-general": (False, 0),
+}
+
+
+def test_slopes_cases_run_each_kind_of_cluster_loop(kernel_case: dict[str, Any]) -> None:
+    flat = kernel_case["flat"]
+    assert flat.slopes == (kernel_case["name"] in SLOPES_VARIANTS)
+    if flat.slopes:
+        assert flat.slopes_variant == SLOPES_VARIANTS[kernel_case["name"]]
 
 
 def test_kernel_starts_where_pymc_starts(kernel_case: dict[str, Any]) -> None:

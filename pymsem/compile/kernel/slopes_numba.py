@@ -584,20 +584,24 @@ def slopes_value_and_grad(
                 t += gLtL[a, c] * Lw[i, a] * Lw[i, c]
         gthw[i] -= t / (thw[i] * thw[i])
     # Psi_inv = Psi^-1 (and log|Psi| twice): dPsi = -Psi^-1 gPsiinv Psi^-1 - N/2 Psi^-1.
-    dPsiw = _matmul(_matmul(Psi_inv, gPsiinv), Psi_inv)
+    # Symmetrized into a new matrix: in place, the lower triangle would read updated entries
+    # (wrong gradients for the SDs of correlated factors).
+    P = _matmul(_matmul(Psi_inv, gPsiinv), Psi_inv)
     n_total = n_within + G
+    dPsiw = np.empty((m, m))
     for i in range(m):
         for j in range(m):
-            dPsiw[i, j] = -0.5 * (dPsiw[i, j] + dPsiw[j, i]) - 0.5 * n_total * Psi_inv[i, j]
+            dPsiw[i, j] = -0.5 * (P[i, j] + P[j, i]) - 0.5 * n_total * Psi_inv[i, j]
     dBw = -gIB0
     # SB^-1 = IBb' Psib^-1 IBb: dIBb = Psib^-1 IBb (gSB + gSB'), dPsib^-1 = IBb gSB IBb'.
     gSBs = gSB + _transpose(gSB)
     dBb = -_matmul(_matmul(Psib_inv, IBb), gSBs)
     gPb = _matmul(_matmul(IBb, gSB), _transpose(IBb))
-    dPsib = _matmul(_matmul(Psib_inv, gPb), Psib_inv)
+    Pb = _matmul(_matmul(Psib_inv, gPb), Psib_inv)
+    dPsib = np.empty((mb, mb))
     for i in range(mb):
         for j in range(mb):
-            dPsib[i, j] = -0.5 * (dPsib[i, j] + dPsib[j, i]) - 0.5 * G * Psib_inv[i, j]
+            dPsib[i, j] = -0.5 * (Pb[i, j] + Pb[j, i]) - 0.5 * G * Psib_inv[i, j]
     dThw = np.zeros((p1, p1))
     for i in range(p1):
         dThw[i, i] = gthw[i]
