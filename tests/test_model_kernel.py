@@ -145,6 +145,7 @@ MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "slopes-missing": lambda d, level2=(): model3_spec(d, 3),
     "one-slope-missing": _one_slope_spec,
     "slopes-general": _general_slope_spec,
+    "slopes-general-missing": _general_slope_spec,
 }
 
 
@@ -173,6 +174,8 @@ def _data(name: str) -> pd.DataFrame:
         return pd.DataFrame({"schid": g, "y": rng.normal(size=len(g)) + rng.normal(size=len(SIZES_TINY))[g]})
     if name == "slopes-missing":
         return _with_holes(_data("slopes"), ["ACH1", "INT2", "REL3", "ACH2"], [], seed=3)
+    if name == "slopes-general-missing":
+        return _with_holes(_data("slopes-general"), ["x1", "y2", "v1"], [], seed=6)
     if name == "slopes-general":  # not as many factors at each level: the loop for any counts
         values = {k: v for k, v in VALUES.items() if k not in ("resid_cor_w", "path_b")}
         values |= {"slope_sd_b": 0.4, "lv_cor_w": 0.2, "lv_cor_b": 0.3}
@@ -240,7 +243,8 @@ def test_kernel_equals_the_pymc_model_log_density(kernel_case: dict[str, Any]) -
 
 
 #: The slopes entry point each case compiles: sampled missing cells, and the cluster loop's
-#: factor count (0: the general loop). Together they run every kind of cluster loop but m = 4.
+#: factor count (0: the general loop). Together they run every kind of cluster loop but m = 4
+#: (the loop for 2 and 3 factors with the count as a constant).
 SLOPES_VARIANTS = {
     "slopes": (False, 3),
     "slopes-centered": (False, 3),
@@ -248,6 +252,7 @@ SLOPES_VARIANTS = {
     "slopes-missing": (True, 3),
     "one-slope-missing": (True, 2),
     "slopes-general": (False, 0),
+    "slopes-general-missing": (True, 0),
 }
 
 
