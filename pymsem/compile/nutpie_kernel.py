@@ -203,7 +203,7 @@ def value_and_grad(flat: FlatModel, x: np.ndarray) -> tuple[float, np.ndarray, i
     arrays = _contiguous(flat)
     meta = _record(arrays)
     x = np.ascontiguousarray(x, dtype=np.float64)
-    grad, lp = np.empty_like(x), np.empty(1)
+    grad, lp = np.full_like(x, np.nan), np.full(1, np.nan)
     ptr = ctypes.POINTER(ctypes.c_double)
     code = entry_point(flat).ctypes(
         len(x), x.ctypes.data_as(ptr), grad.ctypes.data_as(ptr), lp.ctypes.data_as(ptr),

@@ -71,7 +71,9 @@ class FlatModel:
         C entry point nutpie calls (:mod:`pymsem.compile.nutpie_kernel`)."""
         from pymsem.compile.nutpie_kernel import value_and_grad
 
-        f, g, _ = value_and_grad(self, x)
+        f, g, code = value_and_grad(self, x)
+        if code == 1:  # the kernel raised (an index or shape error): a bug, not a point outside the support
+            raise RuntimeError("the whole-model kernel raised an exception at this point (return code 1)")
         return f, g
 
     def expand(self, x: np.ndarray) -> np.ndarray:
