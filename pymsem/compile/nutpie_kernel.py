@@ -88,13 +88,19 @@ def _store(f: float, g: np.ndarray, out: np.ndarray, logp: np.ndarray) -> int:
     return 0
 
 
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _views(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
+    """An entry point's arguments as arrays: the point, the gradient's and the value's outputs,
+    and the model's tables and data (:func:`_arrays`)."""
+    x = carray(x_, (dim,))
+    out = carray(out_, (dim,))
+    logp = carray(logp_, ())
+    return x, out, logp, _arrays(carray(user_data_, (_META,), np.uint64))
+
+
 def _logp_py(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
     try:
-        x = carray(x_, (dim,))
-        out = carray(out_, (dim,))
-        logp = carray(logp_, ())
-        meta = carray(user_data_, (_META,), np.uint64)
-        a = _arrays(meta)
+        x, out, logp, a = _views(dim, x_, out_, logp_, user_data_)
         f, g = model_value_and_grad(
             x, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13],
             a[14],
@@ -116,11 +122,7 @@ def _slopes_entry(want: bool, fixed: int) -> Any:
 
     def logp_slopes(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
         try:
-            x = carray(x_, (dim,))
-            out = carray(out_, (dim,))
-            logp = carray(logp_, ())
-            meta = carray(user_data_, (_META,), np.uint64)
-            a = _arrays(meta)
+            x, out, logp, a = _views(dim, x_, out_, logp_, user_data_)
             f, g = slopes_model_value_and_grad(
                 x, a[0], a[1], a[2], a[3], a[5], a[6], a[9], a[10], a[11], a[12], a[13], a[14], a[15],
                 a[16], a[17], a[18], want, fixed,
