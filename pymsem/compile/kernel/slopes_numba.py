@@ -41,7 +41,7 @@ from pymsem.compile.kernel.numba_impl import (
     level_parts,
 )
 
-__all__ = ["loop_size", "slopes_value_and_grad"]
+__all__ = ["loop_size", "slope_deviations", "slopes_backward", "slopes_value_and_grad", "woodbury_core"]
 
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
 #: The per-cluster helpers, inlined into the cluster loop (called thousands of times per gradient).
@@ -346,60 +346,16 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
 
 
 @_jit
-def slopes_value_and_grad(
-    theta: np.ndarray,
-    ext: np.ndarray,
-    x: np.ndarray,
-    si: np.ndarray,
-    sf: np.ndarray,
-    ispec: np.ndarray,
-    fspec: np.ndarray,
-    sizes: np.ndarray,
-    counts: np.ndarray,
-    totals: np.ndarray,
-    size_index: np.ndarray,
-    S: np.ndarray,
-    z: np.ndarray,
-    want: bool,
-    fixed: int,
-):
-    """The collapsed log-likelihood given the slopes, plus the slopes' prior; and the gradients.
+def slope_deviations(theta: np.ndarray, ext: np.ndarray, x: np.ndarray, si: np.ndarray, G: int):
+    """The clusters' slope deviations ``u`` (G, k) from their coordinates, and their prior.
 
-    ``theta`` the parameter groups (slope SDs included), ``ext`` theta with the LKJ factors
-    after it, ``x`` the unconstrained point (the slopes' coordinates); ``S`` (G, n_terms + p1)
-    each cluster's within scatter entries in the order of ``LamD' S_g LamD``'s terms (``S_g[t_e]``,
-    read contiguously in the cluster loop), then its diagonal, and ``z`` (G, pb) its vector; or
-    with ``want`` (sampled missing cells) ``S`` the students' deviations from their cluster
-    means (N, p1, rows sorted by cluster). Returns ``(f, gtheta, gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes'
-    block of ``x``, ``gext`` for the LKJ factors (the slopes' correlations) after ``theta``, and
-    with ``want`` the gradients in the deviations (each row as if its cluster's mean were fixed:
-    the mean's share sums to zero) and in ``z`` (else empty). ``want`` and ``fixed`` (the
-    cluster loop's factor count, :func:`loop_size`) are compile-time constants: each entry point
-    compiles one cluster loop.
+    Non-centered: ``u_g = diag(sd) L z_g`` with ``z_g`` standard normal; centered: the slopes
+    minus their means, with a multivariate normal prior (added by :func:`slopes_backward`,
+    which needs its precision anyway). Returns ``(u, lp, C, L, Cinv)`` with ``C = diag(sd) L``
+    and ``Cinv = (C C')^-1`` (centered only); ``lp`` is nan where ``C C'`` is singular.
     """
-    k, p1, m, mb, pb, centered, s_off, sd_pos, l_pos = (
-        si[0],
-        si[1],
-        si[2],
-        si[3],
-        si[4],
-        si[5],
-        si[6],
-        si[7],
-        si[8],
-    )
-    q = mb + m
-    G = z.shape[0]
-    K_sizes = sizes.shape[0]
-    n_within, log_n_sum = totals[0], totals[1]
-    n_cells = si[9]
-    mean_at = 10 + 3 * n_cells
-    gtheta = np.zeros(theta.shape[0])
-    gext = np.zeros(ext.shape[0])
-    gxs = np.zeros(G * k)
-    Lw, Bw, Psiw, sdw, Rpw, rsdw, Rtw, _nuw, io, fo = level_parts(theta, ispec, fspec, 0, 0)
-    Lb, Bb, Psib, sdb, Rpb, rsdb, Rtb, nu, _, _ = level_parts(theta, ispec, fspec, io, fo)
-    # The slopes: u_g = diag(sd) L z_g (non-centered), or the slopes themselves minus their means.
+    k, centered, s_off, sd_pos, l_pos = si[0], si[5], si[6], si[7], si[8]
+    mean_at = 10 + 3 * si[9]
     L = np.eye(k)
     if l_pos >= 0:
         for i in range(k):
@@ -414,14 +370,13 @@ def slopes_value_and_grad(
             C[i, j] = sd[i] * L[i, j]
     Cinv = np.empty((k, k))  # (C C')^-1, centered slopes only
     if centered:
-        # The slopes' multivariate normal prior around their means, through C^-1 (lower triangular).
         logdiag = 0.0
         for i in range(k):
             logdiag += math.log(C[i, i])
         lp -= G * (logdiag + 0.5 * k * _LOG2PI)
-        ldc = _inverse_pd(_matmul(C, _transpose(C)), Cinv)  # (C C')^-1
+        ldc = _inverse_pd(_matmul(C, _transpose(C)), Cinv)
         if np.isnan(ldc):
-            return np.nan, gtheta, gxs, gext, np.zeros((0, 0)), np.zeros((0, 0))
+            return u, np.nan, C, L, Cinv
         for g in range(G):
             for j in range(k):
                 u[g, j] = x[s_off + g * k + j] - theta[si[mean_at + j]]
@@ -434,183 +389,30 @@ def slopes_value_and_grad(
                 u[g, j] = t
                 lp -= 0.5 * x[s_off + g * k + j] ** 2
         lp -= 0.5 * G * k * _LOG2PI
-    # The levels' pieces of the Woodbury form.
-    thw = np.empty(p1)
-    for i in range(p1):
-        thw[i] = rsdw[i] * rsdw[i]
-    thb = np.empty(pb)
-    for i in range(pb):
-        thb[i] = rsdb[i] * rsdb[i]
-    Psi_inv = np.empty((m, m))
-    logdet_psi = _inverse_pd(Psiw, Psi_inv)
-    Psib_inv = np.empty((mb, mb))
-    logdet_sb = _inverse_pd(Psib, Psib_inv)
-    if np.isnan(logdet_psi) or np.isnan(logdet_sb):
-        return np.nan, gtheta, gxs, gext, np.zeros((0, 0)), np.zeros((0, 0))
-    IBb = -Bb
-    for i in range(mb):
-        IBb[i, i] += 1.0
-    SBinv = _matmul(_matmul(_transpose(IBb), Psib_inv), IBb)
-    LamD = np.empty((p1, m))
-    for i in range(p1):
-        for a in range(m):
-            LamD[i, a] = Lw[i, a] / thw[i]
-    LtL = _matmul(_transpose(Lw), LamD)
-    E = np.empty((K_sizes, pb))
-    Einv = np.empty((K_sizes, pb))
-    for kk in range(K_sizes):
-        for i in range(pb):
-            E[kk, i] = thb[i] + (thw[i] / sizes[kk] if i < p1 else 0.0)
-            Einv[kk, i] = 1.0 / E[kk, i]
-    U = np.zeros((pb, q))
-    for i in range(pb):
-        for a in range(mb):
-            U[i, a] = Lb[i, a]
-    for i in range(p1):
-        for a in range(m):
-            U[i, mb + a] = Lw[i, a]
-    UEU = np.zeros((K_sizes, q, q))
-    for kk in range(K_sizes):
-        for a in range(q):
-            for c in range(q):
-                t = 0.0
-                for i in range(pb):
-                    t += U[i, a] * Einv[kk, i] * U[i, c]
-                UEU[kk, a, c] = t
-        for a in range(mb):
-            for c in range(mb):
-                UEU[kk, a, c] += SBinv[a, c]
-    IB0 = -Bw
-    for i in range(m):
-        IB0[i, i] += 1.0
-    if want:
-        # S holds the students' deviations from their cluster means (rows sorted by cluster).
-        D = S
-        SV = np.dot(D, LamD)  # the rows of V = D LamD
-        pooled_diag = np.zeros(p1)  # summed below, on the pass that reads D again
-    else:
-        SV = S
-        n_terms = si[mean_at + k]
-        pooled_diag = np.zeros(p1)
-        for g in range(G):
-            for i in range(p1):
-                pooled_diag[i] += S[g, n_terms + i]
-    f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gM, gz = _clusters(
-        u, IB0, Psi_inv, LtL, LamD, SV, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want, fixed
-    )
-    if np.isnan(f):
-        return np.nan, gtheta, gxs, gext, gM, gz
-    gS = np.zeros((0, 0))
-    if want:
-        # dD = dV LamD' plus the pooled diagonal's share; dLamD = D' dV.
-        W = gM
-        gS = np.dot(W, np.ascontiguousarray(LamD.T))
-        inv_thw = 1.0 / thw
-        for r in range(D.shape[0]):
-            for i in range(p1):
-                d = D[r, i]
-                pooled_diag[i] += d * d
-                gS[r, i] -= d * inv_thw[i]
-        gLamD += np.dot(D.T, W)
-    # Pooled terms (pymsem.compile.slope_woodbury.woodbury_slope_logp's within_ll, between_ll).
-    f += -0.5 * n_within * (p1 * _LOG2PI + logdet_psi) - 0.5 * p1 * log_n_sum
-    f += -0.5 * G * (pb * _LOG2PI + logdet_sb + logdet_psi) + 0.5 * m * log_n_sum
-    # The pooled within scatter's diagonal and each size's squared deviations of the cluster
-    # vectors, summed from the clusters' (their gradients reach S and z when these are sampled).
-    gthw = np.zeros(p1)
-    for i in range(p1):
-        pooled = pooled_diag[i]
-        f += -0.5 * n_within * math.log(thw[i]) - 0.5 * pooled / thw[i]
-        gthw[i] += -0.5 * n_within / thw[i] + 0.5 * pooled / (thw[i] * thw[i])
-    sq = np.zeros((K_sizes, pb))
-    for g in range(G):
-        kk = size_index[g]
-        for i in range(pb):
-            d = z[g, i] - nu[i]
-            sq[kk, i] += d * d
-            gnu[i] += d * Einv[kk, i]
-            if want:
-                gz[g, i] -= d * Einv[kk, i]
-    gE = np.zeros((K_sizes, pb))
-    for kk in range(K_sizes):
-        for i in range(pb):
-            f += -0.5 * counts[kk] * math.log(E[kk, i]) - 0.5 * sq[kk, i] * Einv[kk, i]
-            gE[kk, i] = -0.5 * counts[kk] * Einv[kk, i] + 0.5 * sq[kk, i] * Einv[kk, i] * Einv[kk, i]
-            gE[kk, i] -= gEinv[kk, i] * Einv[kk, i] * Einv[kk, i]
-    f += lp
-    # Reverse pass to the levels' matrices. UEU_k = U' diag(Einv_k) U + pad(SB^-1).
-    gSB = np.zeros((mb, mb))
-    for kk in range(K_sizes):
-        for a in range(q):
-            for c in range(q):
-                gk = gUEU[kk, a, c]
-                if gk != 0.0:
-                    for i in range(pb):
-                        gU[i, a] += gk * Einv[kk, i] * U[i, c]
-                        gU[i, c] += gk * Einv[kk, i] * U[i, a]
-        for i in range(pb):
-            t = 0.0
-            for a in range(q):
-                for c in range(q):
-                    t += gUEU[kk, a, c] * U[i, a] * U[i, c]
-            gE[kk, i] -= t * Einv[kk, i] * Einv[kk, i]
-        for a in range(mb):
-            for c in range(mb):
-                gSB[a, c] += gUEU[kk, a, c]
-    gthb = np.zeros(pb)
-    for kk in range(K_sizes):
-        for i in range(pb):
-            gthb[i] += gE[kk, i]
-            if i < p1:
-                gthw[i] += gE[kk, i] / sizes[kk]
-    dLw = np.zeros((p1, m))
-    dLb = np.zeros((pb, mb))
-    for i in range(pb):
-        for a in range(mb):
-            dLb[i, a] += gU[i, a]
-    for i in range(p1):
-        for a in range(m):
-            dLw[i, a] += gU[i, mb + a] + gLamD[i, a] / thw[i]
-            gthw[i] -= gLamD[i, a] * Lw[i, a] / (thw[i] * thw[i])
-    # LtL = Lw' diag(1/thw) Lw, its gradient symmetric.
-    for i in range(p1):
-        t = 0.0
-        for a in range(m):
-            r = 0.0
-            for c in range(m):
-                r += (gLtL[a, c] + gLtL[c, a]) * Lw[i, c]
-            dLw[i, a] += r / thw[i]
-            for c in range(m):
-                t += gLtL[a, c] * Lw[i, a] * Lw[i, c]
-        gthw[i] -= t / (thw[i] * thw[i])
-    # Psi_inv = Psi^-1 (and log|Psi| twice): dPsi = -Psi^-1 gPsiinv Psi^-1 - N/2 Psi^-1.
-    # Symmetrized into a new matrix: in place, the lower triangle would read updated entries
-    # (wrong gradients for the SDs of correlated factors).
-    P = _matmul(_matmul(Psi_inv, gPsiinv), Psi_inv)
-    n_total = n_within + G
-    dPsiw = np.empty((m, m))
-    for i in range(m):
-        for j in range(m):
-            dPsiw[i, j] = -0.5 * (P[i, j] + P[j, i]) - 0.5 * n_total * Psi_inv[i, j]
-    dBw = -gIB0
-    # SB^-1 = IBb' Psib^-1 IBb: dIBb = Psib^-1 IBb (gSB + gSB'), dPsib^-1 = IBb gSB IBb'.
-    gSBs = gSB + _transpose(gSB)
-    dBb = -_matmul(_matmul(Psib_inv, IBb), gSBs)
-    gPb = _matmul(_matmul(IBb, gSB), _transpose(IBb))
-    Pb = _matmul(_matmul(Psib_inv, gPb), Psib_inv)
-    dPsib = np.empty((mb, mb))
-    for i in range(mb):
-        for j in range(mb):
-            dPsib[i, j] = -0.5 * (Pb[i, j] + Pb[j, i]) - 0.5 * G * Psib_inv[i, j]
-    dThw = np.zeros((p1, p1))
-    for i in range(p1):
-        dThw[i, i] = gthw[i]
-    dThb = np.zeros((pb, pb))
-    for i in range(pb):
-        dThb[i, i] = gthb[i]
-    level_grads_to_theta(dLw, dBw, dPsiw, dThw, np.zeros(p1), ispec, 0, Rpw, sdw, Rtw, rsdw, gtheta)
-    level_grads_to_theta(dLb, dBb, dPsib, dThb, gnu, ispec, io, Rpb, sdb, Rtb, rsdb, gtheta)
-    # The slopes. Non-centered: u = z (diag(sd) L)'; centered: u = s - mean, prior N(mean, C C').
+    return u, lp, C, L, Cinv
+
+
+@_jit
+def slopes_backward(
+    gu: np.ndarray,
+    u: np.ndarray,
+    x: np.ndarray,
+    theta: np.ndarray,
+    si: np.ndarray,
+    C: np.ndarray,
+    L: np.ndarray,
+    Cinv: np.ndarray,
+    gtheta: np.ndarray,
+    gext: np.ndarray,
+) -> tuple[float, np.ndarray]:
+    """The gradient through the slope deviations (``gu``) to their coordinates (returned, with the
+    centered prior's quadratic term, which :func:`slope_deviations` leaves out), SDs and LKJ
+    factor (added to ``gtheta`` and ``gext``)."""
+    k, centered, s_off, sd_pos, l_pos = si[0], si[5], si[6], si[7], si[8]
+    mean_at = 10 + 3 * si[9]
+    G = u.shape[0]
+    gxs = np.zeros(G * k)
+    f = 0.0
     gC = np.zeros((k, k))
     if centered:
         e = np.empty(k)
@@ -649,6 +451,7 @@ def slopes_value_and_grad(
                 for r in range(j + 1):
                     gC[j, r] += gu[g, j] * x[s_off + g * k + r]
     # C = diag(sd) L.
+    sd = theta[sd_pos : sd_pos + k]
     for i in range(k):
         t = 0.0
         for j in range(k):
@@ -657,4 +460,276 @@ def slopes_value_and_grad(
         if l_pos >= 0:
             for j in range(k):
                 gext[l_pos + i * k + j] += gC[i, j] * sd[i]
+    return f, gxs
+
+
+@_jit
+def woodbury_core(
+    thw: np.ndarray,
+    Lw: np.ndarray,
+    IB0: np.ndarray,
+    Psi_inv: np.ndarray,
+    logdet_psi: float,
+    thb: np.ndarray,
+    Lb: np.ndarray,
+    SBinv: np.ndarray,
+    logdet_sb: float,
+    nu: np.ndarray,
+    u: np.ndarray,
+    S: np.ndarray,
+    z: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+    size_index: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    want: bool,
+    fixed: int,
+):
+    """The collapsed log-likelihood given the slope deviations ``u``, from the levels' matrices,
+    and its gradients in them (:func:`pymsem.compile.slope_woodbury.woodbury_slope_logp`).
+
+    ``thw`` (p1) the within residual variances, ``Lw`` (p1, m) the loadings, ``IB0 = I - B``,
+    ``Psi_inv`` the within factors' precision with ``log|Psi|``; ``thb`` (pb), ``Lb`` (pb, mb),
+    the between factors' precision ``SBinv`` with ``log|S_B|``, ``nu`` (pb). ``S`` and ``z`` as
+    :func:`slopes_value_and_grad` takes them. Returns ``(f, gthw, dLw, gIB0, gPsiinv, gthb,
+    dLb, gSBinv, gnu, gu, gS, gz)``; the log determinants' gradients are the caller's
+    (``-(n_within + G) / 2`` in ``log|Psi|``, ``-G / 2`` in ``log|S_B|``).
+    """
+    k, p1, m, mb, pb = si[0], si[1], si[2], si[3], si[4]
+    q = mb + m
+    G = z.shape[0]
+    K_sizes = sizes.shape[0]
+    n_within, log_n_sum = totals[0], totals[1]
+    mean_at = 10 + 3 * si[9]
+    LamD = np.empty((p1, m))
+    for i in range(p1):
+        for a in range(m):
+            LamD[i, a] = Lw[i, a] / thw[i]
+    LtL = _matmul(_transpose(Lw), LamD)
+    E = np.empty((K_sizes, pb))
+    Einv = np.empty((K_sizes, pb))
+    for kk in range(K_sizes):
+        for i in range(pb):
+            E[kk, i] = thb[i] + (thw[i] / sizes[kk] if i < p1 else 0.0)
+            Einv[kk, i] = 1.0 / E[kk, i]
+    U = np.zeros((pb, q))
+    for i in range(pb):
+        for a in range(mb):
+            U[i, a] = Lb[i, a]
+    for i in range(p1):
+        for a in range(m):
+            U[i, mb + a] = Lw[i, a]
+    UEU = np.zeros((K_sizes, q, q))
+    for kk in range(K_sizes):
+        for a in range(q):
+            for c in range(q):
+                t = 0.0
+                for i in range(pb):
+                    t += U[i, a] * Einv[kk, i] * U[i, c]
+                UEU[kk, a, c] = t
+        for a in range(mb):
+            for c in range(mb):
+                UEU[kk, a, c] += SBinv[a, c]
+    if want:
+        # S holds the students' deviations from their cluster means (rows sorted by cluster).
+        D = S
+        SV = np.dot(D, LamD)  # the rows of V = D LamD
+        pooled_diag = np.zeros(p1)  # summed below, on the pass that reads D again
+    else:
+        SV = S
+        n_terms = si[mean_at + k]
+        pooled_diag = np.zeros(p1)
+        for g in range(G):
+            for i in range(p1):
+                pooled_diag[i] += S[g, n_terms + i]
+    f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gM, gz = _clusters(
+        u, IB0, Psi_inv, LtL, LamD, SV, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want, fixed
+    )
+    gthw = np.zeros(p1)
+    gthb = np.zeros(pb)
+    dLw = np.zeros((p1, m))
+    dLb = np.zeros((pb, mb))
+    gSB = np.zeros((mb, mb))
+    gS = np.zeros((0, 0))
+    if np.isnan(f):
+        return f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSB, gnu, gu, gS, gz
+    if want:
+        # dD = dV LamD' plus the pooled diagonal's share; dLamD = D' dV.
+        W = gM
+        gS = np.dot(W, np.ascontiguousarray(LamD.T))
+        inv_thw = 1.0 / thw
+        for r in range(D.shape[0]):
+            for i in range(p1):
+                d = D[r, i]
+                pooled_diag[i] += d * d
+                gS[r, i] -= d * inv_thw[i]
+        gLamD += np.dot(D.T, W)
+    # Pooled terms (pymsem.compile.slope_woodbury.woodbury_slope_logp's within_ll, between_ll).
+    f += -0.5 * n_within * (p1 * _LOG2PI + logdet_psi) - 0.5 * p1 * log_n_sum
+    f += -0.5 * G * (pb * _LOG2PI + logdet_sb + logdet_psi) + 0.5 * m * log_n_sum
+    # The pooled within scatter's diagonal and each size's squared deviations of the cluster
+    # vectors, summed from the clusters' (their gradients reach S and z when these are sampled).
+    for i in range(p1):
+        pooled = pooled_diag[i]
+        f += -0.5 * n_within * math.log(thw[i]) - 0.5 * pooled / thw[i]
+        gthw[i] += -0.5 * n_within / thw[i] + 0.5 * pooled / (thw[i] * thw[i])
+    sq = np.zeros((K_sizes, pb))
+    for g in range(G):
+        kk = size_index[g]
+        for i in range(pb):
+            d = z[g, i] - nu[i]
+            sq[kk, i] += d * d
+            gnu[i] += d * Einv[kk, i]
+            if want:
+                gz[g, i] -= d * Einv[kk, i]
+    gE = np.zeros((K_sizes, pb))
+    for kk in range(K_sizes):
+        for i in range(pb):
+            f += -0.5 * counts[kk] * math.log(E[kk, i]) - 0.5 * sq[kk, i] * Einv[kk, i]
+            gE[kk, i] = -0.5 * counts[kk] * Einv[kk, i] + 0.5 * sq[kk, i] * Einv[kk, i] * Einv[kk, i]
+            gE[kk, i] -= gEinv[kk, i] * Einv[kk, i] * Einv[kk, i]
+    # Reverse pass to the levels' matrices. UEU_k = U' diag(Einv_k) U + pad(SB^-1).
+    for kk in range(K_sizes):
+        for a in range(q):
+            for c in range(q):
+                gk = gUEU[kk, a, c]
+                if gk != 0.0:
+                    for i in range(pb):
+                        gU[i, a] += gk * Einv[kk, i] * U[i, c]
+                        gU[i, c] += gk * Einv[kk, i] * U[i, a]
+        for i in range(pb):
+            t = 0.0
+            for a in range(q):
+                for c in range(q):
+                    t += gUEU[kk, a, c] * U[i, a] * U[i, c]
+            gE[kk, i] -= t * Einv[kk, i] * Einv[kk, i]
+        for a in range(mb):
+            for c in range(mb):
+                gSB[a, c] += gUEU[kk, a, c]
+    for kk in range(K_sizes):
+        for i in range(pb):
+            gthb[i] += gE[kk, i]
+            if i < p1:
+                gthw[i] += gE[kk, i] / sizes[kk]
+    for i in range(pb):
+        for a in range(mb):
+            dLb[i, a] += gU[i, a]
+    for i in range(p1):
+        for a in range(m):
+            dLw[i, a] += gU[i, mb + a] + gLamD[i, a] / thw[i]
+            gthw[i] -= gLamD[i, a] * Lw[i, a] / (thw[i] * thw[i])
+    # LtL = Lw' diag(1/thw) Lw, its gradient symmetric.
+    for i in range(p1):
+        t = 0.0
+        for a in range(m):
+            r = 0.0
+            for c in range(m):
+                r += (gLtL[a, c] + gLtL[c, a]) * Lw[i, c]
+            dLw[i, a] += r / thw[i]
+            for c in range(m):
+                t += gLtL[a, c] * Lw[i, a] * Lw[i, c]
+        gthw[i] -= t / (thw[i] * thw[i])
+    return f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSB, gnu, gu, gS, gz
+
+
+@_jit
+def slopes_value_and_grad(
+    theta: np.ndarray,
+    ext: np.ndarray,
+    x: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    ispec: np.ndarray,
+    fspec: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+    size_index: np.ndarray,
+    S: np.ndarray,
+    z: np.ndarray,
+    want: bool,
+    fixed: int,
+):
+    """The collapsed log-likelihood given the slopes, plus the slopes' prior; and the gradients.
+
+    ``theta`` the parameter groups (slope SDs included), ``ext`` theta with the LKJ factors
+    after it, ``x`` the unconstrained point (the slopes' coordinates); ``S`` (G, n_terms + p1)
+    each cluster's within scatter entries in the order of ``LamD' S_g LamD``'s terms (``S_g[t_e]``,
+    read contiguously in the cluster loop), then its diagonal, and ``z`` (G, pb) its vector; or
+    with ``want`` (sampled missing cells) ``S`` the students' deviations from their cluster
+    means (N, p1, rows sorted by cluster). Returns ``(f, gtheta, gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes'
+    block of ``x``, ``gext`` for the LKJ factors (the slopes' correlations) after ``theta``, and
+    with ``want`` the gradients in the deviations (each row as if its cluster's mean were fixed:
+    the mean's share sums to zero) and in ``z`` (else empty). ``want`` and ``fixed`` (the
+    cluster loop's factor count, :func:`loop_size`) are compile-time constants: each entry point
+    compiles one cluster loop.
+    """
+    k, p1, m, mb, pb = si[0], si[1], si[2], si[3], si[4]
+    G = z.shape[0]
+    n_within = totals[0]
+    gtheta = np.zeros(theta.shape[0])
+    gext = np.zeros(ext.shape[0])
+    Lw, Bw, Psiw, sdw, Rpw, rsdw, Rtw, _nuw, io, fo = level_parts(theta, ispec, fspec, 0, 0)
+    Lb, Bb, Psib, sdb, Rpb, rsdb, Rtb, nu, _, _ = level_parts(theta, ispec, fspec, io, fo)
+    u, lp, C, L, Cinv = slope_deviations(theta, ext, x, si, G)
+    if np.isnan(lp):
+        return np.nan, gtheta, np.zeros(G * k), gext, np.zeros((0, 0)), np.zeros((0, 0))
+    # The levels' pieces of the Woodbury form.
+    thw = np.empty(p1)
+    for i in range(p1):
+        thw[i] = rsdw[i] * rsdw[i]
+    thb = np.empty(pb)
+    for i in range(pb):
+        thb[i] = rsdb[i] * rsdb[i]
+    Psi_inv = np.empty((m, m))
+    logdet_psi = _inverse_pd(Psiw, Psi_inv)
+    Psib_inv = np.empty((mb, mb))
+    logdet_sb = _inverse_pd(Psib, Psib_inv)
+    if np.isnan(logdet_psi) or np.isnan(logdet_sb):
+        return np.nan, gtheta, np.zeros(G * k), gext, np.zeros((0, 0)), np.zeros((0, 0))
+    IBb = -Bb
+    for i in range(mb):
+        IBb[i, i] += 1.0
+    SBinv = _matmul(_matmul(_transpose(IBb), Psib_inv), IBb)
+    IB0 = -Bw
+    for i in range(m):
+        IB0[i, i] += 1.0
+    f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSB, gnu, gu, gS, gz = woodbury_core(
+        thw, Lw, IB0, Psi_inv, logdet_psi, thb, Lb, SBinv, logdet_sb, nu, u, S, z,
+        sizes, counts, totals, size_index, si, sf, want, fixed,
+    )  # fmt: skip
+    if np.isnan(f):
+        return np.nan, gtheta, np.zeros(G * k), gext, gS, gz
+    f += lp
+    # Psi_inv = Psi^-1 (and log|Psi| twice): dPsi = -Psi^-1 gPsiinv Psi^-1 - N/2 Psi^-1.
+    # Symmetrized into a new matrix: in place, the lower triangle would read updated entries
+    # (wrong gradients for the SDs of correlated factors).
+    P = _matmul(_matmul(Psi_inv, gPsiinv), Psi_inv)
+    n_total = n_within + G
+    dPsiw = np.empty((m, m))
+    for i in range(m):
+        for j in range(m):
+            dPsiw[i, j] = -0.5 * (P[i, j] + P[j, i]) - 0.5 * n_total * Psi_inv[i, j]
+    dBw = -gIB0
+    # SB^-1 = IBb' Psib^-1 IBb: dIBb = Psib^-1 IBb (gSB + gSB'), dPsib^-1 = IBb gSB IBb'.
+    gSBs = gSB + _transpose(gSB)
+    dBb = -_matmul(_matmul(Psib_inv, IBb), gSBs)
+    gPb = _matmul(_matmul(IBb, gSB), _transpose(IBb))
+    Pb = _matmul(_matmul(Psib_inv, gPb), Psib_inv)
+    dPsib = np.empty((mb, mb))
+    for i in range(mb):
+        for j in range(mb):
+            dPsib[i, j] = -0.5 * (Pb[i, j] + Pb[j, i]) - 0.5 * G * Psib_inv[i, j]
+    dThw = np.zeros((p1, p1))
+    for i in range(p1):
+        dThw[i, i] = gthw[i]
+    dThb = np.zeros((pb, pb))
+    for i in range(pb):
+        dThb[i, i] = gthb[i]
+    level_grads_to_theta(dLw, dBw, dPsiw, dThw, np.zeros(p1), ispec, 0, Rpw, sdw, Rtw, rsdw, gtheta)
+    level_grads_to_theta(dLb, dBb, dPsib, dThb, gnu, ispec, io, Rpb, sdb, Rtb, rsdb, gtheta)
+    fq, gxs = slopes_backward(gu, u, x, theta, si, C, L, Cinv, gtheta, gext)
+    f += fq
     return f, gtheta, gxs, gext, gS, gz
