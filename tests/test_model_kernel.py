@@ -22,6 +22,7 @@ import pymsem as ms
 from pymsem.compile.kernel.flat_model import FlatModel, flat_model
 from pymsem.compile.kernel.priors import FAMILIES, encode_prior, prior_logp, transform, transform_bounds
 from pymsem.sample import _initial_point
+from pymsem.tutorial import model4 as tutorial_model4
 from tests.conftest import REFERENCE_MODE
 from tests.test_formulations import CASES, SIZES_TINY, small_spec
 from tests.test_kernel import KERNEL_CASES, VALUES
@@ -134,6 +135,27 @@ def _lkj_spec(data: Any, level2: tuple[str, ...] = ("W",)) -> ms.MSEM:
     return m
 
 
+def _covariate_slope_spec(data: Any, level2: tuple[str, ...] = ()) -> ms.MSEM:
+    """A random slope on a covariate measured without error (SES, latent mean centering),
+    moderated by its school mean: the covariate's own slope varies (``gamma_g``)."""
+    m = ms.MSEM(data, cluster="schid", level2=level2)
+    m.latent("REL", ["REL1", "REL2", "REL3"], levels=("within", "between"))
+    m.latent("INT", ["INT1", "INT2", "INT3"], levels=("within", "between"))
+    m.path("INT", on=["REL", "SES"], level="within", random=[None, ms.RandomSlope("RSs", "s_w")])
+    m.path("INT", on=["REL", "SES"], level="between")
+    m.path("RSs", on="SES", level="between")
+    return m
+
+
+def _factor_moderator_spec(data: Any, level2: tuple[str, ...] = ("w1", "w2", "w3")) -> ms.MSEM:
+    """A random slope moderated by a between-only factor of three level-2 columns: no covariate
+    measured without error, and level-2 rows in the cluster vector."""
+    m = _one_slope_spec(data, level2)
+    m.latent("W", ["w1", "w2", "w3"], levels=("between",))
+    m.path("RSa", on="W", level="between")
+    return m
+
+
 MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "mixed-priors": _mixed_priors_spec,
     "lkj": _lkj_spec,
@@ -146,6 +168,11 @@ MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "one-slope-missing": _one_slope_spec,
     "slopes-general": _general_slope_spec,
     "slopes-general-missing": _general_slope_spec,
+    "model4": lambda d, level2=(): tutorial_model4(d),
+    "model4-missing": lambda d, level2=(): tutorial_model4(d),
+    "model4-covariate-slope": _covariate_slope_spec,
+    "model4-factor-moderator": _factor_moderator_spec,
+    "model4-factor-moderator-missing": _factor_moderator_spec,
 }
 
 
@@ -162,12 +189,35 @@ def _with_holes(df: pd.DataFrame, level1: list[str], level2: list[str], seed: in
 
 
 def _level2(name: str) -> tuple[str, ...]:
+    if name.startswith("model4-factor-moderator"):
+        return ("w1", "w2", "w3")
     aliases = {"mixed-priors": "small", "lkj": "small", "missing": "small", "missing-rich": "rich"}
     base = aliases.get(name, name)
     return CASES[base][2] if base in CASES else ()
 
 
+def _school(n: int) -> pd.DataFrame:
+    """The bundled data's first ``n`` schools."""
+    df = ms.datasets.load_school()
+    return df[df["schid"].isin(df["schid"].unique()[:n])].reset_index(drop=True)
+
+
 def _data(name: str) -> pd.DataFrame:
+    if name in ("model4", "model4-covariate-slope"):
+        return _school(10)
+    if name == "model4-missing":
+        return _with_holes(_school(10), ["ACH1", "INT2", "REL3", "SES"], [], seed=4)
+    if name.startswith("model4-factor-moderator"):
+        # Level-2 columns that share a school factor (only their values matter here).
+        df = _data("one-slope")
+        rng = np.random.default_rng(11)
+        school = rng.normal(size=df["schid"].max() + 1)
+        for j, c in enumerate(["w1", "w2", "w3"]):
+            noise = rng.normal(scale=0.6, size=school.size)
+            df[c] = (0.8 + 0.1 * j) * school[df["schid"]] + noise[df["schid"]]
+        if name.endswith("missing"):
+            return _with_holes(df, ["x1", "y2"], ["w2"], seed=12)
+        return df
     if name == "intercept-only":
         rng = np.random.default_rng(3)
         g = np.repeat(np.arange(len(SIZES_TINY)), SIZES_TINY)
@@ -246,13 +296,18 @@ def test_kernel_equals_the_pymc_model_log_density(kernel_case: dict[str, Any]) -
 #: factor count (0: the general loop). Together they run every kind of cluster loop but m = 4
 #: (the loop for 2 and 3 factors with the count as a constant).
 SLOPES_VARIANTS = {
-    "slopes": (False, 3),
-    "slopes-centered": (False, 3),
-    "one-slope": (False, 2),
-    "slopes-missing": (True, 3),
-    "one-slope-missing": (True, 2),
-    "slopes-general": (False, 0),
-    "slopes-general-missing": (True, 0),
+    "slopes": (False, 3, False),
+    "slopes-centered": (False, 3, False),
+    "one-slope": (False, 2, False),
+    "slopes-missing": (True, 3, False),
+    "one-slope-missing": (True, 2, False),
+    "slopes-general": (False, 0, False),
+    "slopes-general-missing": (True, 0, False),
+    "model4": (True, 3, True),
+    "model4-missing": (True, 3, True),
+    "model4-covariate-slope": (True, 2, True),
+    "model4-factor-moderator": (True, 2, True),
+    "model4-factor-moderator-missing": (True, 2, True),
 }
 
 
@@ -307,7 +362,7 @@ def test_models_outside_the_kernel_are_refused_with_the_reason() -> None:
     assert "integrated out" in _refusal(small_spec(holes, ("W",)).compile(formulation="patterns"))
     moderated = _one_slope_spec(df, ("W",))
     moderated.path("RSa", on="W", level="between")
-    assert "regressed on between-level variables" in _refusal(moderated.compile())
+    assert "regressed on level-2 columns" in _refusal(moderated.compile())
     trunc = small_spec(df, ("W",))
     trunc.set_prior("a_w", ms.Prior("TruncatedNormal", mu=0, sigma=1, lower=0))
     assert "TruncatedNormal" in _refusal(trunc.compile())

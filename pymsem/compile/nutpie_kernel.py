@@ -26,7 +26,12 @@ from numba import carray, types
 from nutpie.sample import CompiledModel
 
 from pymsem.compile.kernel.flat_model import FlatModel
-from pymsem.compile.kernel.model_numba import model_expand, model_value_and_grad, slopes_model_value_and_grad
+from pymsem.compile.kernel.model_numba import (
+    model_expand,
+    model_value_and_grad,
+    moderated_expand,
+    slopes_model_value_and_grad,
+)
 from pymsem.compile.nutpie_cache import _as_voidptr
 
 __all__ = ["KernelModel", "available", "entry_point", "kernel_model", "value_and_grad"]
@@ -116,16 +121,16 @@ def _logp() -> Any:
     return numba.cfunc(_LOGP_SIG, cache=True)(_logp_py)
 
 
-def _slopes_entry(want: bool, fixed: int) -> Any:
-    """The Python source of a slopes entry point; ``want`` and ``fixed`` are its closure's
-    constants, which numba compiles in (and keys its cache on)."""
+def _slopes_entry(want: bool, fixed: int, moderated: bool) -> Any:
+    """The Python source of a slopes entry point; ``want``, ``fixed`` and ``moderated`` are its
+    closure's constants, which numba compiles in (and keys its cache on)."""
 
     def logp_slopes(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
         try:
             x, out, logp, a = _views(dim, x_, out_, logp_, user_data_)
             f, g = slopes_model_value_and_grad(
                 x, a[0], a[1], a[2], a[3], a[5], a[6], a[9], a[10], a[11], a[12], a[13], a[14], a[15],
-                a[16], a[17], a[18], want, fixed,
+                a[16], a[17], a[18], want, fixed, moderated,
             )  # fmt: skip
             return _store(f, g, out, logp)
         except Exception:
@@ -135,13 +140,13 @@ def _slopes_entry(want: bool, fixed: int) -> Any:
 
 
 @cache
-def _logp_slopes(want: bool, fixed: int) -> Any:
+def _logp_slopes(want: bool, fixed: int, moderated: bool = False) -> Any:
     """The entry point for models with random slopes, with sampled missing cells or not
-    (``want``) and the cluster loop's factor count ``fixed``
-    (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`), compiled (or loaded) on first use:
-    models without slopes do not wait for the slopes' code, and a model compiles only the one
-    cluster loop it runs."""
-    return numba.cfunc(_LOGP_SIG, cache=True)(_slopes_entry(bool(want), int(fixed)))
+    (``want``), the cluster loop's factor count ``fixed``
+    (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and moderated slopes or not,
+    compiled (or loaded) on first use: models without slopes do not wait for the slopes' code,
+    and a model compiles only the one cluster loop it runs."""
+    return numba.cfunc(_LOGP_SIG, cache=True)(_slopes_entry(bool(want), int(fixed), bool(moderated)))
 
 
 def entry_point(flat: FlatModel) -> Any:
@@ -161,10 +166,23 @@ def _expand_py(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-
     return 0
 
 
+def _expand_moderated_py(dim, expanded, x_, out_, user_data_):  # type: ignore[no-untyped-def]
+    try:
+        x = carray(x_, (dim,))
+        out = carray(out_, (expanded,))
+        meta = carray(user_data_, (_META,), np.uint64)
+        a = _arrays(meta)
+        moderated_expand(x, a[0], a[1], a[19], out, a[2], a[3], a[15])
+    except Exception:
+        return -2
+    return 0
+
+
 @cache
-def _expand() -> Any:
-    """The entry point that expands a point to the traced values, compiled (or loaded) on first use."""
-    return numba.cfunc(_EXPAND_SIG, cache=True)(_expand_py)
+def _expand(moderated: bool = False) -> Any:
+    """The entry point that expands a point to the traced values (the moderators' values
+    computed where slopes are moderated), compiled (or loaded) on first use."""
+    return numba.cfunc(_EXPAND_SIG, cache=True)(_expand_moderated_py if moderated else _expand_py)
 
 
 def available() -> bool:
@@ -226,7 +244,7 @@ def kernel_model(model: Any, flat: FlatModel) -> Any:
     dims, coords = _prepare_dims_and_coords(model, (flat.names, slices, flat.shapes), flat.reparameterized)
     arrays = _contiguous(flat)
     entry_point(flat)  # compiled (or loaded) now, with the model, not when sampling starts
-    _expand()
+    _expand(flat.moderated)
     return KernelModel(
         flat=flat,
         arrays=arrays,
@@ -277,7 +295,9 @@ class KernelModel(CompiledModel):
 
         n_expanded = self.flat.n_dim + len(self.flat.expand_index)
         address = self.user_data.ctypes.data
-        expand_fn = _lib.ExpandFunc(self.n_dim, n_expanded, _expand().address, address, self)
+        expand_fn = _lib.ExpandFunc(
+            self.n_dim, n_expanded, _expand(self.flat.moderated).address, address, self
+        )
         logp_fn = _lib.LogpFunc(self.logp_cfunc.address, address, self)
         coords = dict(self._coords)
         dim_sizes = {name: len(vals) for name, vals in coords.items()}

@@ -1,15 +1,17 @@
 """A built ``pm.Model`` as the arrays the whole-model kernel reads, where the kernel can take it.
 
 The kernel (:mod:`pymsem.compile.kernel.model_numba`) covers the collapsed likelihood without
-random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and two-level factor models) and
-with random slopes in the Woodbury form (tutorial Model 3: slopes not regressed on between-level
-variables, free uncorrelated residuals), each of complete data and of data whose missing cells
-are sampled (the default), under priors of
+random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and two-level factor models),
+with random slopes in the Woodbury form (tutorial Model 3: free uncorrelated residuals) and with
+slopes regressed on latent between-level variables (tutorial Model 4, through
+:func:`~pymsem.compile.slope_woodbury.moderated_woodbury_plan`), each of complete data and of
+data whose missing cells are sampled (the default), under priors of
 :data:`pymsem.compile.kernel.priors.FAMILIES` and LKJ priors on correlation blocks.
 :func:`flat_model` reads the model pymsem built (its free variables in nutpie's order, their
 transforms, the traced variables) and returns a :class:`FlatModel`, or the reason it cannot
-(moderated slopes, ordinal variables, missing cells integrated out, another prior family, or
-variables a user added to the ``pm.Model``): such models keep PyTensor's compiled graph.
+(slopes moderated by level-2 columns, ordinal variables, missing cells integrated out, another
+prior family, or variables a user added to the ``pm.Model``): such models keep PyTensor's
+compiled graph.
 Nothing here compiles.
 """
 
@@ -47,6 +49,7 @@ class FlatModel:
     n_dim: int
     x0: np.ndarray  # the starting point, unconstrained
     reparameterized: list[str]  # value variables sampled through a transform
+    moderated: bool = False  # random slopes regressed on between-level variables
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:
@@ -59,12 +62,15 @@ class FlatModel:
         return bool(self.likelihood[13][0] > 0)
 
     @property
-    def slopes_variant(self) -> tuple[bool, int]:
-        """The slopes entry point's compile-time constants: sampled missing cells, and the
-        cluster loop's factor count (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`)."""
+    def slopes_variant(self) -> tuple[bool, int, bool]:
+        """The slopes entry point's compile-time constants: sampled missing cells (always, for
+        moderated slopes: they read the students' deviations either way), the cluster loop's
+        factor count (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and moderated
+        slopes."""
         from pymsem.compile.kernel.slopes_numba import loop_size
 
-        return bool(self.pi[7] + self.pi[9] > 0), loop_size(self.likelihood[13])
+        want = self.moderated or bool(self.pi[7] + self.pi[9] > 0)
+        return want, loop_size(self.likelihood[13]), self.moderated
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """The log density (PyMC's, Jacobians included) and its gradient at ``x``, through the
@@ -78,10 +84,15 @@ class FlatModel:
 
     def expand(self, x: np.ndarray) -> np.ndarray:
         """The traced values at ``x``, in :attr:`names` order, concatenated."""
-        from pymsem.compile.kernel.model_numba import model_expand
+        from pymsem.compile.kernel.model_numba import model_expand, moderated_expand
 
         out = np.empty(self.n_dim + len(self.expand_index))
-        model_expand(np.asarray(x, dtype=np.float64), self.pi, self.pf, self.expand_index, out)
+        x = np.asarray(x, dtype=np.float64)
+        if self.moderated:
+            ispec, fspec, si = self.likelihood[0], self.likelihood[1], self.likelihood[13]
+            moderated_expand(x, self.pi, self.pf, self.expand_index, out, ispec, fspec, si)
+        else:
+            model_expand(x, self.pi, self.pf, self.expand_index, out)
         return out
 
 
@@ -126,6 +137,8 @@ def _members(compiled: Any) -> dict[str, tuple[str, list[int], str, Any]]:
         "slope_raw": ("", [], "slopes", None),
         "slope": ("", [], "slopes", None),
         "slope_corr_chol": ("", [], "lkj", (list(range(k)), [], [])),
+        "moderator_raw": ("", [], "moderators", None),
+        "moderator_values": ("", [], "moderator_values", None),
     }
     for name, g in compiled.structure.groups.items():
         parts = part_names(g, compiled.priors[name])
@@ -179,16 +192,30 @@ def _completed_data(compiled: Any) -> list[np.ndarray]:
     ]
 
 
+def _moderators(structure: Any) -> tuple[list[int], list[int]]:
+    """The between latents moderating a random slope: level-2 columns, and the others."""
+    lb = structure.between
+    mods = sorted({lat for r in structure.random_slopes for lat, _ in r.moderators})
+    known = [lat for lat in mods if lb.latent[lat] in set(structure.level2)]
+    return known, [lat for lat in mods if lat not in known]
+
+
 def _slopes_unsupported(compiled: Any) -> str | None:
-    """Why the kernel cannot take this model's random slopes (None where it can: Model 3's kind)."""
+    """Why the kernel cannot take this model's random slopes (None where it can: Model 3's kind,
+    and Model 4's: slopes moderated by latent between variables, in the Woodbury form)."""
     from pymsem.compile.marginal import woodbury_applies
+    from pymsem.compile.slope_woodbury import moderated_woodbury_plan
 
     structure = compiled.structure
-    if any(r.moderators for r in structure.random_slopes):
-        return "its random slopes are regressed on between-level variables"
     if structure.slopes_in_between_model:
         return "its random slopes enter the between-level model"
-    if not woodbury_applies(structure):
+    if any(r.moderators for r in structure.random_slopes):
+        known, latent = _moderators(structure)
+        if known:
+            return "its random slopes are regressed on level-2 columns (the kernel takes latent moderators)"
+        if moderated_woodbury_plan(structure, known, latent) is None:
+            return "its moderated random slopes' likelihood is not the Woodbury form"
+    elif not woodbury_applies(structure):
         return "its random slopes' likelihood is not the Woodbury form (fixed or correlated residuals)"
     if compiled.data.has_missing and not getattr(compiled.formulation, "samples_missing", False):
         return "its missing cells are integrated out (formulation 'patterns'), not sampled"
@@ -225,6 +252,24 @@ def _slope_data(compiled: Any) -> list[np.ndarray]:
     ]
 
 
+def _moderated_data(compiled: Any) -> list[np.ndarray]:
+    """The likelihood's data for moderated random slopes: the data with their cells, then the
+    slopes' tables' places and, with complete data, the students' deviations from their
+    cluster means (rows sorted by cluster) and the cluster vectors (else computed per call)."""
+    base = _completed_data(compiled)
+    Y, idx, Z2 = base[6], base[7], base[8]
+    G, p1 = Z2.shape[0], Y.shape[1]
+    if compiled.data.has_missing:
+        D, z = np.zeros((0, p1)), np.zeros((0, p1 + Z2.shape[1]))
+    else:
+        means = np.zeros((G, p1))
+        np.add.at(means, idx, Y)
+        means /= np.bincount(idx, minlength=G)[:, None]
+        D = np.ascontiguousarray(Y - means[idx])
+        z = np.ascontiguousarray(np.concatenate([means, Z2], axis=1))
+    return [*base, np.zeros(1, np.int64), np.zeros(0), D, z]
+
+
 def _scatter_in_term_order(scatter: np.ndarray, t_e: np.ndarray, p1: int) -> np.ndarray:
     """Each cluster's packed within scatter as the cluster loop reads it: the entries of
     ``LamD' S_g LamD``'s terms (``t_e``, from :func:`_slope_tables`) in their order, then the
@@ -234,15 +279,28 @@ def _scatter_in_term_order(scatter: np.ndarray, t_e: np.ndarray, p1: int) -> np.
 
 
 def _slope_tables(
-    compiled: Any, offsets: dict[str, int], s_off: int, centered: bool, l_pos: int
+    compiled: Any,
+    offsets: dict[str, int],
+    s_off: int,
+    centered: bool,
+    l_pos: int,
+    reduced: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``si`` and ``sf`` of :mod:`pymsem.compile.kernel.slopes_numba`, and the terms' packed
-    scatter entries ``t_e`` (the order in which the cluster loop reads each cluster's scatter)."""
+    scatter entries ``t_e`` (the order in which the cluster loop reads each cluster's scatter).
+
+    ``reduced`` (moderated slopes): the loadings' patterns at both levels and the slopes'
+    ``(r, c, j)`` entries of the items the Woodbury core sees, in place of the model's.
+    """
     from pymsem.compile.cluster_woodbury import loading_pattern, scatter_terms, term_groups
 
     structure = compiled.structure
     ls, lb = structure.within, structure.between
-    pat_w, pat_b = loading_pattern(ls), loading_pattern(lb)
+    if reduced is None:
+        pat_w, pat_b = loading_pattern(ls), loading_pattern(lb)
+        entries = np.asarray(ls.beta_random, dtype=np.int64).reshape(-1, 3)
+    else:
+        pat_w, pat_b, entries = reduced
     p1, m = pat_w.shape
     pb, mb = pat_b.shape
     pat_u = np.zeros((pb, mb + m), dtype=bool)
@@ -251,7 +309,6 @@ def _slope_tables(
     t_e, t_a, t_b, t_i, t_k, t_mult = scatter_terms(tuple(map(tuple, np.argwhere(pat_w).tolist())))
     grp_a, grp_b, grp_ptr = term_groups(t_a, t_b, m)
     u_nz = np.argwhere(pat_u)
-    entries = np.asarray(ls.beta_random, dtype=np.int64).reshape(-1, 3)
     slopes = structure.random_slopes
     si = [len(slopes), p1, m, mb, pb, int(centered), s_off, offsets["slope_sd_b"], l_pos, len(entries)]
     si += entries.ravel().tolist() + [offsets["path_w"] + r.mean_index for r in slopes]
@@ -260,6 +317,43 @@ def _slope_tables(
     si += [len(u_nz), *u_nz[:, 0], *u_nz[:, 1]]
     sf = [*t_mult, *np.where(t_a == t_b, 0.5, 1.0)]
     return np.asarray(si, dtype=np.int64), np.asarray(sf, dtype=np.float64), t_e
+
+
+def _moderated_tables(
+    compiled: Any, offsets: dict[str, int], s_off: int, centered: bool, l_pos: int, raw_off: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``si`` (the Woodbury core's table for the items, then the moderation table of
+    :mod:`pymsem.compile.kernel.moderated_numba`, then where that starts) and ``sf``."""
+    from pymsem.compile.cluster_woodbury import loading_pattern
+    from pymsem.compile.slope_woodbury import moderated_woodbury_plan
+
+    structure = compiled.structure
+    ls, lb = structure.within, structure.between
+    known, latent = _moderators(structure)
+    plan = moderated_woodbury_plan(structure, known, latent)
+    assert plan is not None  # _slopes_unsupported checked it
+    pos_I = {a: i for i, a in enumerate(plan.item_lat)}
+    pos_X = {a: i for i, a in enumerate(plan.exact_lat)}
+    br = np.asarray(ls.beta_random, dtype=np.int64).reshape(-1, 3)
+    entries = np.array([[pos_I[r], pos_I[c], j] for r, c, j in br if c in pos_I], dtype=np.int64)
+    ix = [v for r, c, j in br if c in pos_X for v in (pos_I[r], pos_X[c], j)]
+    pat_w = loading_pattern(ls)[plan.items][:, plan.item_lat]
+    pat_b = loading_pattern(lb)[plan.rows][:, plan.between_lat]
+    si, sf, _ = _slope_tables(
+        compiled, offsets, s_off, centered, l_pos, (pat_w, pat_b, entries.reshape(-1, 3))
+    )
+    mods = sorted(known + latent)
+    gamma = [
+        v
+        for j, r in enumerate(structure.random_slopes)
+        for lat, k in r.moderators
+        for v in (j, mods.index(lat), offsets["path_b"] + k)
+    ]
+    table = [len(mods), len(known), raw_off, len(plan.exact), len(plan.items), len(plan.item_lat)]
+    table += [len(plan.rows), len(plan.between_lat), ls.depth, lb.depth, len(gamma) // 3, len(ix) // 3]
+    table += [compiled.data.n_clusters, *mods, *plan.exact, *plan.exact_lat, *plan.items]
+    table += [*plan.item_lat, *plan.rows, *plan.between_lat, *gamma, *ix]
+    return np.concatenate([si, np.asarray(table, dtype=np.int64), [len(si)]]).astype(np.int64), sf
 
 
 def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
@@ -289,12 +383,15 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             )
     n_theta = spec.n_theta + sum(len(structure.groups[o]) for o in offsets if o not in spec.offsets)
     p1 = len(structure.level1)
+    moderated = False
+    raw_off = -1
     no_slopes: list[np.ndarray] = [np.zeros(1, np.int64), np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0))]
     if structure.random_slopes:
         why = _slopes_unsupported(compiled)
         if why:
             return why
-        data = _slope_data(compiled)
+        moderated = any(r.moderators for r in structure.random_slopes)
+        data = _moderated_data(compiled) if moderated else _slope_data(compiled)
     elif compiled.data.has_missing:
         if not getattr(compiled.formulation, "samples_missing", False):
             return "its missing cells are integrated out (formulation 'patterns'), not sampled"
@@ -345,6 +442,19 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             tables.x += [0, 0, -1] * start.size
             tables.xf += [0.0] * (5 * start.size)
             slope_rv = rv.name
+            names.append(value.name)
+            shapes.append(start.shape)
+            x0.append(start.ravel())
+            offset += start.size
+            continue
+        if role == "moderators":
+            # The latent moderators' standard normal coordinates (their prior is the kernel's).
+            start = np.array(init.get(rv.name, np.zeros(0)), dtype=np.float64)
+            if start.size == 0:
+                start = np.array(model.rvs_to_initial_values[rv], dtype=np.float64)
+            raw_off = offset
+            tables.x += [0, 0, -1] * start.size
+            tables.xf += [0.0] * (5 * start.size)
             names.append(value.name)
             shapes.append(start.shape)
             x0.append(start.ravel())
@@ -422,7 +532,13 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
         if var.name not in members:
             return f"it traces a variable {var.name!r} that pymsem did not create"
         gname, idx, role, block = members[var.name]
-        if role == "lkj":
+        if role == "moderator_values":
+            if not moderated:
+                return "it traces moderators' values the kernel does not compute"
+            n_mods = sum(len(group) for group in _moderators(structure))
+            shapes.append((compiled.data.n_clusters, n_mods))
+            expand += [-1 - t for t in range(compiled.data.n_clusters * n_mods)]
+        elif role == "lkj":
             n = len(block[0])
             shapes.append((n, n))
             expand += list(range(aux[var.name], aux[var.name] + n * n))
@@ -433,11 +549,15 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
     if structure.random_slopes:
         if slope_rv is None:
             return "its random slopes are not among its variables"
-        data[-4], data[-3], t_e = _slope_tables(
-            compiled, offsets, tables.cells[4], slope_rv == "slope", aux.get("slope_corr_chol", -1)
-        )
-        if not compiled.data.has_missing:
-            data[-2] = _scatter_in_term_order(data[-2], t_e, len(structure.level1))
+        args = (compiled, offsets, tables.cells[4], slope_rv == "slope", aux.get("slope_corr_chol", -1))
+        if moderated:
+            if raw_off < 0:
+                return "its moderators' coordinates are not among its variables"
+            data[-4], data[-3] = _moderated_tables(*args, raw_off)
+        else:
+            data[-4], data[-3], t_e = _slope_tables(*args)
+            if not compiled.data.has_missing:
+                data[-2] = _scatter_in_term_order(data[-2], t_e, len(structure.level1))
     pi, pf = tables.arrays(copies)
     return FlatModel(
         pi=pi,
@@ -449,4 +569,5 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
         n_dim=offset,
         x0=np.concatenate(x0) if x0 else np.zeros(0),
         reparameterized=reparameterized,
+        moderated=moderated,
     )

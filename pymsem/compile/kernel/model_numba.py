@@ -44,11 +44,12 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from pymsem.compile.kernel.moderated_numba import moderated_value_and_grad, moderator_values
 from pymsem.compile.kernel.numba_impl import complete_core
 from pymsem.compile.kernel.priors import prior_logp, transform
 from pymsem.compile.kernel.slopes_numba import slopes_value_and_grad
 
-__all__ = ["model_expand", "model_value_and_grad", "slopes_model_value_and_grad"]
+__all__ = ["model_expand", "model_value_and_grad", "moderated_expand", "slopes_model_value_and_grad"]
 
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
 _HEADER = 12
@@ -367,21 +368,46 @@ def model_value_and_grad(
     return lp + f, gx
 
 
-def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed):  # type: ignore[no-untyped-def]
-    """The slopes' likelihood and prior, their gradient in the slopes' coordinates and, with
-    sampled missing cells (``want``), in the cells, added to ``gx``; returns ``(f, gtheta,
-    gext)``. ``lik`` is ``(ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z)``,
-    ``data`` ``(Y, idx, Z2, cells)``. The variant is chosen when numba types the call
-    (:func:`_slopes_likelihood_typed`): numba does not prune branches on constant arguments,
-    and each variant compiles its own cluster loop."""
+def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
+    """The slopes' likelihood and prior, their gradient in the slopes' (and moderators')
+    coordinates and, with sampled missing cells (``want``), in the cells, added to ``gx``;
+    returns ``(f, gtheta, gext)``. ``lik`` is ``(ispec, fspec, sizes, counts, totals,
+    size_index, si, sf, S, z)``, ``data`` ``(Y, idx, Z2, cells)``. The variant is chosen when
+    numba types the call (:func:`_slopes_likelihood_typed`): numba does not prune branches on
+    constant arguments, and each variant compiles its own cluster loop. Moderated slopes
+    (:mod:`pymsem.compile.kernel.moderated_numba`) read the students' deviations from their
+    cluster means: ``S`` and ``z`` with complete data, else computed from the completed data."""
     raise NotImplementedError("called from numba-compiled code only")
 
 
 @overload(_slopes_likelihood, prefer_literal=True, jit_options={"cache": True})
-def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed):  # type: ignore[no-untyped-def]
+def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
+    if getattr(moderated, "literal_value", False):
+
+        def moderated_slopes(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
+            ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
+            Y, idx, Z2, cells = data
+            sampled = pi[7] + pi[9] > 0
+            if sampled:
+                zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
+            else:
+                zc, D = z, S
+            f, gt, gxs, graw, gext, gD, gz = moderated_value_and_grad(
+                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, fixed
+            )
+            if not np.isnan(f):
+                gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
+                raw_off = si[si[si.shape[0] - 1] + 2]
+                gx[raw_off : raw_off + graw.shape[0]] = graw
+                if sampled:
+                    _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
+            return f, gt, gext
+
+        return moderated_slopes
+
     if getattr(want, "literal_value", True):
 
-        def completed(x, theta, ext, gx, pi, lik, data, want, fixed):  # type: ignore[no-untyped-def]
+        def completed(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
             ispec, fspec, sizes, counts, totals, size_index, si, sf, _, _ = lik
             Y, idx, Z2, cells = data
             zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
@@ -395,7 +421,7 @@ def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed):  # 
 
         return completed
 
-    def complete(x, theta, ext, gx, pi, lik, data, want, fixed):  # type: ignore[no-untyped-def]
+    def complete(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
         ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
         f, gt, gxs, gext, _, _ = slopes_value_and_grad(
             theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False, fixed
@@ -428,18 +454,20 @@ def slopes_model_value_and_grad(
     z: np.ndarray,
     want: bool,
     fixed: int,
+    moderated: bool,
 ):
     """:func:`model_value_and_grad` for a model with random slopes: the likelihood is the
     Woodbury form given the clusters' slopes (``si``, ``sf``: see
     :mod:`pymsem.compile.kernel.slopes_numba`), from each cluster's packed within scatter ``S``
     and vector ``z``, or, with sampled missing cells (``want``), from the data completed with
-    them. ``want`` and ``fixed`` (the cluster loop's factor count,
-    :func:`~pymsem.compile.kernel.slopes_numba.loop_size`) are compile-time constants, so that
-    each entry point compiles only the code its models run."""
+    them. ``want``, ``fixed`` (the cluster loop's factor count,
+    :func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and ``moderated`` (slopes regressed on
+    between-level variables) are compile-time constants, so that each entry point compiles only
+    the code its models run."""
     ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
     theta = ext[: pi[0]].copy()
     lik = (ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z)
-    f, gt, gext = _slopes_likelihood(x, theta, ext, gx, pi, lik, (Y, idx, Z2, cells), want, fixed)
+    f, gt, gext = _slopes_likelihood(x, theta, ext, gx, pi, lik, (Y, idx, Z2, cells), want, fixed, moderated)
     if not np.isfinite(lp) or np.isnan(f):
         gx[:] = np.nan
         return lp + f, gx
@@ -594,3 +622,24 @@ def model_expand(x: np.ndarray, pi: np.ndarray, pf: np.ndarray, index: np.ndarra
     out[:n_x] = x
     for j in range(index.shape[0]):
         out[n_x + j] = theta[index[j]]
+
+
+@_jit
+def moderated_expand(
+    x: np.ndarray,
+    pi: np.ndarray,
+    pf: np.ndarray,
+    index: np.ndarray,
+    out: np.ndarray,
+    ispec: np.ndarray,
+    fspec: np.ndarray,
+    si: np.ndarray,
+) -> None:
+    """:func:`model_expand` for moderated slopes: an index ``-1 - t`` is the moderators' value
+    ``t`` (cluster-major, :func:`~pymsem.compile.kernel.moderated_numba.moderator_values`)."""
+    theta = _forward(x, pi, pf)[0]
+    eta = moderator_values(theta, x, ispec, fspec, si).ravel()
+    n_x = x.shape[0]
+    out[:n_x] = x
+    for j in range(index.shape[0]):
+        out[n_x + j] = theta[index[j]] if index[j] >= 0 else eta[-1 - index[j]]

@@ -1,0 +1,600 @@
+"""Moderated random slopes inside the whole-model kernel: the moderators, the exact covariates'
+shift, then the Woodbury core, with the reverse pass back to ``theta``.
+
+The same function of the parameters as
+:func:`pymsem.compile.marginal.moderated_random_slope_logp` where
+:func:`~pymsem.compile.slope_woodbury.moderated_woodbury_plan` applies (tutorial Model 4:
+slopes regressed on a latent school mean, a covariate measured without error at both levels).
+Given the moderators ``eta_o`` (sampled non-centered, ``eta_o = raw chol(S_oo)'``), each
+cluster's slopes are ``u_g + Gamma eta_o,g``; the cluster vectors' means are ``nu + Lambda_B C
+S_oo^-1 eta_o``, the between factors that are no moderator have covariance ``S_rr - S_ro
+S_oo^-1 S_or``, the covariates measured without error contribute their own density and shift
+the items' rows by ``C_g x_w`` (:func:`pymsem.compile.slope_woodbury._exact_covariates`), and
+:func:`pymsem.compile.kernel.slopes_numba.woodbury_core` evaluates the rest from the students'
+shifted deviations. Complete data and sampled missing cells take the same path: the students'
+deviations from their cluster means (computed once, or per call from the completed data).
+
+The moderation table is appended to the slopes table ``si`` (which the core reads from the
+start, with the items as its level-1 variables and the rows as its cluster vector); ``si[-1]``
+is where it starts::
+
+    o, n_known, x offset of the moderators' coordinates, kx, pI, mI, n_rows, n_r, depth_w, depth_b,
+    n_gamma, n_ix, G,
+    mods (o), X (kx), Xl (kx), items (pI), Il (mI), rows (n_rows), r_lat (n_r),
+    (slope, moderator, theta position) * n_gamma      u_total[g, slope] += theta[pos] eta_o[g, moderator]
+    (r, c, slope) * n_ix                               gamma_g[r, c] += u_total[g, slope]
+
+``mods`` are between latents, ``X`` the level-1 variables measured without error (their within
+latents ``Xl``), ``items``/``Il`` the other level-1 variables and their latents, ``rows`` the
+cluster vector's entries kept, ``r_lat`` the between latents that are no moderator. Only latent
+moderators (``n_known = 0``) are taken: level-2 columns as moderators keep PyTensor's graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from pymsem.compile.kernel.numba_impl import (
+    _inverse_pd,
+    _matmul,
+    _transpose,
+    level_grads_to_theta,
+    level_parts,
+)
+from pymsem.compile.kernel.slopes_numba import slope_deviations, slopes_backward, woodbury_core
+
+__all__ = ["moderated_value_and_grad", "moderator_values"]
+
+_jit = numba.njit(cache=True, fastmath=False, nogil=True)
+_LOG2PI = math.log(2.0 * math.pi)
+
+
+@_jit
+def _chol(A: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The lower Cholesky factor of ``A``; False where ``A`` is not positive definite."""
+    n = A.shape[0]
+    L = np.zeros((n, n))
+    for j in range(n):
+        d = A[j, j]
+        for k in range(j):
+            d -= L[j, k] * L[j, k]
+        if not d > 0.0:
+            return L, False
+        L[j, j] = math.sqrt(d)
+        for i in range(j + 1, n):
+            v = A[i, j]
+            for k in range(j):
+                v -= L[i, k] * L[j, k]
+            L[i, j] = v / L[j, j]
+    return L, True
+
+
+@_jit
+def _chol_backward(L: np.ndarray, Lbar: np.ndarray) -> np.ndarray:
+    """The gradient in ``A`` (symmetric) given the gradient in its Cholesky factor ``L``:
+    ``sym(L^-T Phi(L' Lbar) L^-1)``, ``Phi`` the lower triangle with the diagonal halved."""
+    n = L.shape[0]
+    P = _matmul(_transpose(L), Lbar)
+    for i in range(n):
+        for j in range(n):
+            if j > i:
+                P[i, j] = 0.0
+        P[i, i] *= 0.5
+    Li = np.zeros((n, n))
+    for c in range(n):
+        Li[c, c] = 1.0 / L[c, c]
+        for i in range(c + 1, n):
+            v = 0.0
+            for k in range(c, i):
+                v -= L[i, k] * Li[k, c]
+            Li[i, c] = v / L[i, i]
+    X = _matmul(_matmul(_transpose(Li), P), Li)
+    out = np.empty((n, n))
+    for i in range(n):
+        for j in range(n):
+            out[i, j] = 0.5 * (X[i, j] + X[j, i])
+    return out
+
+
+@_jit
+def _series_inverse(B: np.ndarray, depth: int) -> np.ndarray:
+    """``(I - B)^-1 = I + B + ... + B^depth`` for recursive paths (``B`` nilpotent)."""
+    n = B.shape[0]
+    T = np.eye(n)
+    power = np.eye(n)
+    for _ in range(depth):
+        power = _matmul(power, B)
+        T += power
+    return T
+
+
+@_jit
+def _table(si: np.ndarray):
+    """The moderation table's header and index arrays (see the module's docstring)."""
+    c = si[si.shape[0] - 1]
+    o, kx, pI, mI = si[c], si[c + 3], si[c + 4], si[c + 5]
+    nrows, nr, n_gamma, n_ix = si[c + 6], si[c + 7], si[c + 10], si[c + 11]
+    head = si[c : c + 13]
+    c += 13
+    mods = si[c : c + o]
+    c += o
+    X = si[c : c + kx]
+    c += kx
+    Xl = si[c : c + kx]
+    c += kx
+    items = si[c : c + pI]
+    c += pI
+    Il = si[c : c + mI]
+    c += mI
+    rows = si[c : c + nrows]
+    c += nrows
+    rlat = si[c : c + nr]
+    c += nr
+    gam = si[c : c + 3 * n_gamma]
+    c += 3 * n_gamma
+    ix = si[c : c + 3 * n_ix]
+    return head, mods, X, Xl, items, Il, rows, rlat, gam, ix
+
+
+@_jit
+def _between_covariance(Bb: np.ndarray, Psib: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """``T = (I - B_B)^-1`` and the between factors' covariance ``T Psi_B T'``."""
+    T = _series_inverse(Bb, depth)
+    return T, _matmul(_matmul(T, Psib), _transpose(T))
+
+
+@_jit
+def moderator_values(
+    theta: np.ndarray, x: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, si: np.ndarray
+) -> np.ndarray:
+    """The moderators' cluster values ``eta_o = raw chol(S_oo)'`` (G, o), traced as ``moderator_values``."""
+    head, mods, _, _, _, _, _, _, _, _ = _table(si)
+    o, raw_off = head[0], head[2]
+    _, _, _, _, _, _, _, _, io, fo = level_parts(theta, ispec, fspec, 0, 0)
+    _, Bb, Psib, _, _, _, _, _, _, _ = level_parts(theta, ispec, fspec, io, fo)
+    _, S = _between_covariance(Bb, Psib, head[9])
+    Soo = np.empty((o, o))
+    for i in range(o):
+        for j in range(o):
+            Soo[i, j] = S[mods[i], mods[j]]
+    Lc, _ = _chol(Soo)
+    return _eta(x, raw_off, Lc, o, head[12])
+
+
+@_jit
+def _eta(x: np.ndarray, raw_off: int, Lc: np.ndarray, o: int, G: int) -> np.ndarray:
+    eta = np.zeros((G, o))
+    for g in range(G):
+        for i in range(o):
+            t = 0.0
+            for j in range(i + 1):
+                t += Lc[i, j] * x[raw_off + g * o + j]
+            eta[g, i] = t
+    return eta
+
+
+@_jit
+def moderated_value_and_grad(
+    theta: np.ndarray,
+    ext: np.ndarray,
+    x: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
+    ispec: np.ndarray,
+    fspec: np.ndarray,
+    sizes: np.ndarray,
+    counts: np.ndarray,
+    totals: np.ndarray,
+    size_index: np.ndarray,
+    D: np.ndarray,
+    zc: np.ndarray,
+    fixed: int,
+):
+    """The log-likelihood of moderated random slopes given the slopes and moderators, their
+    priors, and the gradients.
+
+    ``D`` (N, p1) are the students' deviations from their cluster means (rows sorted by
+    cluster) and ``zc`` (G, pb) the cluster vectors. Returns ``(f, gtheta, gx_slopes, gx_raw,
+    gext, gD, gz)``: the gradients in the slopes' and the moderators' coordinates, the LKJ
+    factors after ``theta``, and the deviations (each row as if its cluster's mean were fixed)
+    and cluster vectors (for sampled missing cells).
+    """
+    head, mods, X, Xl, items, Il, rows, rlat, gam, ix = _table(si)
+    o, raw_off, kx, pI, mI, nrows, nr = head[0], head[2], head[3], head[4], head[5], head[6], head[7]
+    depth_w, depth_b, n_gamma, n_ix = head[8], head[9], head[10], head[11]
+    k = si[0]
+    n_ent = si[9]
+    G = zc.shape[0]
+    N = D.shape[0]
+    p1 = D.shape[1]
+    pb = zc.shape[1]
+    n_within = totals[0]
+    gtheta = np.zeros(theta.shape[0])
+    gext = np.zeros(ext.shape[0])
+    graw = np.zeros(G * o)
+    gD = np.zeros((N, p1))
+    gzc = np.zeros((G, pb))
+    fail = (np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc)
+    Lw, Bw, Psiw, sdw, Rpw, rsdw, Rtw, _nuw, io, fo = level_parts(theta, ispec, fspec, 0, 0)
+    Lb, Bb, Psib, sdb, Rpb, rsdb, Rtb, nu, _, _ = level_parts(theta, ispec, fspec, io, fo)
+    mb = Bb.shape[0]
+    m = Bw.shape[0]
+    u, lp, C, L, Cinv = slope_deviations(theta, ext, x, si, G)
+    if np.isnan(lp):
+        return fail
+
+    # The moderators: eta_o = raw Lc', Lc = chol(S_oo), their standard normal coordinates' prior.
+    T, S = _between_covariance(Bb, Psib, depth_b)
+    Soo = np.empty((o, o))
+    for i in range(o):
+        for j in range(o):
+            Soo[i, j] = S[mods[i], mods[j]]
+    Lc, ok = _chol(Soo)
+    if not ok:
+        return fail
+    eta = _eta(x, raw_off, Lc, o, G)
+    for e in range(G * o):
+        lp -= 0.5 * x[raw_off + e] ** 2
+    lp -= 0.5 * G * o * _LOG2PI
+    ut = u.copy()
+    for e in range(n_gamma):
+        j, oj, pos = gam[3 * e], gam[3 * e + 1], gam[3 * e + 2]
+        for g in range(G):
+            ut[g, j] += theta[pos] * eta[g, oj]
+
+    # The cluster vectors' means given the moderators, and the other between factors' covariance.
+    Qo = np.empty((o, o))
+    _inverse_pd(Soo, Qo)
+    So_all = np.empty((o, mb))
+    for i in range(o):
+        for a in range(mb):
+            So_all[i, a] = S[mods[i], a]
+    M = _matmul(Qo, So_all)  # (o, mb)
+    P = _matmul(M, _transpose(Lb))  # (o, pb)
+    mean = np.empty((G, pb))
+    for g in range(G):
+        for i in range(pb):
+            t = nu[i]
+            for a in range(o):
+                t += eta[g, a] * P[a, i]
+            mean[g, i] = t
+    Sro = np.empty((nr, o))
+    for i in range(nr):
+        for a in range(o):
+            Sro[i, a] = S[rlat[i], mods[a]]
+    SroQ = _matmul(Sro, Qo)  # (nr, o)
+    SB = np.empty((nr, nr))
+    for i in range(nr):
+        for j in range(nr):
+            t = S[rlat[i], rlat[j]]
+            for a in range(o):
+                t -= SroQ[i, a] * Sro[j, a]
+            SB[i, j] = t
+    SBinv = np.empty((nr, nr))
+    logdet_sb = _inverse_pd(SB, SBinv)
+
+    # The items' within matrices; their latents' covariance given the exact covariates' latents.
+    thw = np.empty(pI)
+    LamI = np.empty((pI, mI))
+    for i in range(pI):
+        thw[i] = rsdw[items[i]] ** 2
+        for a in range(mI):
+            LamI[i, a] = Lw[items[i], Il[a]]
+    BII = np.empty((mI, mI))
+    IB0 = np.empty((mI, mI))
+    for a in range(mI):
+        for b in range(mI):
+            BII[a, b] = Bw[Il[a], Il[b]]
+            IB0[a, b] = (1.0 if a == b else 0.0) - BII[a, b]
+    Qx = np.empty((kx, kx))
+    Psi_xx = np.empty((kx, kx))
+    for s in range(kx):
+        for s2 in range(kx):
+            Psi_xx[s, s2] = Psiw[Xl[s], Xl[s2]]
+    logdet_xx = _inverse_pd(Psi_xx, Qx) if kx > 0 else 0.0
+    Psi_IX = np.empty((mI, kx))
+    for a in range(mI):
+        for s in range(kx):
+            Psi_IX[a, s] = Psiw[Il[a], Xl[s]]
+    Kr = _matmul(Psi_IX, Qx)  # (mI, kx)
+    Pc = np.empty((mI, mI))
+    for a in range(mI):
+        for b in range(mI):
+            t = Psiw[Il[a], Il[b]]
+            for s in range(kx):
+                t -= Kr[a, s] * Psi_IX[b, s]
+            Pc[a, b] = t
+    Psi_inv = np.empty((mI, mI))
+    logdet_psi = _inverse_pd(Pc, Psi_inv)
+    if np.isnan(logdet_sb) or np.isnan(logdet_psi) or np.isnan(logdet_xx):
+        return fail
+    thb = np.empty(nrows)
+    Lbr = np.empty((nrows, nr))
+    for i in range(nrows):
+        thb[i] = rsdb[rows[i]] ** 2
+        for a in range(nr):
+            Lbr[i, a] = Lb[rows[i], rlat[a]]
+
+    # The exact covariates: their density given the moderators, and the shift C_g of the items.
+    Dt = np.empty((N, pI))
+    zt = np.empty((G, nrows))
+    d = np.zeros((G, kx))
+    Cg = np.zeros((G, kx, pI))
+    H = np.zeros((G, depth_w + 1, mI, kx))  # h_0 = gamma_g, h_j = B_g h_(j-1)
+    Bg = np.zeros((G, mI, mI))
+    f_x = 0.0
+    Sxx = np.zeros((kx, kx))
+    gamma0 = np.empty((mI, kx))
+    for a in range(mI):
+        for s in range(kx):
+            gamma0[a, s] = Bw[Il[a], Xl[s]] + Kr[a, s]
+    start = 0
+    for g in range(G):
+        n = int(sizes[size_index[g]])
+        for s in range(kx):
+            d[g, s] = zc[g, X[s]] - mean[g, X[s]]
+        if kx > 0:
+            Bg[g] = BII
+            for e in range(n_ent):
+                Bg[g, si[10 + 3 * e], si[11 + 3 * e]] += ut[g, si[12 + 3 * e]]
+            H[g, 0] = gamma0
+            for e in range(n_ix):
+                H[g, 0, ix[3 * e], ix[3 * e + 1]] += ut[g, ix[3 * e + 2]]
+            for j in range(1, depth_w + 1):
+                H[g, j] = _matmul(Bg[g], H[g, j - 1])
+            for s in range(kx):
+                for i in range(pI):
+                    t = 0.0
+                    for a in range(mI):
+                        hs = 0.0
+                        for j in range(depth_w + 1):
+                            hs += H[g, j, a, s]
+                        t += hs * LamI[i, a]
+                    Cg[g, s, i] = t
+        for r in range(start, start + n):
+            for i in range(pI):
+                t = D[r, items[i]]
+                for s in range(kx):
+                    t -= D[r, X[s]] * Cg[g, s, i]
+                Dt[r, i] = t
+            for s in range(kx):
+                for s2 in range(kx):
+                    Sxx[s, s2] += D[r, X[s]] * D[r, X[s2]]
+        for i in range(nrows):
+            t = zc[g, rows[i]] - mean[g, rows[i]]
+            if i < pI:
+                for s in range(kx):
+                    t -= Cg[g, s, i] * d[g, s]
+            zt[g, i] = t
+        start += n
+    if kx > 0:
+        quad = 0.0
+        for s in range(kx):
+            for s2 in range(kx):
+                v = Sxx[s, s2]
+                for g in range(G):
+                    v += sizes[size_index[g]] * d[g, s] * d[g, s2]
+                quad += Qx[s, s2] * v
+        f_x = -0.5 * (n_within + G) * (kx * _LOG2PI + logdet_xx) - 0.5 * quad
+
+    f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, _, gut, gDt, gz = woodbury_core(
+        thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Dt, zt,
+        sizes, counts, totals, size_index, si, sf, True, fixed,
+    )  # fmt: skip
+    if np.isnan(f):
+        return fail
+    f += f_x + lp
+
+    # Reverse pass. Full-size gradients of both levels' matrices, the between covariance S,
+    # the cluster vectors' means and the moderators.
+    gLw = np.zeros((p1, m))
+    gBw = np.zeros((m, m))
+    gPsiw = np.zeros((m, m))
+    gthw_all = np.zeros(p1)
+    gLb = np.zeros((pb, mb))
+    gS = np.zeros((mb, mb))
+    gthb_all = np.zeros(pb)
+    gnu = np.zeros(pb)
+    gmean = np.zeros((G, pb))
+    geta = np.zeros((G, o))
+    gQo = np.zeros((o, o))
+    gQx = np.zeros((kx, kx))
+    gKr = np.zeros((mI, kx))
+    for i in range(pI):
+        gthw_all[items[i]] += gthw[i]
+        for a in range(mI):
+            gLw[items[i], Il[a]] += dLw[i, a]
+    for a in range(mI):
+        for b in range(mI):
+            gBw[Il[a], Il[b]] -= gIB0[a, b]
+    for i in range(nrows):
+        gthb_all[rows[i]] += gthb[i]
+        for a in range(nr):
+            gLb[rows[i], rlat[a]] += dLb[i, a]
+    # The items' latent covariance given the covariates: Pc = Psi_II - Psi_IX Qx Psi_XI.
+    Pm = _matmul(_matmul(Psi_inv, gPsiinv), Psi_inv)
+    gPc = np.empty((mI, mI))
+    for a in range(mI):
+        for b in range(mI):
+            gPc[a, b] = -0.5 * (Pm[a, b] + Pm[b, a]) - 0.5 * (n_within + G) * Psi_inv[a, b]
+    for a in range(mI):
+        for b in range(mI):
+            gPsiw[Il[a], Il[b]] += gPc[a, b]
+    gPcKr = _matmul(gPc, Kr)  # (mI, kx)
+    for a in range(mI):
+        for s in range(kx):
+            gPsiw[Il[a], Xl[s]] -= gPcKr[a, s]
+            gPsiw[Xl[s], Il[a]] -= gPcKr[a, s]
+    gQx -= _matmul(_matmul(_transpose(Psi_IX), gPc), Psi_IX)
+    # The cluster vectors: zt = zc[rows] - mean[rows] - C_g' d (the items').
+    gCg = np.zeros((G, kx, pI))
+    gd = np.zeros((G, kx))
+    for g in range(G):
+        for i in range(nrows):
+            v = gz[g, i]
+            gzc[g, rows[i]] += v
+            gmean[g, rows[i]] -= v
+            if i < pI:
+                for s in range(kx):
+                    gCg[g, s, i] -= v * d[g, s]
+                    gd[g, s] -= v * Cg[g, s, i]
+    # The shifted deviations Dt = D_I - D_X C_g, and the covariates' scatter.
+    start = 0
+    for g in range(G):
+        n = int(sizes[size_index[g]])
+        for r in range(start, start + n):
+            for i in range(pI):
+                v = gDt[r, i]
+                gD[r, items[i]] += v
+                for s in range(kx):
+                    gD[r, X[s]] -= v * Cg[g, s, i]
+                    gCg[g, s, i] -= v * D[r, X[s]]
+            for s in range(kx):
+                t = 0.0
+                for s2 in range(kx):
+                    t += Qx[s, s2] * D[r, X[s2]]
+                gD[r, X[s]] -= t
+        start += n
+    if kx > 0:
+        # The covariates' density: -N/2 log|Psi_xx| - tr(Qx (Sxx + sum n d d')) / 2.
+        for s in range(kx):
+            for s2 in range(kx):
+                v = Sxx[s, s2]
+                for g in range(G):
+                    v += sizes[size_index[g]] * d[g, s] * d[g, s2]
+                gQx[s, s2] -= 0.5 * v
+        for g in range(G):
+            nn = sizes[size_index[g]]
+            for s in range(kx):
+                t = 0.0
+                for s2 in range(kx):
+                    t += Qx[s, s2] * d[g, s2]
+                gd[g, s] -= nn * t
+        # C_g = (sum_j h_j)' LamI', h_0 = gamma_g, h_j = B_g h_(j-1).
+        gh = np.empty((mI, kx))
+        for g in range(G):
+            gacc = np.zeros((mI, kx))
+            for a in range(mI):
+                for s in range(kx):
+                    t = 0.0
+                    for i in range(pI):
+                        t += gCg[g, s, i] * LamI[i, a]
+                    gacc[a, s] = t
+            acc = np.zeros((mI, kx))
+            for j in range(depth_w + 1):
+                acc += H[g, j]
+            for i in range(pI):
+                for a in range(mI):
+                    t = 0.0
+                    for s in range(kx):
+                        t += gCg[g, s, i] * acc[a, s]
+                    gLw[items[i], Il[a]] += t
+            gh[:] = gacc
+            gBg = np.zeros((mI, mI))
+            for j in range(depth_w, 0, -1):
+                # h_j = B_g h_(j-1): gB_g += gh_j h_(j-1)'; gh_(j-1) = gacc + B_g' gh_j.
+                gBg += _matmul(gh, _transpose(H[g, j - 1]))
+                gh = gacc + _matmul(_transpose(Bg[g]), gh)
+            for a in range(mI):
+                for b in range(mI):
+                    gBw[Il[a], Il[b]] += gBg[a, b]
+            for e in range(n_ent):
+                gut[g, si[12 + 3 * e]] += gBg[si[10 + 3 * e], si[11 + 3 * e]]
+            for a in range(mI):
+                for s in range(kx):
+                    gBw[Il[a], Xl[s]] += gh[a, s]
+                    gKr[a, s] += gh[a, s]
+            for e in range(n_ix):
+                gut[g, ix[3 * e + 2]] += gh[ix[3 * e], ix[3 * e + 1]]
+        # Kr = Psi_IX Qx; Qx = Psi_xx^-1.
+        gKrQ = _matmul(gKr, Qx)
+        for a in range(mI):
+            for s in range(kx):
+                gPsiw[Il[a], Xl[s]] += gKrQ[a, s]
+        gQx += _matmul(_transpose(Psi_IX), gKr)
+        gPxx = -_matmul(_matmul(Qx, gQx), Qx)
+        for s in range(kx):
+            for s2 in range(kx):
+                gPsiw[Xl[s], Xl[s2]] += gPxx[s, s2] - 0.5 * (n_within + G) * Qx[s, s2]
+        for g in range(G):
+            for s in range(kx):
+                gzc[g, X[s]] += gd[g, s]
+                gmean[g, X[s]] -= gd[g, s]
+    # SB = S_rr - S_ro Qo S_or, through SB^-1 and log|SB|.
+    Pb = _matmul(_matmul(SBinv, gSBinv), SBinv)
+    gSB = np.empty((nr, nr))
+    for i in range(nr):
+        for j in range(nr):
+            gSB[i, j] = -Pb[i, j] - 0.5 * G * SBinv[i, j]
+    gSBSroQ = _matmul(gSB + _transpose(gSB), SroQ)  # (nr, o)
+    for i in range(nr):
+        for j in range(nr):
+            gS[rlat[i], rlat[j]] += gSB[i, j]
+        for a in range(o):
+            gS[rlat[i], mods[a]] -= gSBSroQ[i, a]
+    gQo -= _matmul(_matmul(_transpose(Sro), gSB), Sro)
+    # mean = nu + eta P, P = Qo S_o: Lb'.
+    gP = np.zeros((o, pb))
+    for g in range(G):
+        for i in range(pb):
+            v = gmean[g, i]
+            gnu[i] += v
+            for a in range(o):
+                gP[a, i] += eta[g, a] * v
+                geta[g, a] += v * P[a, i]
+    gM = _matmul(gP, Lb)  # (o, mb)
+    gLb += _matmul(_transpose(gP), M)
+    gQo += _matmul(gM, _transpose(So_all))
+    QgM = _matmul(Qo, gM)
+    for a in range(o):
+        for b in range(mb):
+            gS[mods[a], b] += QgM[a, b]
+    # The slopes' moderation: ut = u + Gamma eta.
+    for e in range(n_gamma):
+        j, oj, pos = gam[3 * e], gam[3 * e + 1], gam[3 * e + 2]
+        v = 0.0
+        for g in range(G):
+            v += gut[g, j] * eta[g, oj]
+            geta[g, oj] += gut[g, j] * theta[pos]
+        gtheta[pos] += v
+    # eta = raw Lc'; Lc = chol(S_oo); Qo = S_oo^-1.
+    gLc = np.zeros((o, o))
+    for g in range(G):
+        for i in range(o):
+            for j in range(i + 1):
+                gLc[i, j] += geta[g, i] * x[raw_off + g * o + j]
+        for j in range(o):
+            t = -x[raw_off + g * o + j]
+            for i in range(j, o):
+                t += geta[g, i] * Lc[i, j]
+            graw[g * o + j] = t
+    gSoo = _chol_backward(Lc, gLc) - _matmul(_matmul(Qo, gQo), Qo)
+    for a in range(o):
+        for b in range(o):
+            gS[mods[a], mods[b]] += gSoo[a, b]
+    # S = T Psi_B T', T = (I - B_B)^-1: dPsi_B = T' gS T; dB_B = T' (gS + gS') T Psi_B T'.
+    gSs = gS + _transpose(gS)
+    Tt = _transpose(T)
+    gPb = _matmul(_matmul(Tt, gS), T)
+    dPsib = np.empty((mb, mb))
+    for i in range(mb):
+        for j in range(mb):
+            dPsib[i, j] = 0.5 * (gPb[i, j] + gPb[j, i])
+    dBb = _matmul(_matmul(Tt, _matmul(_matmul(gSs, T), Psib)), Tt)
+    dPsiw = np.empty((m, m))
+    for i in range(m):
+        for j in range(m):
+            dPsiw[i, j] = 0.5 * (gPsiw[i, j] + gPsiw[j, i])
+    dThw = np.zeros((p1, p1))
+    for i in range(p1):
+        dThw[i, i] = gthw_all[i]
+    dThb = np.zeros((pb, pb))
+    for i in range(pb):
+        dThb[i, i] = gthb_all[i]
+    level_grads_to_theta(gLw, gBw, dPsiw, dThw, np.zeros(p1), ispec, 0, Rpw, sdw, Rtw, rsdw, gtheta)
+    level_grads_to_theta(gLb, dBb, dPsib, dThb, gnu, ispec, io, Rpb, sdb, Rtb, rsdb, gtheta)
+    fq, gxs = slopes_backward(gut, u, x, theta, si, C, L, Cinv, gtheta, gext)
+    return f + fq, gtheta, gxs, graw, gext, gD, gzc
