@@ -303,10 +303,10 @@ SLOPES_VARIANTS = {
     "one-slope-missing": (True, 2, False),
     "slopes-general": (False, 0, False),
     "slopes-general-missing": (True, 0, False),
-    "model4": (True, 3, True),
+    "model4": (False, 3, True),
     "model4-missing": (True, 3, True),
-    "model4-covariate-slope": (True, 2, True),
-    "model4-factor-moderator": (True, 2, True),
+    "model4-covariate-slope": (False, 2, True),
+    "model4-factor-moderator": (False, 2, True),
     "model4-factor-moderator-missing": (True, 2, True),
 }
 

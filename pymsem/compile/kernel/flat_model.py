@@ -63,14 +63,12 @@ class FlatModel:
 
     @property
     def slopes_variant(self) -> tuple[bool, int, bool]:
-        """The slopes entry point's compile-time constants: sampled missing cells (always, for
-        moderated slopes: they read the students' deviations either way), the cluster loop's
-        factor count (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and moderated
+        """The slopes entry point's compile-time constants: sampled missing cells, the cluster
+        loop's factor count (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and moderated
         slopes."""
         from pymsem.compile.kernel.slopes_numba import loop_size
 
-        want = self.moderated or bool(self.pi[7] + self.pi[9] > 0)
-        return want, loop_size(self.likelihood[13]), self.moderated
+        return bool(self.pi[7] + self.pi[9] > 0), loop_size(self.likelihood[13]), self.moderated
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """The log density (PyMC's, Jacobians included) and its gradient at ``x``, through the
@@ -254,20 +252,24 @@ def _slope_data(compiled: Any) -> list[np.ndarray]:
 
 def _moderated_data(compiled: Any) -> list[np.ndarray]:
     """The likelihood's data for moderated random slopes: the data with their cells, then the
-    slopes' tables' places and, with complete data, the students' deviations from their
-    cluster means (rows sorted by cluster) and the cluster vectors (else computed per call)."""
+    slopes' tables' places and, with complete data, each cluster's packed within scatter (all
+    level-1 variables: the kernel shifts the items' by the covariates') and vector (else
+    computed per call from the completed data)."""
     base = _completed_data(compiled)
     Y, idx, Z2 = base[6], base[7], base[8]
     G, p1 = Z2.shape[0], Y.shape[1]
     if compiled.data.has_missing:
-        D, z = np.zeros((0, p1)), np.zeros((0, p1 + Z2.shape[1]))
+        S, z = np.zeros((0, p1 * (p1 + 1) // 2)), np.zeros((0, p1 + Z2.shape[1]))
     else:
         means = np.zeros((G, p1))
         np.add.at(means, idx, Y)
         means /= np.bincount(idx, minlength=G)[:, None]
-        D = np.ascontiguousarray(Y - means[idx])
-        z = np.ascontiguousarray(np.concatenate([means, Z2], axis=1))
-    return [*base, np.zeros(1, np.int64), np.zeros(0), D, z]
+        D = Y - means[idx]
+        rows, cols = np.tril_indices(p1)  # row by row: entry (a, b), a >= b, at a (a + 1) / 2 + b
+        S = np.zeros((G, rows.size))
+        np.add.at(S, idx, D[:, rows] * D[:, cols])
+        z = np.concatenate([means, Z2], axis=1)
+    return [*base, np.zeros(1, np.int64), np.zeros(0), np.ascontiguousarray(S), np.ascontiguousarray(z)]
 
 
 def _scatter_in_term_order(scatter: np.ndarray, t_e: np.ndarray, p1: int) -> np.ndarray:

@@ -375,8 +375,9 @@ def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated)
     size_index, si, sf, S, z)``, ``data`` ``(Y, idx, Z2, cells)``. The variant is chosen when
     numba types the call (:func:`_slopes_likelihood_typed`): numba does not prune branches on
     constant arguments, and each variant compiles its own cluster loop. Moderated slopes
-    (:mod:`pymsem.compile.kernel.moderated_numba`) read the students' deviations from their
-    cluster means: ``S`` and ``z`` with complete data, else computed from the completed data."""
+    (:mod:`pymsem.compile.kernel.moderated_numba`) read each cluster's packed within scatter
+    (``S``) and vector (``z``) with complete data, and with sampled cells the students'
+    deviations from their cluster means, computed from the completed data."""
     raise NotImplementedError("called from numba-compiled code only")
 
 
@@ -393,7 +394,7 @@ def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, mode
             else:
                 zc, D = z, S
             f, gt, gxs, graw, gext, gD, gz = moderated_value_and_grad(
-                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, fixed
+                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, want, fixed
             )
             if not np.isnan(f):
                 gx[pi[10] : pi[10] + gxs.shape[0]] = gxs

@@ -139,6 +139,14 @@ def _table(si: np.ndarray):
     return head, mods, X, Xl, items, Il, rows, rlat, gam, ix
 
 
+@numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
+def _pk(a: int, b: int) -> int:
+    """Position of entry (a, b) in a packed lower triangle (row by row)."""
+    if a < b:
+        a, b = b, a
+    return a * (a + 1) // 2 + b
+
+
 @_jit
 def _between_covariance(Bb: np.ndarray, Psib: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """``T = (I - B_B)^-1`` and the between factors' covariance ``T Psi_B T'``."""
@@ -191,13 +199,15 @@ def moderated_value_and_grad(
     size_index: np.ndarray,
     D: np.ndarray,
     zc: np.ndarray,
+    want: bool,
     fixed: int,
 ):
     """The log-likelihood of moderated random slopes given the slopes and moderators, their
     priors, and the gradients.
 
-    ``D`` (N, p1) are the students' deviations from their cluster means (rows sorted by
-    cluster) and ``zc`` (G, pb) the cluster vectors. Returns ``(f, gtheta, gx_slopes, gx_raw,
+    With ``want`` (sampled missing cells) ``D`` (N, p1) are the students' deviations from their
+    cluster means (rows sorted by cluster), else (G, p1 (p1 + 1) / 2) each cluster's packed
+    within scatter; ``zc`` (G, pb) are the cluster vectors. Returns ``(f, gtheta, gx_slopes, gx_raw,
     gext, gD, gz)``: the gradients in the slopes' and the moderators' coordinates, the LKJ
     factors after ``theta``, and the deviations (each row as if its cluster's mean were fixed)
     and cluster vectors (for sampled missing cells).
@@ -207,9 +217,13 @@ def moderated_value_and_grad(
     depth_w, depth_b, n_gamma, n_ix = head[8], head[9], head[10], head[11]
     k = si[0]
     n_ent = si[9]
+    mean_at = 10 + 3 * n_ent
+    Lw, Bw, Psiw, sdw, Rpw, rsdw, Rtw, _nuw, io, fo = level_parts(theta, ispec, fspec, 0, 0)
+    Lb, Bb, Psib, sdb, Rpb, rsdb, Rtb, nu, _, _ = level_parts(theta, ispec, fspec, io, fo)
+    mb = Bb.shape[0]
+    p1, m = Lw.shape
     G = zc.shape[0]
-    N = D.shape[0]
-    p1 = D.shape[1]
+    N = D.shape[0] if want else 0
     pb = zc.shape[1]
     n_within = totals[0]
     gtheta = np.zeros(theta.shape[0])
@@ -218,10 +232,6 @@ def moderated_value_and_grad(
     gD = np.zeros((N, p1))
     gzc = np.zeros((G, pb))
     fail = (np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc)
-    Lw, Bw, Psiw, sdw, Rpw, rsdw, Rtw, _nuw, io, fo = level_parts(theta, ispec, fspec, 0, 0)
-    Lb, Bb, Psib, sdb, Rpb, rsdb, Rtb, nu, _, _ = level_parts(theta, ispec, fspec, io, fo)
-    mb = Bb.shape[0]
-    m = Bw.shape[0]
     u, lp, C, L, Cinv = slope_deviations(theta, ext, x, si, G)
     if np.isnan(lp):
         return fail
@@ -319,21 +329,17 @@ def moderated_value_and_grad(
             Lbr[i, a] = Lb[rows[i], rlat[a]]
 
     # The exact covariates: their density given the moderators, and the shift C_g of the items.
-    Dt = np.empty((N, pI))
     zt = np.empty((G, nrows))
     d = np.zeros((G, kx))
     Cg = np.zeros((G, kx, pI))
     H = np.zeros((G, depth_w + 1, mI, kx))  # h_0 = gamma_g, h_j = B_g h_(j-1)
     Bg = np.zeros((G, mI, mI))
     f_x = 0.0
-    Sxx = np.zeros((kx, kx))
     gamma0 = np.empty((mI, kx))
     for a in range(mI):
         for s in range(kx):
             gamma0[a, s] = Bw[Il[a], Xl[s]] + Kr[a, s]
-    start = 0
     for g in range(G):
-        n = int(sizes[size_index[g]])
         for s in range(kx):
             d[g, s] = zc[g, X[s]] - mean[g, X[s]]
         if kx > 0:
@@ -344,7 +350,12 @@ def moderated_value_and_grad(
             for e in range(n_ix):
                 H[g, 0, ix[3 * e], ix[3 * e + 1]] += ut[g, ix[3 * e + 2]]
             for j in range(1, depth_w + 1):
-                H[g, j] = _matmul(Bg[g], H[g, j - 1])
+                for a in range(mI):
+                    for s in range(kx):
+                        t = 0.0
+                        for b in range(mI):
+                            t += Bg[g, a, b] * H[g, j - 1, b, s]
+                        H[g, j, a, s] = t
             for s in range(kx):
                 for i in range(pI):
                     t = 0.0
@@ -354,22 +365,74 @@ def moderated_value_and_grad(
                             hs += H[g, j, a, s]
                         t += hs * LamI[i, a]
                     Cg[g, s, i] = t
-        for r in range(start, start + n):
-            for i in range(pI):
-                t = D[r, items[i]]
-                for s in range(kx):
-                    t -= D[r, X[s]] * Cg[g, s, i]
-                Dt[r, i] = t
-            for s in range(kx):
-                for s2 in range(kx):
-                    Sxx[s, s2] += D[r, X[s]] * D[r, X[s2]]
         for i in range(nrows):
             t = zc[g, rows[i]] - mean[g, rows[i]]
             if i < pI:
                 for s in range(kx):
                     t -= Cg[g, s, i] * d[g, s]
             zt[g, i] = t
-        start += n
+    Sxx = np.zeros((kx, kx))
+    SxxC = np.empty((0, kx, pI))
+    if want:
+        # The students' shifted deviations: D_I - D_X C_g (innermost loops over the items, which
+        # LLVM vectorizes).
+        Sin = np.empty((N, pI))
+        start = 0
+        for g in range(G):
+            n = int(sizes[size_index[g]])
+            for r in range(start, start + n):
+                for i in range(pI):
+                    Sin[r, i] = D[r, items[i]]
+                for s in range(kx):
+                    xs = D[r, X[s]]
+                    for i in range(pI):
+                        Sin[r, i] -= xs * Cg[g, s, i]
+                    for s2 in range(kx):
+                        Sxx[s, s2] += xs * D[r, X[s2]]
+            start += n
+    else:
+        # D holds each cluster's packed within scatter: the items' scatter shifted,
+        # S_II - C' s_XI - s_IX C + C' S_XX C, at the entries the cluster loop reads (its
+        # terms, then the diagonal). SxxC = S_XX C - s_XI is kept for the reverse pass.
+        n_terms = si[mean_at + k]
+        n_e = n_terms + pI
+        e_a = np.empty(n_e, np.int64)
+        e_b = np.empty(n_e, np.int64)
+        e_ii = np.empty(n_e, np.int64)
+        for t_ in range(n_e):
+            if t_ < n_terms:
+                e = si[mean_at + k + 1 + t_]
+                a = 0
+                while (a + 1) * (a + 2) // 2 <= e:
+                    a += 1
+                e_a[t_], e_b[t_] = a, e - a * (a + 1) // 2
+            else:
+                e_a[t_], e_b[t_] = t_ - n_terms, t_ - n_terms
+            e_ii[t_] = _pk(items[e_a[t_]], items[e_b[t_]])
+        xi = np.empty((kx, pI), np.int64)
+        xx = np.empty((kx, kx), np.int64)
+        for s in range(kx):
+            for i in range(pI):
+                xi[s, i] = _pk(X[s], items[i])
+            for s2 in range(kx):
+                xx[s, s2] = _pk(X[s], X[s2])
+        Sin = np.empty((G, n_e))
+        SxxC = np.empty((G, kx, pI))
+        for g in range(G):
+            for s in range(kx):
+                for s2 in range(kx):
+                    Sxx[s, s2] += D[g, xx[s, s2]]
+                for i in range(pI):
+                    t = -D[g, xi[s, i]]
+                    for s2 in range(kx):
+                        t += D[g, xx[s, s2]] * Cg[g, s2, i]
+                    SxxC[g, s, i] = t
+            for t_ in range(n_e):
+                a, b = e_a[t_], e_b[t_]
+                t = D[g, e_ii[t_]]
+                for s in range(kx):
+                    t += Cg[g, s, a] * SxxC[g, s, b] - D[g, xi[s, a]] * Cg[g, s, b]
+                Sin[g, t_] = t
     if kx > 0:
         quad = 0.0
         for s in range(kx):
@@ -380,9 +443,9 @@ def moderated_value_and_grad(
                 quad += Qx[s, s2] * v
         f_x = -0.5 * (n_within + G) * (kx * _LOG2PI + logdet_xx) - 0.5 * quad
 
-    f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, _, gut, gDt, gz = woodbury_core(
-        thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Dt, zt,
-        sizes, counts, totals, size_index, si, sf, True, fixed,
+    f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, _, gut, gSin, gz = woodbury_core(
+        thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Sin, zt,
+        sizes, counts, totals, size_index, si, sf, want, fixed,
     )  # fmt: skip
     if np.isnan(f):
         return fail
@@ -441,23 +504,52 @@ def moderated_value_and_grad(
                 for s in range(kx):
                     gCg[g, s, i] -= v * d[g, s]
                     gd[g, s] -= v * Cg[g, s, i]
-    # The shifted deviations Dt = D_I - D_X C_g, and the covariates' scatter.
-    start = 0
-    for g in range(G):
-        n = int(sizes[size_index[g]])
-        for r in range(start, start + n):
-            for i in range(pI):
-                v = gDt[r, i]
-                gD[r, items[i]] += v
+    if want:
+        # The shifted deviations D_I - D_X C_g, and the covariates' scatter.
+        start = 0
+        for g in range(G):
+            n = int(sizes[size_index[g]])
+            for r in range(start, start + n):
+                for i in range(pI):
+                    gD[r, items[i]] += gSin[r, i]
                 for s in range(kx):
-                    gD[r, X[s]] -= v * Cg[g, s, i]
-                    gCg[g, s, i] -= v * D[r, X[s]]
+                    xs = D[r, X[s]]
+                    t = 0.0
+                    for i in range(pI):
+                        t += gSin[r, i] * Cg[g, s, i]
+                        gCg[g, s, i] -= gSin[r, i] * xs
+                    for s2 in range(kx):
+                        t += Qx[s, s2] * D[r, X[s2]]
+                    gD[r, X[s]] -= t
+            start += n
+    elif kx > 0:
+        # The shifted scatter's gradient is Gam_g = LamD C_g^-1 LamD' / 2 - diag(1 / thw) / 2
+        # (through M_g and the pooled diagonal), so dC_g = 2 (S_XX C_g - s_XI) Gam_g =
+        # (T LamD) C_g^-1 LamD' - T diag(1 / thw) with T = S_XX C_g - s_XI (SxxC): factor-sized
+        # products.
+        LamD = np.empty((pI, mI))
+        for i in range(pI):
+            for a in range(mI):
+                LamD[i, a] = LamI[i, a] / thw[i]
+        TL = np.empty((kx, mI))
+        TLC = np.empty((kx, mI))
+        for g in range(G):
             for s in range(kx):
-                t = 0.0
-                for s2 in range(kx):
-                    t += Qx[s, s2] * D[r, X[s2]]
-                gD[r, X[s]] -= t
-        start += n
+                for a in range(mI):
+                    t = 0.0
+                    for j in range(pI):
+                        t += SxxC[g, s, j] * LamD[j, a]
+                    TL[s, a] = t
+                for b in range(mI):
+                    t = 0.0
+                    for a in range(mI):
+                        t += TL[s, a] * gSin[g, a * mI + b]
+                    TLC[s, b] = t
+                for i in range(pI):
+                    t = -SxxC[g, s, i] / thw[i]
+                    for b in range(mI):
+                        t += TLC[s, b] * LamD[i, b]
+                    gCg[g, s, i] += t
     if kx > 0:
         # The covariates' density: -N/2 log|Psi_xx| - tr(Qx (Sxx + sum n d d')) / 2.
         for s in range(kx):
@@ -474,18 +566,24 @@ def moderated_value_and_grad(
                     t += Qx[s, s2] * d[g, s2]
                 gd[g, s] -= nn * t
         # C_g = (sum_j h_j)' LamI', h_0 = gamma_g, h_j = B_g h_(j-1).
+        # Per-cluster buffers: thousands of small allocations per gradient would cost more
+        # than the arithmetic.
         gh = np.empty((mI, kx))
+        gh2 = np.empty((mI, kx))
+        gacc = np.empty((mI, kx))
+        acc = np.empty((mI, kx))
+        gBg = np.empty((mI, mI))
         for g in range(G):
-            gacc = np.zeros((mI, kx))
             for a in range(mI):
                 for s in range(kx):
                     t = 0.0
                     for i in range(pI):
                         t += gCg[g, s, i] * LamI[i, a]
                     gacc[a, s] = t
-            acc = np.zeros((mI, kx))
-            for j in range(depth_w + 1):
-                acc += H[g, j]
+                    hs = 0.0
+                    for j in range(depth_w + 1):
+                        hs += H[g, j, a, s]
+                    acc[a, s] = hs
             for i in range(pI):
                 for a in range(mI):
                     t = 0.0
@@ -493,11 +591,22 @@ def moderated_value_and_grad(
                         t += gCg[g, s, i] * acc[a, s]
                     gLw[items[i], Il[a]] += t
             gh[:] = gacc
-            gBg = np.zeros((mI, mI))
+            gBg[:] = 0.0
             for j in range(depth_w, 0, -1):
                 # h_j = B_g h_(j-1): gB_g += gh_j h_(j-1)'; gh_(j-1) = gacc + B_g' gh_j.
-                gBg += _matmul(gh, _transpose(H[g, j - 1]))
-                gh = gacc + _matmul(_transpose(Bg[g]), gh)
+                for a in range(mI):
+                    for b in range(mI):
+                        t = 0.0
+                        for s in range(kx):
+                            t += gh[a, s] * H[g, j - 1, b, s]
+                        gBg[a, b] += t
+                for b in range(mI):
+                    for s in range(kx):
+                        t = gacc[b, s]
+                        for a in range(mI):
+                            t += Bg[g, a, b] * gh[a, s]
+                        gh2[b, s] = t
+                gh[:] = gh2
             for a in range(mI):
                 for b in range(mI):
                     gBw[Il[a], Il[b]] += gBg[a, b]

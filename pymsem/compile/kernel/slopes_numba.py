@@ -149,9 +149,10 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
     With ``want`` (sampled missing cells) ``S`` holds the students' rows of ``V = D LamD`` (N, m;
     ``D`` their deviations from the cluster means, rows sorted by cluster) instead of the
     clusters' packed scatters, from which each cluster's ``LamD' S_g LamD = V_g' V_g``; the
-    gradients in ``V`` and in each cluster's vector ``z`` are returned, and the caller takes
-    the loadings' share: matrix products over the students instead of one pass per scatter
-    entry."""
+    gradients in ``V`` are returned, and the caller takes the loadings' share: matrix products
+    over the students instead of one pass per scatter entry. Without, each cluster's ``C_g^-1``
+    (G, m * m) is returned in their place (the gradient in ``M_g = LamD' S_g LamD`` is
+    ``C_g^-1 / 2``). The gradient in each cluster's vector ``z`` is returned either way."""
     pb = si[4]
     q = mb + m
     c = 9
@@ -190,8 +191,10 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
     gnu = np.zeros(nu.shape)
     gEinv = np.zeros(Einv.shape)
     gU = np.zeros(U.shape)
-    gS = np.zeros(S.shape) if want else np.zeros((0, 0))
-    gz = np.zeros(z.shape) if want else np.zeros((0, 0))
+    # With complete data, each cluster's C_g^-1 (d f / dM_g = C_g^-1 / 2), for callers whose
+    # scatter depends on the parameters (moderated slopes' shifted scatter).
+    gS = np.zeros(S.shape) if want else np.empty((G, m * m))
+    gz = np.zeros(z.shape)
     IB = np.empty((m, m))
     IBt = np.empty((m, m))
     A = np.empty((m, m))
@@ -316,6 +319,9 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
                 c_ab = Cinv[grp_a[h], grp_b[h]]
                 for t in range(grp_ptr[h], grp_ptr[h + 1]):
                     gcoef[t] += c_ab * S[g, t]
+            for i in range(m):
+                for t in range(m):
+                    gS[g, i * m + t] = Cinv[i, t]
         for t in range(n_u):
             i, a = u_i[t], u_a[t]
             guval[t] += dE[i] * b[a]
@@ -323,8 +329,7 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
         for i in range(pb):
             gnu[i] -= gdE[i] * Einv[sz, i]
             gEinv[sz, i] += gdE[i] * (z[g, i] - nu[i])
-            if want:
-                gz[g, i] = gdE[i] * Einv[sz, i]
+            gz[g, i] = gdE[i] * Einv[sz, i]
         _mm(IB, GS, A, m)
         _mm(A, IBt, CM, m)
         for i in range(m):
@@ -494,8 +499,10 @@ def woodbury_core(
     ``Psi_inv`` the within factors' precision with ``log|Psi|``; ``thb`` (pb), ``Lb`` (pb, mb),
     the between factors' precision ``SBinv`` with ``log|S_B|``, ``nu`` (pb). ``S`` and ``z`` as
     :func:`slopes_value_and_grad` takes them. Returns ``(f, gthw, dLw, gIB0, gPsiinv, gthb,
-    dLb, gSBinv, gnu, gu, gS, gz)``; the log determinants' gradients are the caller's
-    (``-(n_within + G) / 2`` in ``log|Psi|``, ``-G / 2`` in ``log|S_B|``).
+    dLb, gSBinv, gnu, gu, gS, gz)``: ``gS`` with ``want`` the gradient in the deviations, else
+    each cluster's ``C_g^-1`` (:func:`_cluster_loop`); ``gz`` the gradient in the cluster
+    vectors. The log determinants' gradients are the caller's (``-(n_within + G) / 2`` in
+    ``log|Psi|``, ``-G / 2`` in ``log|S_B|``).
     """
     k, p1, m, mb, pb = si[0], si[1], si[2], si[3], si[4]
     q = mb + m
@@ -552,7 +559,7 @@ def woodbury_core(
     dLw = np.zeros((p1, m))
     dLb = np.zeros((pb, mb))
     gSB = np.zeros((mb, mb))
-    gS = np.zeros((0, 0))
+    gS = gM  # complete data: each cluster's C_g^-1 (G, m * m)
     if np.isnan(f):
         return f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSB, gnu, gu, gS, gz
     if want:
@@ -582,8 +589,7 @@ def woodbury_core(
             d = z[g, i] - nu[i]
             sq[kk, i] += d * d
             gnu[i] += d * Einv[kk, i]
-            if want:
-                gz[g, i] -= d * Einv[kk, i]
+            gz[g, i] -= d * Einv[kk, i]
     gE = np.zeros((K_sizes, pb))
     for kk in range(K_sizes):
         for i in range(pb):
@@ -661,8 +667,8 @@ def slopes_value_and_grad(
     with ``want`` (sampled missing cells) ``S`` the students' deviations from their cluster
     means (N, p1, rows sorted by cluster). Returns ``(f, gtheta, gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes'
     block of ``x``, ``gext`` for the LKJ factors (the slopes' correlations) after ``theta``, and
-    with ``want`` the gradients in the deviations (each row as if its cluster's mean were fixed:
-    the mean's share sums to zero) and in ``z`` (else empty). ``want`` and ``fixed`` (the
+    the gradients in the deviations with ``want`` (each row as if its cluster's mean were fixed:
+    the mean's share sums to zero; else each cluster's ``C_g^-1``) and in ``z``. ``want`` and ``fixed`` (the
     cluster loop's factor count, :func:`loop_size`) are compile-time constants: each entry point
     compiles one cluster loop.
     """
