@@ -156,6 +156,21 @@ def _factor_moderator_spec(data: Any, level2: tuple[str, ...] = ("w1", "w2", "w3
     return m
 
 
+def _column_moderator_spec(data: Any, level2: tuple[str, ...] = ("w",)) -> ms.MSEM:
+    """A random slope moderated by a level-2 column (known given the data)."""
+    m = _one_slope_spec(data, level2)
+    m.path("RSa", on="w", level="between")
+    return m
+
+
+def _mixed_moderators_spec(data: Any, level2: tuple[str, ...] = ("size",)) -> ms.MSEM:
+    """A covariate's random slope moderated by its latent school mean and by a level-2 column:
+    the latent moderator sampled given the known one."""
+    m = _covariate_slope_spec(data, level2)
+    m.path("RSs", on="size", level="between")
+    return m
+
+
 MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "mixed-priors": _mixed_priors_spec,
     "lkj": _lkj_spec,
@@ -173,6 +188,9 @@ MODEL_CASES = {name: spec for name, (spec, _) in KERNEL_CASES.items()} | {
     "model4-covariate-slope": _covariate_slope_spec,
     "model4-factor-moderator": _factor_moderator_spec,
     "model4-factor-moderator-missing": _factor_moderator_spec,
+    "model4-column": _column_moderator_spec,
+    "model4-column-missing": _column_moderator_spec,
+    "model4-mixed": _mixed_moderators_spec,
 }
 
 
@@ -189,6 +207,10 @@ def _with_holes(df: pd.DataFrame, level1: list[str], level2: list[str], seed: in
 
 
 def _level2(name: str) -> tuple[str, ...]:
+    if name.startswith("model4-column"):
+        return ("w",)
+    if name == "model4-mixed":
+        return ("size",)
     if name.startswith("model4-factor-moderator"):
         return ("w1", "w2", "w3")
     aliases = {"mixed-priors": "small", "lkj": "small", "missing": "small", "missing-rich": "rich"}
@@ -202,9 +224,22 @@ def _school(n: int) -> pd.DataFrame:
     return df[df["schid"].isin(df["schid"].unique()[:n])].reset_index(drop=True)
 
 
+def _school_column(df: pd.DataFrame, name: str, seed: int) -> pd.DataFrame:
+    """``df`` with a level-2 column ``name`` (one value per school)."""
+    rng = np.random.default_rng(seed)
+    codes, schools = pd.factorize(df["schid"])
+    return df.assign(**{name: rng.normal(size=len(schools))[codes]})
+
+
 def _data(name: str) -> pd.DataFrame:
     if name in ("model4", "model4-covariate-slope"):
         return _school(10)
+    if name == "model4-mixed":
+        return _school_column(_school(10), "size", seed=13)
+    if name == "model4-column":
+        return _school_column(_data("one-slope"), "w", seed=14)
+    if name == "model4-column-missing":
+        return _with_holes(_data("model4-column"), ["x2", "y1"], ["w"], seed=15)
     if name == "model4-missing":
         return _with_holes(_school(10), ["ACH1", "INT2", "REL3", "SES"], [], seed=4)
     if name.startswith("model4-factor-moderator"):
@@ -308,6 +343,9 @@ SLOPES_VARIANTS = {
     "model4-covariate-slope": (False, 2, True),
     "model4-factor-moderator": (False, 2, True),
     "model4-factor-moderator-missing": (True, 2, True),
+    "model4-column": (False, 2, True),
+    "model4-column-missing": (True, 2, True),
+    "model4-mixed": (False, 2, True),
 }
 
 
@@ -362,7 +400,8 @@ def test_models_outside_the_kernel_are_refused_with_the_reason() -> None:
     assert "integrated out" in _refusal(small_spec(holes, ("W",)).compile(formulation="patterns"))
     moderated = _one_slope_spec(df, ("W",))
     moderated.path("RSa", on="W", level="between")
-    assert "regressed on level-2 columns" in _refusal(moderated.compile())
+    moderated.covariance("x1", "x2", level="within")
+    assert "not the Woodbury form" in _refusal(moderated.compile())
     trunc = small_spec(df, ("W",))
     trunc.set_prior("a_w", ms.Prior("TruncatedNormal", mu=0, sigma=1, lower=0))
     assert "TruncatedNormal" in _refusal(trunc.compile())

@@ -172,7 +172,7 @@ def _expand_moderated_py(dim, expanded, x_, out_, user_data_):  # type: ignore[n
         out = carray(out_, (expanded,))
         meta = carray(user_data_, (_META,), np.uint64)
         a = _arrays(meta)
-        moderated_expand(x, a[0], a[1], a[19], out, a[2], a[3], a[15])
+        moderated_expand(x, a[0], a[1], a[19], out, a[2], a[3], a[15], a[10], a[12], a[14])
     except Exception:
         return -2
     return 0

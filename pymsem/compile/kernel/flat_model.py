@@ -3,13 +3,13 @@
 The kernel (:mod:`pymsem.compile.kernel.model_numba`) covers the collapsed likelihood without
 random slopes (tutorial Models 1 and 2, random-intercept, MIMIC and two-level factor models),
 with random slopes in the Woodbury form (tutorial Model 3: free uncorrelated residuals) and with
-slopes regressed on latent between-level variables (tutorial Model 4, through
-:func:`~pymsem.compile.slope_woodbury.moderated_woodbury_plan`), each of complete data and of
+slopes regressed on between-level variables, latent or level-2 columns (tutorial Model 4,
+through :func:`~pymsem.compile.slope_woodbury.moderated_woodbury_plan`), each of complete data and of
 data whose missing cells are sampled (the default), under priors of
 :data:`pymsem.compile.kernel.priors.FAMILIES` and LKJ priors on correlation blocks.
 :func:`flat_model` reads the model pymsem built (its free variables in nutpie's order, their
 transforms, the traced variables) and returns a :class:`FlatModel`, or the reason it cannot
-(slopes moderated by level-2 columns, ordinal variables, missing cells integrated out, another
+(random slopes outside those forms, ordinal variables, missing cells integrated out, another
 prior family, or variables a user added to the ``pm.Model``): such models keep PyTensor's
 compiled graph.
 Nothing here compiles.
@@ -87,8 +87,10 @@ class FlatModel:
         out = np.empty(self.n_dim + len(self.expand_index))
         x = np.asarray(x, dtype=np.float64)
         if self.moderated:
-            ispec, fspec, si = self.likelihood[0], self.likelihood[1], self.likelihood[13]
-            moderated_expand(x, self.pi, self.pf, self.expand_index, out, ispec, fspec, si)
+            lik = self.likelihood
+            moderated_expand(
+                x, self.pi, self.pf, self.expand_index, out, lik[0], lik[1], lik[13], lik[8], lik[10], lik[12]
+            )
         else:
             model_expand(x, self.pi, self.pf, self.expand_index, out)
         return out
@@ -200,7 +202,7 @@ def _moderators(structure: Any) -> tuple[list[int], list[int]]:
 
 def _slopes_unsupported(compiled: Any) -> str | None:
     """Why the kernel cannot take this model's random slopes (None where it can: Model 3's kind,
-    and Model 4's: slopes moderated by latent between variables, in the Woodbury form)."""
+    and Model 4's: slopes moderated by between-level variables, in the Woodbury form)."""
     from pymsem.compile.marginal import woodbury_applies
     from pymsem.compile.slope_woodbury import moderated_woodbury_plan
 
@@ -209,8 +211,6 @@ def _slopes_unsupported(compiled: Any) -> str | None:
         return "its random slopes enter the between-level model"
     if any(r.moderators for r in structure.random_slopes):
         known, latent = _moderators(structure)
-        if known:
-            return "its random slopes are regressed on level-2 columns (the kernel takes latent moderators)"
         if moderated_woodbury_plan(structure, known, latent) is None:
             return "its moderated random slopes' likelihood is not the Woodbury form"
     elif not woodbury_applies(structure):
@@ -355,6 +355,8 @@ def _moderated_tables(
     table += [len(plan.rows), len(plan.between_lat), ls.depth, lb.depth, len(gamma) // 3, len(ix) // 3]
     table += [compiled.data.n_clusters, *mods, *plan.exact, *plan.exact_lat, *plan.items]
     table += [*plan.item_lat, *plan.rows, *plan.between_lat, *gamma, *ix]
+    p1 = len(structure.level1)
+    table += [p1 + structure.level2.index(lb.latent[lat]) if lat in known else -1 for lat in mods]
     return np.concatenate([si, np.asarray(table, dtype=np.int64), [len(si)]]).astype(np.int64), sf
 
 
@@ -553,9 +555,9 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
             return "its random slopes are not among its variables"
         args = (compiled, offsets, tables.cells[4], slope_rv == "slope", aux.get("slope_corr_chol", -1))
         if moderated:
-            if raw_off < 0:
+            if raw_off < 0 and _moderators(structure)[1]:
                 return "its moderators' coordinates are not among its variables"
-            data[-4], data[-3] = _moderated_tables(*args, raw_off)
+            data[-4], data[-3] = _moderated_tables(*args, max(raw_off, 0))
         else:
             data[-4], data[-3], t_e = _slope_tables(*args)
             if not compiled.data.has_missing:

@@ -635,11 +635,14 @@ def moderated_expand(
     ispec: np.ndarray,
     fspec: np.ndarray,
     si: np.ndarray,
+    Y: np.ndarray,
+    Z2: np.ndarray,
+    cells: np.ndarray,
 ) -> None:
     """:func:`model_expand` for moderated slopes: an index ``-1 - t`` is the moderators' value
     ``t`` (cluster-major, :func:`~pymsem.compile.kernel.moderated_numba.moderator_values`)."""
     theta = _forward(x, pi, pf)[0]
-    eta = moderator_values(theta, x, ispec, fspec, si).ravel()
+    eta = moderator_values(theta, x, ispec, fspec, si, pi, Z2, cells, Y.shape[1]).ravel()
     n_x = x.shape[0]
     out[:n_x] = x
     for j in range(index.shape[0]):

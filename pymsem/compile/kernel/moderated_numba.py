@@ -5,7 +5,8 @@ The same function of the parameters as
 :func:`pymsem.compile.marginal.moderated_random_slope_logp` where
 :func:`~pymsem.compile.slope_woodbury.moderated_woodbury_plan` applies (tutorial Model 4:
 slopes regressed on a latent school mean, a covariate measured without error at both levels).
-Given the moderators ``eta_o`` (sampled non-centered, ``eta_o = raw chol(S_oo)'``), each
+Given the moderators ``eta_o`` (level-2 columns, and latent ones sampled non-centered given
+them), each
 cluster's slopes are ``u_g + Gamma eta_o,g``; the cluster vectors' means are ``nu + Lambda_B C
 S_oo^-1 eta_o``, the between factors that are no moderator have covariance ``S_rr - S_ro
 S_oo^-1 S_or``, the covariates measured without error contribute their own density and shift
@@ -23,11 +24,13 @@ is where it starts::
     mods (o), X (kx), Xl (kx), items (pI), Il (mI), rows (n_rows), r_lat (n_r),
     (slope, moderator, theta position) * n_gamma      u_total[g, slope] += theta[pos] eta_o[g, moderator]
     (r, c, slope) * n_ix                               gamma_g[r, c] += u_total[g, slope]
+    kcol (o)                                           a level-2 column's place in the cluster vector, or -1
 
 ``mods`` are between latents, ``X`` the level-1 variables measured without error (their within
 latents ``Xl``), ``items``/``Il`` the other level-1 variables and their latents, ``rows`` the
-cluster vector's entries kept, ``r_lat`` the between latents that are no moderator. Only latent
-moderators (``n_known = 0``) are taken: level-2 columns as moderators keep PyTensor's graph.
+cluster vector's entries kept, ``r_lat`` the between latents that are no moderator. Moderators
+that are level-2 columns (``kcol >= 0``) are known given the data (``w_g - nu``, with their own
+density); the others are sampled given them (:func:`_moderators`).
 """
 
 from __future__ import annotations
@@ -136,7 +139,9 @@ def _table(si: np.ndarray):
     gam = si[c : c + 3 * n_gamma]
     c += 3 * n_gamma
     ix = si[c : c + 3 * n_ix]
-    return head, mods, X, Xl, items, Il, rows, rlat, gam, ix
+    c += 3 * n_ix
+    kcol = si[c : c + o]
+    return head, mods, X, Xl, items, Il, rows, rlat, gam, ix, kcol
 
 
 @numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
@@ -155,33 +160,198 @@ def _between_covariance(Bb: np.ndarray, Psib: np.ndarray, depth: int) -> tuple[n
 
 
 @_jit
-def moderator_values(
-    theta: np.ndarray, x: np.ndarray, ispec: np.ndarray, fspec: np.ndarray, si: np.ndarray
-) -> np.ndarray:
-    """The moderators' cluster values ``eta_o = raw chol(S_oo)'`` (G, o), traced as ``moderator_values``."""
-    head, mods, _, _, _, _, _, _, _, _ = _table(si)
-    o, raw_off = head[0], head[2]
-    _, _, _, _, _, _, _, _, io, fo = level_parts(theta, ispec, fspec, 0, 0)
-    _, Bb, Psib, _, _, _, _, _, _, _ = level_parts(theta, ispec, fspec, io, fo)
-    _, S = _between_covariance(Bb, Psib, head[9])
-    Soo = np.empty((o, o))
-    for i in range(o):
-        for j in range(o):
-            Soo[i, j] = S[mods[i], mods[j]]
-    Lc, _ = _chol(Soo)
-    return _eta(x, raw_off, Lc, o, head[12])
+def _moderators(
+    S: np.ndarray,
+    mods: np.ndarray,
+    kcol: np.ndarray,
+    nu: np.ndarray,
+    zc: np.ndarray,
+    x: np.ndarray,
+    raw_off: int,
+):
+    """The moderators' cluster values ``eta`` (G, o) and their log density, with the pieces
+    the reverse pass reads (:func:`_moderators_backward`); ``ok`` False where a covariance is
+    not positive definite.
+
+    Level-2 columns are known: ``eta_k = w_g - nu``, density ``N(0, S_kk)`` through ``Lk =
+    chol(S_kk)`` (``white = Lk^-1 eta_k``). The latent moderators are sampled given them:
+    ``eta_l = white Wt + raw Lc'`` with ``Wt = Lk^-1 S_kl``, ``Lc = chol(S_ll - Wt' Wt)`` and
+    ``raw`` standard normal (:func:`pymsem.compile.marginal.moderated_random_slope_logp`).
+    """
+    o = mods.shape[0]
+    G = zc.shape[0]
+    nk = 0
+    for a in range(o):
+        if kcol[a] >= 0:
+            nk += 1
+    nl = o - nk
+    kp = np.empty(nk, np.int64)
+    lq = np.empty(nl, np.int64)
+    ik, il = 0, 0
+    for a in range(o):
+        if kcol[a] >= 0:
+            kp[ik] = a
+            ik += 1
+        else:
+            lq[il] = a
+            il += 1
+    Skk = np.empty((nk, nk))
+    Skl = np.empty((nk, nl))
+    Sll = np.empty((nl, nl))
+    for i in range(nk):
+        for j in range(nk):
+            Skk[i, j] = S[mods[kp[i]], mods[kp[j]]]
+        for j in range(nl):
+            Skl[i, j] = S[mods[kp[i]], mods[lq[j]]]
+    for i in range(nl):
+        for j in range(nl):
+            Sll[i, j] = S[mods[lq[i]], mods[lq[j]]]
+    Lk, ok = _chol(Skk)
+    eta = np.zeros((G, o))
+    white = np.zeros((G, nk))
+    Wt = np.zeros((nk, nl))
+    Lc = np.zeros((nl, nl))
+    if not ok:
+        return eta, 0.0, False, Lk, white, Wt, Lc, kp, lq
+    lp = 0.0
+    for i in range(nk):
+        lp -= G * math.log(Lk[i, i])
+    lp -= 0.5 * G * o * _LOG2PI
+    for j in range(nl):  # Wt = Lk^-1 S_kl
+        for i in range(nk):
+            t = Skl[i, j]
+            for r in range(i):
+                t -= Lk[i, r] * Wt[r, j]
+            Wt[i, j] = t / Lk[i, i]
+    cond = Sll - _matmul(_transpose(Wt), Wt)
+    Lc, ok = _chol(cond)
+    if not ok:
+        return eta, 0.0, False, Lk, white, Wt, Lc, kp, lq
+    for g in range(G):
+        for i in range(nk):
+            e = zc[g, kcol[kp[i]]] - nu[kcol[kp[i]]]
+            eta[g, kp[i]] = e
+            t = e
+            for r in range(i):
+                t -= Lk[i, r] * white[g, r]
+            white[g, i] = t / Lk[i, i]
+            lp -= 0.5 * white[g, i] ** 2
+        for j in range(nl):
+            t = 0.0
+            for i in range(nk):
+                t += white[g, i] * Wt[i, j]
+            for r in range(j + 1):
+                t += Lc[j, r] * x[raw_off + g * nl + r]
+            eta[g, lq[j]] = t
+            lp -= 0.5 * x[raw_off + g * nl + j] ** 2
+    return eta, lp, True, Lk, white, Wt, Lc, kp, lq
 
 
 @_jit
-def _eta(x: np.ndarray, raw_off: int, Lc: np.ndarray, o: int, G: int) -> np.ndarray:
-    eta = np.zeros((G, o))
+def _moderators_backward(
+    geta: np.ndarray,
+    mods: np.ndarray,
+    kcol: np.ndarray,
+    x: np.ndarray,
+    raw_off: int,
+    Lk: np.ndarray,
+    white: np.ndarray,
+    Wt: np.ndarray,
+    Lc: np.ndarray,
+    kp: np.ndarray,
+    lq: np.ndarray,
+    gS: np.ndarray,
+    gzc: np.ndarray,
+    gnu: np.ndarray,
+) -> np.ndarray:
+    """The reverse pass of :func:`_moderators` (their density included): adds to ``gS``,
+    ``gzc`` and ``gnu``; returns the gradient in the latent moderators' coordinates."""
+    G = geta.shape[0]
+    nk, nl = kp.shape[0], lq.shape[0]
+    graw = np.zeros(G * nl)
+    gwhite = np.zeros((G, nk))
+    gWt = np.zeros((nk, nl))
+    gLc = np.zeros((nl, nl))
     for g in range(G):
-        for i in range(o):
-            t = 0.0
-            for j in range(i + 1):
-                t += Lc[i, j] * x[raw_off + g * o + j]
-            eta[g, i] = t
-    return eta
+        for j in range(nl):
+            v = geta[g, lq[j]]
+            for i in range(nk):
+                gwhite[g, i] += v * Wt[i, j]
+                gWt[i, j] += white[g, i] * v
+            for r in range(j + 1):
+                gLc[j, r] += v * x[raw_off + g * nl + r]
+                graw[g * nl + r] += v * Lc[j, r]
+        for j in range(nl):
+            graw[g * nl + j] -= x[raw_off + g * nl + j]
+        for i in range(nk):
+            gwhite[g, i] -= white[g, i]
+    # cond = S_ll - Wt' Wt, Lc = chol(cond).
+    gcond = _chol_backward(Lc, gLc)
+    for i in range(nl):
+        for j in range(nl):
+            gS[mods[lq[i]], mods[lq[j]]] += gcond[i, j]
+    gWt -= 2.0 * _matmul(Wt, gcond)
+    # Triangular solves X = Lk^-1 B: dB = Lk^-T dX, dLk -= dB X' (lower triangle).
+    gLk = np.zeros((nk, nk))
+    for i in range(nk):
+        gLk[i, i] -= G / Lk[i, i]
+    gB = np.empty(nk)
+    for g in range(G):
+        for i in range(nk - 1, -1, -1):
+            t = gwhite[g, i]
+            for r in range(i + 1, nk):
+                t -= Lk[r, i] * gB[r]
+            gB[i] = t / Lk[i, i]
+        for i in range(nk):
+            col = kcol[kp[i]]
+            ge = gB[i] + geta[g, kp[i]]
+            gzc[g, col] += ge
+            gnu[col] -= ge
+            for r in range(i + 1):
+                gLk[i, r] -= gB[i] * white[g, r]
+    for j in range(nl):
+        for i in range(nk - 1, -1, -1):
+            t = gWt[i, j]
+            for r in range(i + 1, nk):
+                t -= Lk[r, i] * gB[r]
+            gB[i] = t / Lk[i, i]
+        for i in range(nk):
+            gS[mods[kp[i]], mods[lq[j]]] += gB[i]
+            for r in range(i + 1):
+                gLk[i, r] -= gB[i] * Wt[r, j]
+    gSkk = _chol_backward(Lk, gLk)
+    for i in range(nk):
+        for j in range(nk):
+            gS[mods[kp[i]], mods[kp[j]]] += gSkk[i, j]
+    return graw
+
+
+@_jit
+def moderator_values(
+    theta: np.ndarray,
+    x: np.ndarray,
+    ispec: np.ndarray,
+    fspec: np.ndarray,
+    si: np.ndarray,
+    pi: np.ndarray,
+    Z2: np.ndarray,
+    cells: np.ndarray,
+    p1: int,
+) -> np.ndarray:
+    """The moderators' cluster values (G, o), traced as ``moderator_values``: the level-2
+    columns (``Z2`` with its sampled cells, ``p1`` level-1 columns before them in the cluster
+    vector) minus their means, and the latent ones (:func:`_moderators`)."""
+    head, mods, _, _, _, _, _, _, _, _, kcol = _table(si)
+    _, _, _, _, _, _, _, _, io, fo = level_parts(theta, ispec, fspec, 0, 0)
+    _, Bb, Psib, _, _, _, _, nu, _, _ = level_parts(theta, ispec, fspec, io, fo)
+    _, S = _between_covariance(Bb, Psib, head[9])
+    G = head[12]
+    zc = np.zeros((G, p1 + Z2.shape[1]))
+    zc[:, p1:] = Z2
+    n_y, z_off, n_z = pi[7], pi[8], pi[9]
+    for c in range(n_z):
+        zc[cells[n_y + c, 0], p1 + cells[n_y + c, 1]] = x[z_off + c]
+    return _moderators(S, mods, kcol, nu, zc, x, head[2])[0]
 
 
 @_jit
@@ -212,7 +382,7 @@ def moderated_value_and_grad(
     factors after ``theta``, and the deviations (each row as if its cluster's mean were fixed)
     and cluster vectors (for sampled missing cells).
     """
-    head, mods, X, Xl, items, Il, rows, rlat, gam, ix = _table(si)
+    head, mods, X, Xl, items, Il, rows, rlat, gam, ix, kcol = _table(si)
     o, raw_off, kx, pI, mI, nrows, nr = head[0], head[2], head[3], head[4], head[5], head[6], head[7]
     depth_w, depth_b, n_gamma, n_ix = head[8], head[9], head[10], head[11]
     k = si[0]
@@ -228,7 +398,7 @@ def moderated_value_and_grad(
     n_within = totals[0]
     gtheta = np.zeros(theta.shape[0])
     gext = np.zeros(ext.shape[0])
-    graw = np.zeros(G * o)
+    graw = np.zeros(0)
     gD = np.zeros((N, p1))
     gzc = np.zeros((G, pb))
     fail = (np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc)
@@ -236,19 +406,16 @@ def moderated_value_and_grad(
     if np.isnan(lp):
         return fail
 
-    # The moderators: eta_o = raw Lc', Lc = chol(S_oo), their standard normal coordinates' prior.
+    # The moderators and their density.
     T, S = _between_covariance(Bb, Psib, depth_b)
+    eta, lp_mod, ok, Lk, white, Wt, Lc, kp, lq = _moderators(S, mods, kcol, nu, zc, x, raw_off)
+    if not ok:
+        return fail
+    lp += lp_mod
     Soo = np.empty((o, o))
     for i in range(o):
         for j in range(o):
             Soo[i, j] = S[mods[i], mods[j]]
-    Lc, ok = _chol(Soo)
-    if not ok:
-        return fail
-    eta = _eta(x, raw_off, Lc, o, G)
-    for e in range(G * o):
-        lp -= 0.5 * x[raw_off + e] ** 2
-    lp -= 0.5 * G * o * _LOG2PI
     ut = u.copy()
     for e in range(n_gamma):
         j, oj, pos = gam[3 * e], gam[3 * e + 1], gam[3 * e + 2]
@@ -669,18 +836,9 @@ def moderated_value_and_grad(
             v += gut[g, j] * eta[g, oj]
             geta[g, oj] += gut[g, j] * theta[pos]
         gtheta[pos] += v
-    # eta = raw Lc'; Lc = chol(S_oo); Qo = S_oo^-1.
-    gLc = np.zeros((o, o))
-    for g in range(G):
-        for i in range(o):
-            for j in range(i + 1):
-                gLc[i, j] += geta[g, i] * x[raw_off + g * o + j]
-        for j in range(o):
-            t = -x[raw_off + g * o + j]
-            for i in range(j, o):
-                t += geta[g, i] * Lc[i, j]
-            graw[g * o + j] = t
-    gSoo = _chol_backward(Lc, gLc) - _matmul(_matmul(Qo, gQo), Qo)
+    # The moderators (their density included); Qo = S_oo^-1.
+    graw = _moderators_backward(geta, mods, kcol, x, raw_off, Lk, white, Wt, Lc, kp, lq, gS, gzc, gnu)
+    gSoo = -_matmul(_matmul(Qo, gQo), Qo)
     for a in range(o):
         for b in range(o):
             gS[mods[a], mods[b]] += gSoo[a, b]
