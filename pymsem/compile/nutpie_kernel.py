@@ -139,14 +139,19 @@ def _slopes_entry(want: bool, fixed: int, moderated: bool) -> Any:
     return logp_slopes
 
 
-@cache
 def _logp_slopes(want: bool, fixed: int, moderated: bool = False) -> Any:
     """The entry point for models with random slopes, with sampled missing cells or not
     (``want``), the cluster loop's factor count ``fixed``
     (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and moderated slopes or not,
     compiled (or loaded) on first use: models without slopes do not wait for the slopes' code,
     and a model compiles only the one cluster loop it runs."""
-    return numba.cfunc(_LOGP_SIG, cache=True)(_slopes_entry(bool(want), int(fixed), bool(moderated)))
+    return _slopes_cfunc(bool(want), int(fixed), bool(moderated))
+
+
+@cache
+def _slopes_cfunc(want: bool, fixed: int, moderated: bool) -> Any:
+    """One compiled slopes entry point per variant (normalized arguments: one cache key each)."""
+    return numba.cfunc(_LOGP_SIG, cache=True)(_slopes_entry(want, fixed, moderated))
 
 
 def entry_point(flat: FlatModel) -> Any:
@@ -178,10 +183,15 @@ def _expand_moderated_py(dim, expanded, x_, out_, user_data_):  # type: ignore[n
     return 0
 
 
-@cache
 def _expand(moderated: bool = False) -> Any:
     """The entry point that expands a point to the traced values (the moderators' values
     computed where slopes are moderated), compiled (or loaded) on first use."""
+    return _expand_cfunc(bool(moderated))
+
+
+@cache
+def _expand_cfunc(moderated: bool) -> Any:
+    """One compiled expansion per kind (normalized argument: one cache key each)."""
     return numba.cfunc(_EXPAND_SIG, cache=True)(_expand_moderated_py if moderated else _expand_py)
 
 
