@@ -4,16 +4,17 @@ shift, then the Woodbury core, with the reverse pass back to ``theta``.
 The same function of the parameters as
 :func:`pymsem.compile.marginal.moderated_random_slope_logp` where
 :func:`~pymsem.compile.slope_woodbury.moderated_woodbury_plan` applies (tutorial Model 4:
-slopes regressed on a latent school mean, a covariate measured without error at both levels).
-Given the moderators ``eta_o`` (level-2 columns, and latent ones sampled non-centered given
-them), each
-cluster's slopes are ``u_g + Gamma eta_o,g``; the cluster vectors' means are ``nu + Lambda_B C
-S_oo^-1 eta_o``, the between factors that are no moderator have covariance ``S_rr - S_ro
-S_oo^-1 S_or``, the covariates measured without error contribute their own density and shift
-the items' rows by ``C_g x_w`` (:func:`pymsem.compile.slope_woodbury._exact_covariates`), and
-:func:`pymsem.compile.kernel.slopes_numba.woodbury_core` evaluates the rest from the students'
-shifted deviations. Complete data and sampled missing cells take the same path: the students'
-deviations from their cluster means (computed once, or per call from the completed data).
+slopes regressed on a latent school mean, a covariate measured without error at both levels;
+or on level-2 columns). Given the moderators ``eta_o`` (level-2 columns, and latent ones
+sampled non-centered given them), each cluster's slopes are ``u_g + Gamma eta_o,g``; the
+cluster vectors' means are ``nu + Lambda_B C S_oo^-1 eta_o``, the between factors that are no
+moderator have covariance ``S_rr - S_ro S_oo^-1 S_or``, the covariates measured without error
+contribute their own density and shift the items by ``C_g x_w``
+(:func:`pymsem.compile.slope_woodbury._exact_covariates`), and
+:func:`pymsem.compile.kernel.slopes_numba.woodbury_core` evaluates the rest. With complete data
+the shift is applied to each cluster's packed within scatter (no pass over the students); with
+sampled missing cells, to the students' deviations from their cluster means, computed per call
+from the completed data (as Model 3's missing cells are).
 
 The moderation table is appended to the slopes table ``si`` (which the core reads from the
 start, with the items as its level-1 variables and the rows as its cluster vector); ``si[-1]``
