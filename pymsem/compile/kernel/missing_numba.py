@@ -28,34 +28,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from pymsem.compile.kernel.numba_impl import _inverse_pd, _matmul
+from pymsem.compile.kernel.numba_impl import _cholesky, _inverse_pd, _matmul
 
 __all__ = ["missing_moments", "missing_value_and_grad"]
 
 _LOG2PI = float(np.log(2 * np.pi))
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
-
-
-@_jit
-def _cholesky(A: np.ndarray) -> tuple[np.ndarray, float]:
-    """Lower Cholesky factor and ``log|A|`` (``nan`` when ``A`` is not positive definite)."""
-    n = A.shape[0]
-    L = np.zeros((n, n))
-    logdet = 0.0
-    for j in range(n):
-        d = A[j, j]
-        for k in range(j):
-            d -= L[j, k] * L[j, k]
-        if not d > 0.0:
-            return L, np.nan
-        L[j, j] = np.sqrt(d)
-        logdet += 2.0 * np.log(L[j, j])
-        for i in range(j + 1, n):
-            v = A[i, j]
-            for k in range(j):
-                v -= L[i, k] * L[j, k]
-            L[i, j] = v / L[j, j]
-    return L, logdet
 
 
 @_jit

@@ -42,7 +42,9 @@ import numba
 import numpy as np
 
 from pymsem.compile.kernel.numba_impl import (
+    _cholesky,
     _inverse_pd,
+    _lower_inverse,
     _matmul,
     _transpose,
     level_grads_to_theta,
@@ -57,23 +59,13 @@ _LOG2PI = math.log(2.0 * math.pi)
 
 
 @_jit
-def _chol(A: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The lower Cholesky factor of ``A``; False where ``A`` is not positive definite."""
-    n = A.shape[0]
-    L = np.zeros((n, n))
-    for j in range(n):
-        d = A[j, j]
-        for k in range(j):
-            d -= L[j, k] * L[j, k]
-        if not d > 0.0:
-            return L, False
-        L[j, j] = math.sqrt(d)
-        for i in range(j + 1, n):
-            v = A[i, j]
-            for k in range(j):
-                v -= L[i, k] * L[j, k]
-            L[i, j] = v / L[j, j]
-    return L, True
+def _sub(A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``A[rows][:, cols]`` (a new array)."""
+    out = np.empty((rows.shape[0], cols.shape[0]))
+    for i in range(rows.shape[0]):
+        for j in range(cols.shape[0]):
+            out[i, j] = A[rows[i], cols[j]]
+    return out
 
 
 @_jit
@@ -87,14 +79,7 @@ def _chol_backward(L: np.ndarray, Lbar: np.ndarray) -> np.ndarray:
             if j > i:
                 P[i, j] = 0.0
         P[i, i] *= 0.5
-    Li = np.zeros((n, n))
-    for c in range(n):
-        Li[c, c] = 1.0 / L[c, c]
-        for i in range(c + 1, n):
-            v = 0.0
-            for k in range(c, i):
-                v -= L[i, k] * Li[k, c]
-            Li[i, c] = v / L[i, i]
+    Li = _lower_inverse(L)
     X = _matmul(_matmul(_transpose(Li), P), Li)
     out = np.empty((n, n))
     for i in range(n):
@@ -196,23 +181,14 @@ def _moderators(
         else:
             lq[il] = a
             il += 1
-    Skk = np.empty((nk, nk))
-    Skl = np.empty((nk, nl))
-    Sll = np.empty((nl, nl))
-    for i in range(nk):
-        for j in range(nk):
-            Skk[i, j] = S[mods[kp[i]], mods[kp[j]]]
-        for j in range(nl):
-            Skl[i, j] = S[mods[kp[i]], mods[lq[j]]]
-    for i in range(nl):
-        for j in range(nl):
-            Sll[i, j] = S[mods[lq[i]], mods[lq[j]]]
-    Lk, ok = _chol(Skk)
+    known, latent = mods[kp], mods[lq]
+    Skl = _sub(S, known, latent)
+    Lk, ld = _cholesky(_sub(S, known, known))
     eta = np.zeros((G, o))
     white = np.zeros((G, nk))
     Wt = np.zeros((nk, nl))
     Lc = np.zeros((nl, nl))
-    if not ok:
+    if np.isnan(ld):
         return eta, 0.0, False, Lk, white, Wt, Lc, kp, lq
     lp = 0.0
     for i in range(nk):
@@ -224,9 +200,8 @@ def _moderators(
             for r in range(i):
                 t -= Lk[i, r] * Wt[r, j]
             Wt[i, j] = t / Lk[i, i]
-    cond = Sll - _matmul(_transpose(Wt), Wt)
-    Lc, ok = _chol(cond)
-    if not ok:
+    Lc, ld = _cholesky(_sub(S, latent, latent) - _matmul(_transpose(Wt), Wt))
+    if np.isnan(ld):
         return eta, 0.0, False, Lk, white, Wt, Lc, kp, lq
     for g in range(G):
         for i in range(nk):
@@ -413,10 +388,7 @@ def moderated_value_and_grad(
     if not ok:
         return fail
     lp += lp_mod
-    Soo = np.empty((o, o))
-    for i in range(o):
-        for j in range(o):
-            Soo[i, j] = S[mods[i], mods[j]]
+    Soo = _sub(S, mods, mods)
     ut = u.copy()
     for e in range(n_gamma):
         j, oj, pos = gam[3 * e], gam[3 * e + 1], gam[3 * e + 2]
@@ -426,10 +398,7 @@ def moderated_value_and_grad(
     # The cluster vectors' means given the moderators, and the other between factors' covariance.
     Qo = np.empty((o, o))
     _inverse_pd(Soo, Qo)
-    So_all = np.empty((o, mb))
-    for i in range(o):
-        for a in range(mb):
-            So_all[i, a] = S[mods[i], a]
+    So_all = _sub(S, mods, np.arange(mb))
     M = _matmul(Qo, So_all)  # (o, mb)
     P = _matmul(M, _transpose(Lb))  # (o, pb)
     mean = np.empty((G, pb))
@@ -439,62 +408,28 @@ def moderated_value_and_grad(
             for a in range(o):
                 t += eta[g, a] * P[a, i]
             mean[g, i] = t
-    Sro = np.empty((nr, o))
-    for i in range(nr):
-        for a in range(o):
-            Sro[i, a] = S[rlat[i], mods[a]]
+    Sro = _sub(S, rlat, mods)
     SroQ = _matmul(Sro, Qo)  # (nr, o)
-    SB = np.empty((nr, nr))
-    for i in range(nr):
-        for j in range(nr):
-            t = S[rlat[i], rlat[j]]
-            for a in range(o):
-                t -= SroQ[i, a] * Sro[j, a]
-            SB[i, j] = t
+    SB = _sub(S, rlat, rlat) - _matmul(SroQ, _transpose(Sro))
     SBinv = np.empty((nr, nr))
     logdet_sb = _inverse_pd(SB, SBinv)
 
     # The items' within matrices; their latents' covariance given the exact covariates' latents.
-    thw = np.empty(pI)
-    LamI = np.empty((pI, mI))
-    for i in range(pI):
-        thw[i] = rsdw[items[i]] ** 2
-        for a in range(mI):
-            LamI[i, a] = Lw[items[i], Il[a]]
-    BII = np.empty((mI, mI))
-    IB0 = np.empty((mI, mI))
-    for a in range(mI):
-        for b in range(mI):
-            BII[a, b] = Bw[Il[a], Il[b]]
-            IB0[a, b] = (1.0 if a == b else 0.0) - BII[a, b]
+    thw = rsdw[items] ** 2
+    LamI = _sub(Lw, items, Il)
+    BII = _sub(Bw, Il, Il)
+    IB0 = np.eye(mI) - BII
     Qx = np.empty((kx, kx))
-    Psi_xx = np.empty((kx, kx))
-    for s in range(kx):
-        for s2 in range(kx):
-            Psi_xx[s, s2] = Psiw[Xl[s], Xl[s2]]
-    logdet_xx = _inverse_pd(Psi_xx, Qx) if kx > 0 else 0.0
-    Psi_IX = np.empty((mI, kx))
-    for a in range(mI):
-        for s in range(kx):
-            Psi_IX[a, s] = Psiw[Il[a], Xl[s]]
+    logdet_xx = _inverse_pd(_sub(Psiw, Xl, Xl), Qx) if kx > 0 else 0.0
+    Psi_IX = _sub(Psiw, Il, Xl)
     Kr = _matmul(Psi_IX, Qx)  # (mI, kx)
-    Pc = np.empty((mI, mI))
-    for a in range(mI):
-        for b in range(mI):
-            t = Psiw[Il[a], Il[b]]
-            for s in range(kx):
-                t -= Kr[a, s] * Psi_IX[b, s]
-            Pc[a, b] = t
+    Pc = _sub(Psiw, Il, Il) - _matmul(Kr, _transpose(Psi_IX))
     Psi_inv = np.empty((mI, mI))
     logdet_psi = _inverse_pd(Pc, Psi_inv)
     if np.isnan(logdet_sb) or np.isnan(logdet_psi) or np.isnan(logdet_xx):
         return fail
-    thb = np.empty(nrows)
-    Lbr = np.empty((nrows, nr))
-    for i in range(nrows):
-        thb[i] = rsdb[rows[i]] ** 2
-        for a in range(nr):
-            Lbr[i, a] = Lb[rows[i], rlat[a]]
+    thb = rsdb[rows] ** 2
+    Lbr = _sub(Lb, rows, rlat)
 
     # The exact covariates: their density given the moderators, and the shift C_g of the items.
     zt = np.empty((G, nrows))
@@ -601,15 +536,14 @@ def moderated_value_and_grad(
                 for s in range(kx):
                     t += Cg[g, s, a] * SxxC[g, s, b] - D[g, xi[s, a]] * Cg[g, s, b]
                 Sin[g, t_] = t
+    # The covariates' within part: scatter Sxx + sum_g n_g d_g d_g' about their conditional means.
+    Mx = Sxx.copy()
+    for s in range(kx):
+        for s2 in range(kx):
+            for g in range(G):
+                Mx[s, s2] += sizes[size_index[g]] * d[g, s] * d[g, s2]
     if kx > 0:
-        quad = 0.0
-        for s in range(kx):
-            for s2 in range(kx):
-                v = Sxx[s, s2]
-                for g in range(G):
-                    v += sizes[size_index[g]] * d[g, s] * d[g, s2]
-                quad += Qx[s, s2] * v
-        f_x = -0.5 * (n_within + G) * (kx * _LOG2PI + logdet_xx) - 0.5 * quad
+        f_x = -0.5 * (n_within + G) * (kx * _LOG2PI + logdet_xx) - 0.5 * np.sum(Qx * Mx)
 
     f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, _, gut, gSin, gz = woodbury_core(
         thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Sin, zt,
@@ -719,13 +653,8 @@ def moderated_value_and_grad(
                         t += TLC[s, b] * LamD[i, b]
                     gCg[g, s, i] += t
     if kx > 0:
-        # The covariates' density: -N/2 log|Psi_xx| - tr(Qx (Sxx + sum n d d')) / 2.
-        for s in range(kx):
-            for s2 in range(kx):
-                v = Sxx[s, s2]
-                for g in range(G):
-                    v += sizes[size_index[g]] * d[g, s] * d[g, s2]
-                gQx[s, s2] -= 0.5 * v
+        # The covariates' density: -N/2 log|Psi_xx| - tr(Qx Mx) / 2.
+        gQx -= 0.5 * Mx
         for g in range(G):
             nn = sizes[size_index[g]]
             for s in range(kx):

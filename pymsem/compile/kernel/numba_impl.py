@@ -62,8 +62,8 @@ def _transpose(a: np.ndarray) -> np.ndarray:
 
 
 @_jit
-def _inverse_pd(A: np.ndarray, inv: np.ndarray) -> float:
-    """``inv = A^-1`` through a Cholesky factor; returns ``log|A|`` (``nan`` if not PD)."""
+def _cholesky(A: np.ndarray) -> tuple[np.ndarray, float]:
+    """Lower Cholesky factor and ``log|A|`` (``nan`` when ``A`` is not positive definite)."""
     n = A.shape[0]
     L = np.zeros((n, n))
     logdet = 0.0
@@ -72,7 +72,7 @@ def _inverse_pd(A: np.ndarray, inv: np.ndarray) -> float:
         for k in range(j):
             d -= L[j, k] * L[j, k]
         if not d > 0.0:
-            return np.nan
+            return L, np.nan
         L[j, j] = np.sqrt(d)
         logdet += 2.0 * np.log(L[j, j])
         for i in range(j + 1, n):
@@ -80,7 +80,13 @@ def _inverse_pd(A: np.ndarray, inv: np.ndarray) -> float:
             for k in range(j):
                 v -= L[i, k] * L[j, k]
             L[i, j] = v / L[j, j]
-    # L^-1 by forward substitution, then A^-1 = L^-T L^-1.
+    return L, logdet
+
+
+@_jit
+def _lower_inverse(L: np.ndarray) -> np.ndarray:
+    """``L^-1`` of a lower-triangular ``L``, by forward substitution."""
+    n = L.shape[0]
     Li = np.zeros((n, n))
     for c in range(n):
         Li[c, c] = 1.0 / L[c, c]
@@ -89,6 +95,17 @@ def _inverse_pd(A: np.ndarray, inv: np.ndarray) -> float:
             for k in range(c, i):
                 v -= L[i, k] * Li[k, c]
             Li[i, c] = v / L[i, i]
+    return Li
+
+
+@_jit
+def _inverse_pd(A: np.ndarray, inv: np.ndarray) -> float:
+    """``inv = A^-1`` through a Cholesky factor; returns ``log|A|`` (``nan`` if not PD)."""
+    n = A.shape[0]
+    L, logdet = _cholesky(A)
+    if np.isnan(logdet):
+        return np.nan
+    Li = _lower_inverse(L)  # A^-1 = L^-T L^-1
     for i in range(n):
         for j in range(i + 1):
             v = 0.0
