@@ -255,21 +255,17 @@ def _moderated_data(compiled: Any) -> list[np.ndarray]:
     slopes' tables' places and, with complete data, each cluster's packed within scatter (all
     level-1 variables: the kernel shifts the items' by the covariates') and vector (else
     computed per call from the completed data)."""
+    from pymsem.compile.marginal import sufficient_statistics
+
     base = _completed_data(compiled)
-    Y, idx, Z2 = base[6], base[7], base[8]
-    G, p1 = Z2.shape[0], Y.shape[1]
+    p1, pb = base[6].shape[1], base[6].shape[1] + base[8].shape[1]
     if compiled.data.has_missing:
-        S, z = np.zeros((0, p1 * (p1 + 1) // 2)), np.zeros((0, p1 + Z2.shape[1]))
+        S, z = np.zeros((0, p1 * (p1 + 1) // 2)), np.zeros((0, pb))
     else:
-        means = np.zeros((G, p1))
-        np.add.at(means, idx, Y)
-        means /= np.bincount(idx, minlength=G)[:, None]
-        D = Y - means[idx]
-        rows, cols = np.tril_indices(p1)  # row by row: entry (a, b), a >= b, at a (a + 1) / 2 + b
-        S = np.zeros((G, rows.size))
-        np.add.at(S, idx, D[:, rows] * D[:, cols])
-        z = np.concatenate([means, Z2], axis=1)
-    return [*base, np.zeros(1, np.int64), np.zeros(0), np.ascontiguousarray(S), np.ascontiguousarray(z)]
+        stats = sufficient_statistics(compiled.structure, compiled.data, per_cluster=True)
+        S, z = stats.cluster_scatter, stats.cluster_vectors
+    return [*base, np.zeros(1, np.int64), np.zeros(0), np.ascontiguousarray(S, dtype=np.float64),
+            np.ascontiguousarray(z, dtype=np.float64)]  # fmt: skip
 
 
 def _scatter_in_term_order(scatter: np.ndarray, t_e: np.ndarray, p1: int) -> np.ndarray:
