@@ -383,6 +383,22 @@ def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated)
 
 @overload(_slopes_likelihood, prefer_literal=True, jit_options={"cache": True})
 def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
+    if getattr(moderated, "literal_value", False) and getattr(want, "literal_value", True) is False:
+        # Complete data: the cells' statistics are not compiled.
+
+        def moderated_complete(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
+            ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
+            f, gt, gxs, graw, gext, _, _ = moderated_value_and_grad(
+                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, want, fixed
+            )
+            if not np.isnan(f):
+                gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
+                raw_off = si[si[si.shape[0] - 1] + 2]
+                gx[raw_off : raw_off + graw.shape[0]] = graw
+            return f, gt, gext
+
+        return moderated_complete
+
     if getattr(moderated, "literal_value", False):
 
         def moderated_slopes(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]

@@ -437,6 +437,8 @@ def moderated_value_and_grad(
     Cg = np.zeros((G, kx, pI))
     H = np.zeros((G, depth_w + 1, mI, kx))  # h_0 = gamma_g, h_j = B_g h_(j-1)
     Bg = np.zeros((G, mI, mI))
+    hsum = np.empty((mI, kx))
+    LamT = _transpose(LamI)
     f_x = 0.0
     gamma0 = np.empty((mI, kx))
     for a in range(mI):
@@ -446,10 +448,14 @@ def moderated_value_and_grad(
         for s in range(kx):
             d[g, s] = zc[g, X[s]] - mean[g, X[s]]
         if kx > 0:
-            Bg[g] = BII
+            for a in range(mI):
+                for b in range(mI):
+                    Bg[g, a, b] = BII[a, b]
             for e in range(n_ent):
                 Bg[g, si[10 + 3 * e], si[11 + 3 * e]] += ut[g, si[12 + 3 * e]]
-            H[g, 0] = gamma0
+            for a in range(mI):
+                for s in range(kx):
+                    H[g, 0, a, s] = gamma0[a, s]
             for e in range(n_ix):
                 H[g, 0, ix[3 * e], ix[3 * e + 1]] += ut[g, ix[3 * e + 2]]
             for j in range(1, depth_w + 1):
@@ -459,15 +465,17 @@ def moderated_value_and_grad(
                         for b in range(mI):
                             t += Bg[g, a, b] * H[g, j - 1, b, s]
                         H[g, j, a, s] = t
+            for a in range(mI):
+                for s in range(kx):
+                    hs = 0.0
+                    for j in range(depth_w + 1):
+                        hs += H[g, j, a, s]
+                    hsum[a, s] = hs
             for s in range(kx):
-                for i in range(pI):
-                    t = 0.0
-                    for a in range(mI):
-                        hs = 0.0
-                        for j in range(depth_w + 1):
-                            hs += H[g, j, a, s]
-                        t += hs * LamI[i, a]
-                    Cg[g, s, i] = t
+                for a in range(mI):
+                    hs = hsum[a, s]
+                    for i in range(pI):
+                        Cg[g, s, i] += hs * LamT[a, i]
         for i in range(nrows):
             t = zc[g, rows[i]] - mean[g, rows[i]]
             if i < pI:
@@ -476,6 +484,12 @@ def moderated_value_and_grad(
             zt[g, i] = t
     Sxx = np.zeros((kx, kx))
     SxxC = np.empty((0, kx, pI))
+    dM = np.zeros((0, mI, mI))
+    # Set on the complete-data path (numba wants every path to define them).
+    xi = np.empty((0, 0), np.int64)
+    LamD = np.empty((0, 0))
+    A_ = np.empty((0, 0, 0))
+    TL_ = np.empty((0, 0, 0))
     if want:
         # The students' shifted deviations: D_I - D_X C_g (innermost loops over the items, which
         # LLVM vectorizes).
@@ -494,13 +508,13 @@ def moderated_value_and_grad(
                         Sxx[s, s2] += xs * D[r, X[s2]]
             start += n
     else:
-        # D holds each cluster's packed within scatter: the items' scatter shifted,
-        # S_II - C' s_XI - s_IX C + C' S_XX C, at the entries the cluster loop reads (its
-        # terms, then the diagonal). SxxC = S_XX C - s_XI is kept for the reverse pass.
+        # D holds each cluster's packed within scatter. The cluster loop reads the items' scatter
+        # S_II at its terms as it is; the shift by C_g, -C' s_XI - s_IX C + C' S_XX C, enters
+        # at factor size, dM_g = LamD' (shift) LamD = A' (S_XX A - Y) - Y' A with A = C_g LamD
+        # and Y = s_XI LamD, and on the diagonal (the pooled residual term). SxxC = S_XX C - s_XI
+        # and A, Y are kept for the reverse pass.
         n_terms = si[mean_at + k]
         n_e = n_terms + pI
-        e_a = np.empty(n_e, np.int64)
-        e_b = np.empty(n_e, np.int64)
         e_ii = np.empty(n_e, np.int64)
         for t_ in range(n_e):
             if t_ < n_terms:
@@ -508,10 +522,9 @@ def moderated_value_and_grad(
                 a = 0
                 while (a + 1) * (a + 2) // 2 <= e:
                     a += 1
-                e_a[t_], e_b[t_] = a, e - a * (a + 1) // 2
+                e_ii[t_] = _pk(items[a], items[e - a * (a + 1) // 2])
             else:
-                e_a[t_], e_b[t_] = t_ - n_terms, t_ - n_terms
-            e_ii[t_] = _pk(items[e_a[t_]], items[e_b[t_]])
+                e_ii[t_] = _pk(items[t_ - n_terms], items[t_ - n_terms])
         xi = np.empty((kx, pI), np.int64)
         xx = np.empty((kx, kx), np.int64)
         for s in range(kx):
@@ -519,9 +532,19 @@ def moderated_value_and_grad(
                 xi[s, i] = _pk(X[s], items[i])
             for s2 in range(kx):
                 xx[s, s2] = _pk(X[s], X[s2])
+        LamD = np.empty((pI, mI))
+        for i in range(pI):
+            for a in range(mI):
+                LamD[i, a] = LamI[i, a] / thw[i]
         Sin = np.empty((G, n_e))
         SxxC = np.empty((G, kx, pI))
+        dM = np.zeros((G if kx > 0 else 0, mI, mI))
+        A_ = np.empty((G, kx, mI))
+        Y_ = np.empty((G, kx, mI))
+        TL_ = np.empty((G, kx, mI))
         for g in range(G):
+            for t_ in range(n_terms):
+                Sin[g, t_] = D[g, e_ii[t_]]
             for s in range(kx):
                 for s2 in range(kx):
                     Sxx[s, s2] += D[g, xx[s, s2]]
@@ -530,12 +553,27 @@ def moderated_value_and_grad(
                     for s2 in range(kx):
                         t += D[g, xx[s, s2]] * Cg[g, s2, i]
                     SxxC[g, s, i] = t
-            for t_ in range(n_e):
-                a, b = e_a[t_], e_b[t_]
-                t = D[g, e_ii[t_]]
+            for i in range(pI):
+                t = D[g, e_ii[n_terms + i]]
                 for s in range(kx):
-                    t += Cg[g, s, a] * SxxC[g, s, b] - D[g, xi[s, a]] * Cg[g, s, b]
-                Sin[g, t_] = t
+                    t += Cg[g, s, i] * (SxxC[g, s, i] - D[g, xi[s, i]])
+                Sin[g, n_terms + i] = t
+            for s in range(kx):
+                for a in range(mI):
+                    ta = 0.0
+                    ty = 0.0
+                    tl = 0.0
+                    for i in range(pI):
+                        ta += Cg[g, s, i] * LamD[i, a]
+                        ty += D[g, xi[s, i]] * LamD[i, a]
+                        tl += SxxC[g, s, i] * LamD[i, a]
+                    A_[g, s, a] = ta
+                    Y_[g, s, a] = ty
+                    TL_[g, s, a] = tl
+            for s in range(kx):
+                for a in range(mI):
+                    for b in range(a + 1):
+                        dM[g, a, b] += A_[g, s, a] * TL_[g, s, b] - Y_[g, s, a] * A_[g, s, b]
     # The covariates' within part: scatter Sxx + sum_g n_g d_g d_g' about their conditional means.
     Mx = Sxx.copy()
     for s in range(kx):
@@ -546,7 +584,7 @@ def moderated_value_and_grad(
         f_x = -0.5 * (n_within + G) * (kx * _LOG2PI + logdet_xx) - 0.5 * np.sum(Qx * Mx)
 
     f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, _, gut, gSin, gz = woodbury_core(
-        thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Sin, zt,
+        thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Sin, dM, zt,
         sizes, counts, totals, size_index, si, sf, want, fixed,
     )  # fmt: skip
     if np.isnan(f):
@@ -625,33 +663,36 @@ def moderated_value_and_grad(
                     gD[r, X[s]] -= t
             start += n
     elif kx > 0:
-        # The shifted scatter's gradient is Gam_g = LamD C_g^-1 LamD' / 2 - diag(1 / thw) / 2
-        # (through M_g and the pooled diagonal), so dC_g = 2 (S_XX C_g - s_XI) Gam_g =
-        # (T LamD) C_g^-1 LamD' - T diag(1 / thw) with T = S_XX C_g - s_XI (SxxC): factor-sized
-        # products.
-        LamD = np.empty((pI, mI))
-        for i in range(pI):
-            for a in range(mI):
-                LamD[i, a] = LamI[i, a] / thw[i]
-        TL = np.empty((kx, mI))
-        TLC = np.empty((kx, mI))
+        # Through dM_g (its gradient C_g^-1 / 2, from the cluster loop) and the pooled diagonal:
+        # dA = (S_XX A - Y) C_g^-1, dY = -A C_g^-1; dC_g = dA LamD' - (S_XX C_g - s_XI) diag(1 / thw),
+        # dLamD = C_g' dA + s_XI' dY.
+        dA = np.empty((kx, mI))
+        dY = np.empty((kx, mI))
+        gLamD = np.zeros((pI, mI))
         for g in range(G):
             for s in range(kx):
-                for a in range(mI):
-                    t = 0.0
-                    for j in range(pI):
-                        t += SxxC[g, s, j] * LamD[j, a]
-                    TL[s, a] = t
                 for b in range(mI):
-                    t = 0.0
+                    ta = 0.0
+                    ty = 0.0
                     for a in range(mI):
-                        t += TL[s, a] * gSin[g, a * mI + b]
-                    TLC[s, b] = t
+                        c_ab = gSin[g, a * mI + b]
+                        ta += TL_[g, s, a] * c_ab
+                        ty -= A_[g, s, a] * c_ab
+                    dA[s, b] = ta
+                    dY[s, b] = ty
                 for i in range(pI):
                     t = -SxxC[g, s, i] / thw[i]
+                    x_si = D[g, xi[s, i]]
+                    c_si = Cg[g, s, i]
                     for b in range(mI):
-                        t += TLC[s, b] * LamD[i, b]
+                        t += dA[s, b] * LamD[i, b]
+                        gLamD[i, b] += c_si * dA[s, b] + x_si * dY[s, b]
                     gCg[g, s, i] += t
+        for i in range(pI):
+            for a in range(mI):
+                v = gLamD[i, a] / thw[i]
+                gLw[items[i], Il[a]] += v
+                gthw_all[items[i]] -= v * LamI[i, a] / thw[i]
     if kx > 0:
         # The covariates' density: -N/2 log|Psi_xx| - tr(Qx Mx) / 2.
         gQx -= 0.5 * Mx
@@ -687,8 +728,11 @@ def moderated_value_and_grad(
                     for s in range(kx):
                         t += gCg[g, s, i] * acc[a, s]
                     gLw[items[i], Il[a]] += t
-            gh[:] = gacc
-            gBg[:] = 0.0
+            for a in range(mI):
+                for s in range(kx):
+                    gh[a, s] = gacc[a, s]
+                for b in range(mI):
+                    gBg[a, b] = 0.0
             for j in range(depth_w, 0, -1):
                 # h_j = B_g h_(j-1): gB_g += gh_j h_(j-1)'; gh_(j-1) = gacc + B_g' gh_j.
                 for a in range(mI):
@@ -703,7 +747,9 @@ def moderated_value_and_grad(
                         for a in range(mI):
                             t += Bg[g, a, b] * gh[a, s]
                         gh2[b, s] = t
-                gh[:] = gh2
+                for a in range(mI):
+                    for s in range(kx):
+                        gh[a, s] = gh2[a, s]
             for a in range(mI):
                 for b in range(mI):
                     gBw[Il[a], Il[b]] += gBg[a, b]

@@ -101,7 +101,7 @@ def _mm(X: np.ndarray, Y: np.ndarray, out: np.ndarray, k: int) -> None:
             out[i, t] = x
 
 
-def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
+def _clusters(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
     """The per-cluster part and its gradients (:mod:`pymsem.compile.cluster_woodbury`'s loop).
 
     ``fixed`` (a compile-time constant, :func:`loop_size`) is the factor count at both levels
@@ -117,20 +117,24 @@ def _clusters(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, s
 
 
 @overload(_clusters, prefer_literal=True, jit_options={"cache": True})
-def _clusters_typed(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
+def _clusters_typed(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
     n = getattr(fixed, "literal_value", 0)
     if n in (2, 3, 4):
 
-        def fixed_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
+        def fixed_loop(  # type: ignore[no-untyped-def]
+            u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed
+        ):
             return _cluster_loop(
-                u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, n, n, want
+                u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, n, n, want
             )
 
         return fixed_loop
 
-    def general_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed):  # type: ignore[no-untyped-def]
+    def general_loop(  # type: ignore[no-untyped-def]
+        u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, want, fixed
+    ):
         return _cluster_loop(
-            u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, si[2], si[3], want
+            u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, si[2], si[3], want
         )
 
     return general_loop
@@ -143,7 +147,7 @@ def loop_size(si: np.ndarray) -> int:
 
 
 @_jit
-def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb, want):
+def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb, want):
     """:func:`_clusters` for ``m`` within and ``mb`` between factors.
 
     With ``want`` (sampled missing cells) ``S`` holds the students' rows of ``V = D LamD`` (N, m;
@@ -272,6 +276,10 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, sizes, size, UEU, z, nu, Einv, 
                 for t in range(grp_ptr[h], grp_ptr[h + 1]):
                     x += S[g, t] * coef[t]
                 M[grp_a[h], grp_b[h]] = x
+            if dM.shape[0] > 0:
+                for a in range(m):
+                    for t in range(a + 1):
+                        M[a, t] += dM[g, a, t]
         quad_C = 0.0
         for a in range(m):
             quad_C += Cinv[a, a] * M[a, a]
@@ -482,6 +490,7 @@ def woodbury_core(
     nu: np.ndarray,
     u: np.ndarray,
     S: np.ndarray,
+    dM: np.ndarray,
     z: np.ndarray,
     sizes: np.ndarray,
     counts: np.ndarray,
@@ -498,7 +507,9 @@ def woodbury_core(
     ``thw`` (p1) the within residual variances, ``Lw`` (p1, m) the loadings, ``IB0 = I - B``,
     ``Psi_inv`` the within factors' precision with ``log|Psi|``; ``thb`` (pb), ``Lb`` (pb, mb),
     the between factors' precision ``SBinv`` with ``log|S_B|``, ``nu`` (pb). ``S`` and ``z`` as
-    :func:`slopes_value_and_grad` takes them. Returns ``(f, gthw, dLw, gIB0, gPsiinv, gthb,
+    :func:`slopes_value_and_grad` takes them; ``dM`` (G, m, m), where not empty, is added to
+    each cluster's ``M_g = LamD' S_g LamD`` (complete data: a shift of the scatter that the caller
+    computes at factor size). Returns ``(f, gthw, dLw, gIB0, gPsiinv, gthb,
     dLb, gSBinv, gnu, gu, gS, gz)``: ``gS`` with ``want`` the gradient in the deviations, else
     each cluster's ``C_g^-1`` (:func:`_cluster_loop`); ``gz`` the gradient in the cluster
     vectors. The log determinants' gradients are the caller's (``-(n_within + G) / 2`` in
@@ -552,7 +563,7 @@ def woodbury_core(
             for i in range(p1):
                 pooled_diag[i] += S[g, n_terms + i]
     f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gM, gz = _clusters(
-        u, IB0, Psi_inv, LtL, LamD, SV, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want, fixed
+        u, IB0, Psi_inv, LtL, LamD, SV, dM, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want, fixed
     )
     gthw = np.zeros(p1)
     gthb = np.zeros(pb)
@@ -703,8 +714,8 @@ def slopes_value_and_grad(
     for i in range(m):
         IB0[i, i] += 1.0
     f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSB, gnu, gu, gS, gz = woodbury_core(
-        thw, Lw, IB0, Psi_inv, logdet_psi, thb, Lb, SBinv, logdet_sb, nu, u, S, z,
-        sizes, counts, totals, size_index, si, sf, want, fixed,
+        thw, Lw, IB0, Psi_inv, logdet_psi, thb, Lb, SBinv, logdet_sb, nu, u, S, np.zeros((0, m, m)),
+        z, sizes, counts, totals, size_index, si, sf, want, fixed,
     )  # fmt: skip
     if np.isnan(f):
         return np.nan, gtheta, np.zeros(G * k), gext, gS, gz
