@@ -253,7 +253,7 @@ def _slope_data(compiled: Any) -> list[np.ndarray]:
 def _moderated_data(compiled: Any) -> list[np.ndarray]:
     """The likelihood's data for moderated random slopes: the data with their cells, then the
     slopes' tables' places and, with complete data, each cluster's packed within scatter (all
-    level-1 variables: the kernel shifts the items' by the covariates') and vector (else
+    level-1 variables; :func:`flat_model` keeps the columns the kernel reads) and vector (else
     computed per call from the completed data)."""
     from pymsem.compile.marginal import sufficient_statistics
 
@@ -319,9 +319,12 @@ def _slope_tables(
 
 def _moderated_tables(
     compiled: Any, offsets: dict[str, int], s_off: int, centered: bool, l_pos: int, raw_off: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``si`` (the Woodbury core's table for the items, then the moderation table of
-    :mod:`pymsem.compile.kernel.moderated_numba`, then where that starts) and ``sf``."""
+    :mod:`pymsem.compile.kernel.moderated_numba`, then where that starts), ``sf``, and the
+    columns of the packed within scatter that the kernel reads with complete data, in its order:
+    the items' entries at the core's terms, the items' diagonal, then ``s_XI`` and ``S_XX``
+    (row-major; ``X`` the covariates measured without error)."""
     from pymsem.compile.cluster_woodbury import loading_pattern
     from pymsem.compile.slope_woodbury import moderated_woodbury_plan
 
@@ -337,7 +340,7 @@ def _moderated_tables(
     ix = [v for r, c, j in br if c in pos_X for v in (pos_I[r], pos_X[c], j)]
     pat_w = loading_pattern(ls)[plan.items][:, plan.item_lat]
     pat_b = loading_pattern(lb)[plan.rows][:, plan.between_lat]
-    si, sf, _ = _slope_tables(
+    si, sf, t_e = _slope_tables(
         compiled, offsets, s_off, centered, l_pos, (pat_w, pat_b, entries.reshape(-1, 3))
     )
     mods = sorted(known + latent)
@@ -353,7 +356,13 @@ def _moderated_tables(
     table += [*plan.item_lat, *plan.rows, *plan.between_lat, *gamma, *ix]
     p1 = len(structure.level1)
     table += [p1 + structure.level2.index(lb.latent[lat]) if lat in known else -1 for lat in mods]
-    return np.concatenate([si, np.asarray(table, dtype=np.int64), [len(si)]]).astype(np.int64), sf
+    items, exact = list(plan.items), list(plan.exact)
+    tri = [(a, int(e) - a * (a + 1) // 2) for e in t_e for a in [(math.isqrt(8 * int(e) + 1) - 1) // 2]]
+    pairs = [(items[a], items[b]) for a, b in tri] + [(i, i) for i in items]
+    pairs += [(x, i) for x in exact for i in items] + [(x, y) for x in exact for y in exact]
+    cols = np.array([max(a, b) * (max(a, b) + 1) // 2 + min(a, b) for a, b in pairs], dtype=np.int64)
+    si = np.concatenate([si, np.asarray(table, dtype=np.int64), [len(si)]]).astype(np.int64)
+    return si, sf, cols
 
 
 def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
@@ -553,7 +562,9 @@ def flat_model(compiled: Any, init: dict[str, np.ndarray]) -> FlatModel | str:
         if moderated:
             if raw_off < 0 and _moderators(structure)[1]:
                 return "its moderators' coordinates are not among its variables"
-            data[-4], data[-3] = _moderated_tables(*args, max(raw_off, 0))
+            data[-4], data[-3], cols = _moderated_tables(*args, max(raw_off, 0))
+            if not compiled.data.has_missing:
+                data[-2] = np.ascontiguousarray(data[-2][:, cols])
         else:
             data[-4], data[-3], t_e = _slope_tables(*args)
             if not compiled.data.has_missing:

@@ -12,9 +12,12 @@ moderator have covariance ``S_rr - S_ro S_oo^-1 S_or``, the covariates measured 
 contribute their own density and shift the items by ``C_g x_w``
 (:func:`pymsem.compile.slope_woodbury._exact_covariates`), and
 :func:`pymsem.compile.kernel.slopes_numba.woodbury_core` evaluates the rest. With complete data
-the shift is applied to each cluster's packed within scatter (no pass over the students); with
-sampled missing cells, to the students' deviations from their cluster means, computed per call
-from the completed data (as Model 3's missing cells are).
+the shift enters at factor size, through ``C_g = hs_g' LamI'`` (``hs_g`` the items' latents'
+total effects of the covariates' latents, ``mI x kx``): a correction of each cluster's
+``LamD' S_g LamD`` and of the pooled diagonal, from each cluster's scatter as it is (no pass over
+the students); with sampled missing cells, the shift is applied to the students' deviations
+from their cluster means, computed per call from the completed data (as Model 3's missing cells
+are).
 
 The moderation table is appended to the slopes table ``si`` (which the core reads from the
 start, with the items as its level-1 variables and the rows as its cluster vector); ``si[-1]``
@@ -352,8 +355,8 @@ def moderated_value_and_grad(
     priors, and the gradients.
 
     With ``want`` (sampled missing cells) ``D`` (N, p1) are the students' deviations from their
-    cluster means (rows sorted by cluster), else (G, p1 (p1 + 1) / 2) each cluster's packed
-    within scatter; ``zc`` (G, pb) are the cluster vectors. Returns ``(f, gtheta, gx_slopes, gx_raw,
+    cluster means (rows sorted by cluster), else each cluster's within scatter in the order
+    :func:`pymsem.compile.kernel.flat_model._moderated_tables` gives; ``zc`` (G, pb) are the cluster vectors. Returns ``(f, gtheta, gx_slopes, gx_raw,
     gext, gD, gz)``: the gradients in the slopes' and the moderators' coordinates, the LKJ
     factors after ``theta``, and the deviations (each row as if its cluster's mean were fixed)
     and cluster vectors (for sampled missing cells).
@@ -361,6 +364,10 @@ def moderated_value_and_grad(
     head, mods, X, Xl, items, Il, rows, rlat, gam, ix, kcol = _table(si)
     o, raw_off, kx, pI, mI, nrows, nr = head[0], head[2], head[3], head[4], head[5], head[6], head[7]
     depth_w, depth_b, n_gamma, n_ix = head[8], head[9], head[10], head[11]
+    if fixed > 0:
+        # The same count (slopes_numba.loop_size), as a compile-time constant: LLVM unrolls the
+        # factor-sized loops.
+        mI = fixed
     k = si[0]
     n_ent = si[9]
     mean_at = 10 + 3 * n_ent
@@ -431,14 +438,24 @@ def moderated_value_and_grad(
     thb = rsdb[rows] ** 2
     Lbr = _sub(Lb, rows, rlat)
 
-    # The exact covariates: their density given the moderators, and the shift C_g of the items.
+    # The exact covariates: their density given the moderators, and the shift of the items by
+    # C_g x_w, C_g = hs_g' LamI' with hs_g = h_0 + ... + h_depth (h_0 = gamma_g, h_j = B_g h_(j-1)).
+    # The shift is applied through hs_g (mI x kx), never through C_g (kx x pI): the cluster
+    # vectors' items lose LamI v_g with v_g = hs_g d_g.
+    LamD = np.empty((pI, mI))
+    for i in range(pI):
+        for a in range(mI):
+            LamD[i, a] = LamI[i, a] / thw[i]
+    # Transposed copies, so that the loops over the items (the innermost) read contiguously.
+    LamIt = _transpose(LamI)
+    LamDt = _transpose(LamD)
+    K = _matmul(LamIt, LamD)  # LamI' diag(1 / thw) LamI
     zt = np.empty((G, nrows))
     d = np.zeros((G, kx))
-    Cg = np.zeros((G, kx, pI))
-    H = np.zeros((G, depth_w + 1, mI, kx))  # h_0 = gamma_g, h_j = B_g h_(j-1)
+    Hs = np.zeros((G, mI, kx))
+    v = np.zeros((G, mI))
+    H = np.zeros((G, depth_w + 1, mI, kx))
     Bg = np.zeros((G, mI, mI))
-    hsum = np.empty((mI, kx))
-    LamT = _transpose(LamI)
     f_x = 0.0
     gamma0 = np.empty((mI, kx))
     for a in range(mI):
@@ -466,36 +483,41 @@ def moderated_value_and_grad(
                             t += Bg[g, a, b] * H[g, j - 1, b, s]
                         H[g, j, a, s] = t
             for a in range(mI):
+                va = 0.0
                 for s in range(kx):
                     hs = 0.0
                     for j in range(depth_w + 1):
                         hs += H[g, j, a, s]
-                    hsum[a, s] = hs
-            for s in range(kx):
-                for a in range(mI):
-                    hs = hsum[a, s]
-                    for i in range(pI):
-                        Cg[g, s, i] += hs * LamT[a, i]
+                    Hs[g, a, s] = hs
+                    va += hs * d[g, s]
+                v[g, a] = va
         for i in range(nrows):
             t = zc[g, rows[i]] - mean[g, rows[i]]
-            if i < pI:
-                for s in range(kx):
-                    t -= Cg[g, s, i] * d[g, s]
+            if i < pI and kx > 0:
+                for a in range(mI):
+                    t -= LamI[i, a] * v[g, a]
             zt[g, i] = t
     Sxx = np.zeros((kx, kx))
-    SxxC = np.empty((0, kx, pI))
     dM = np.zeros((0, mI, mI))
-    # Set on the complete-data path (numba wants every path to define them).
-    xi = np.empty((0, 0), np.int64)
-    LamD = np.empty((0, 0))
-    A_ = np.empty((0, 0, 0))
-    TL_ = np.empty((0, 0, 0))
+    dpool = np.zeros(0)
+    Cg = np.zeros((0, kx, pI))
+    # Kept for the complete data's reverse pass (numba wants every path to define them).
+    Q = np.zeros((mI, mI))
+    R = np.zeros((mI, pI))
+    A_ = np.empty((0, kx, mI))
+    TL_ = np.empty((0, kx, mI))
     if want:
         # The students' shifted deviations: D_I - D_X C_g (innermost loops over the items, which
         # LLVM vectorizes).
+        Cg = np.zeros((G, kx, pI))
         Sin = np.empty((N, pI))
         start = 0
         for g in range(G):
+            for s in range(kx):
+                for a in range(mI):
+                    hs = Hs[g, a, s]
+                    for i in range(pI):
+                        Cg[g, s, i] += hs * LamI[i, a]
             n = int(sizes[size_index[g]])
             for r in range(start, start + n):
                 for i in range(pI):
@@ -508,72 +530,70 @@ def moderated_value_and_grad(
                         Sxx[s, s2] += xs * D[r, X[s2]]
             start += n
     else:
-        # D holds each cluster's packed within scatter. The cluster loop reads the items' scatter
-        # S_II at its terms as it is; the shift by C_g, -C' s_XI - s_IX C + C' S_XX C, enters
-        # at factor size, dM_g = LamD' (shift) LamD = A' (S_XX A - Y) - Y' A with A = C_g LamD
-        # and Y = s_XI LamD, and on the diagonal (the pooled residual term). SxxC = S_XX C - s_XI
-        # and A, Y are kept for the reverse pass.
-        n_terms = si[mean_at + k]
-        n_e = n_terms + pI
-        e_ii = np.empty(n_e, np.int64)
-        for t_ in range(n_e):
-            if t_ < n_terms:
-                e = si[mean_at + k + 1 + t_]
-                a = 0
-                while (a + 1) * (a + 2) // 2 <= e:
-                    a += 1
-                e_ii[t_] = _pk(items[a], items[e - a * (a + 1) // 2])
-            else:
-                e_ii[t_] = _pk(items[t_ - n_terms], items[t_ - n_terms])
-        xi = np.empty((kx, pI), np.int64)
-        xx = np.empty((kx, kx), np.int64)
-        for s in range(kx):
-            for i in range(pI):
-                xi[s, i] = _pk(X[s], items[i])
-            for s2 in range(kx):
-                xx[s, s2] = _pk(X[s], X[s2])
-        LamD = np.empty((pI, mI))
-        for i in range(pI):
-            for a in range(mI):
-                LamD[i, a] = LamI[i, a] / thw[i]
-        Sin = np.empty((G, n_e))
-        SxxC = np.empty((G, kx, pI))
-        dM = np.zeros((G if kx > 0 else 0, mI, mI))
-        A_ = np.empty((G, kx, mI))
-        Y_ = np.empty((G, kx, mI))
-        TL_ = np.empty((G, kx, mI))
-        for g in range(G):
-            for t_ in range(n_terms):
-                Sin[g, t_] = D[g, e_ii[t_]]
-            for s in range(kx):
-                for s2 in range(kx):
-                    Sxx[s, s2] += D[g, xx[s, s2]]
-                for i in range(pI):
-                    t = -D[g, xi[s, i]]
-                    for s2 in range(kx):
-                        t += D[g, xx[s, s2]] * Cg[g, s2, i]
-                    SxxC[g, s, i] = t
-            for i in range(pI):
-                t = D[g, e_ii[n_terms + i]]
+        # D holds, per cluster, the items' scatter S_II at the core's terms and on its diagonal,
+        # then s_XI and S_XX (flat_model._moderated_tables), and the core reads it as it is. The
+        # shift by C_g, -C' s_XI - s_IX C + C' S_XX C, enters at factor size:
+        # dM_g = LamD' shift LamD = A' TL - Y' A with A = hs' K, Y = s_XI LamD, TL = S_XX A - Y;
+        # and the pooled diagonal (the core sums it over clusters) gains
+        # diag(LamI Q LamI') - 2 diag(LamI R), Q = sum_g hs S_XX hs', R = sum_g hs s_XI.
+        Sin = D
+        if kx > 0:
+            o_xi = si[mean_at + k] + pI
+            o_xx = o_xi + kx * pI
+            dM = np.zeros((G, mI, mI))
+            A_ = np.empty((G, kx, mI))
+            TL_ = np.empty((G, kx, mI))
+            Y = np.empty((kx, mI))
+            HS = np.empty((mI, kx))  # hs S_XX
+            for g in range(G):
                 for s in range(kx):
-                    t += Cg[g, s, i] * (SxxC[g, s, i] - D[g, xi[s, i]])
-                Sin[g, n_terms + i] = t
-            for s in range(kx):
+                    for a in range(mI):
+                        ta = 0.0
+                        for b in range(mI):
+                            ta += Hs[g, b, s] * K[b, a]
+                        A_[g, s, a] = ta
+                    for a in range(mI):
+                        hs = Hs[g, a, s]
+                        ty = 0.0
+                        for i in range(pI):
+                            x_si = D[g, o_xi + s * pI + i]
+                            ty += x_si * LamDt[a, i]
+                            R[a, i] += hs * x_si
+                        Y[s, a] = ty
+                for s in range(kx):
+                    for s2 in range(kx):
+                        Sxx[s, s2] += D[g, o_xx + s * kx + s2]
+                    for a in range(mI):
+                        t = -Y[s, a]
+                        for s2 in range(kx):
+                            t += D[g, o_xx + s * kx + s2] * A_[g, s2, a]
+                        TL_[g, s, a] = t
                 for a in range(mI):
-                    ta = 0.0
-                    ty = 0.0
-                    tl = 0.0
-                    for i in range(pI):
-                        ta += Cg[g, s, i] * LamD[i, a]
-                        ty += D[g, xi[s, i]] * LamD[i, a]
-                        tl += SxxC[g, s, i] * LamD[i, a]
-                    A_[g, s, a] = ta
-                    Y_[g, s, a] = ty
-                    TL_[g, s, a] = tl
-            for s in range(kx):
-                for a in range(mI):
+                    for s in range(kx):
+                        t = 0.0
+                        for s2 in range(kx):
+                            t += Hs[g, a, s2] * D[g, o_xx + s2 * kx + s]
+                        HS[a, s] = t
                     for b in range(a + 1):
-                        dM[g, a, b] += A_[g, s, a] * TL_[g, s, b] - Y_[g, s, a] * A_[g, s, b]
+                        t = 0.0
+                        q = 0.0
+                        for s in range(kx):
+                            t += A_[g, s, a] * TL_[g, s, b] - Y[s, a] * A_[g, s, b]
+                            q += HS[a, s] * Hs[g, b, s]
+                        dM[g, a, b] = t
+                        Q[a, b] += q
+            for a in range(mI):
+                for b in range(a):
+                    Q[b, a] = Q[a, b]
+            dpool = np.empty(pI)
+            for i in range(pI):
+                t = 0.0
+                for a in range(mI):
+                    la = LamI[i, a]
+                    t -= 2.0 * la * R[a, i]
+                    for b in range(mI):
+                        t += la * Q[a, b] * LamI[i, b]
+                dpool[i] = t
     # The covariates' within part: scatter Sxx + sum_g n_g d_g d_g' about their conditional means.
     Mx = Sxx.copy()
     for s in range(kx):
@@ -584,8 +604,8 @@ def moderated_value_and_grad(
         f_x = -0.5 * (n_within + G) * (kx * _LOG2PI + logdet_xx) - 0.5 * np.sum(Qx * Mx)
 
     f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, _, gut, gSin, gz = woodbury_core(
-        thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Sin, dM, zt,
-        sizes, counts, totals, size_index, si, sf, want, fixed,
+        thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Sin, dM, dpool,
+        zt, sizes, counts, totals, size_index, si, sf, want, fixed,
     )  # fmt: skip
     if np.isnan(f):
         return fail
@@ -632,22 +652,34 @@ def moderated_value_and_grad(
             gPsiw[Il[a], Xl[s]] -= gPcKr[a, s]
             gPsiw[Xl[s], Il[a]] -= gPcKr[a, s]
     gQx -= _matmul(_matmul(_transpose(Psi_IX), gPc), Psi_IX)
-    # The cluster vectors: zt = zc[rows] - mean[rows] - C_g' d (the items').
-    gCg = np.zeros((G, kx, pI))
+    # The cluster vectors: zt = zc[rows] - mean[rows] - LamI v_g (the items'), v_g = hs_g d_g.
+    # dHs collects each cluster's gradient in hs_g, gLamIt the items' loadings' (transposed).
+    dHs = np.zeros((G, mI, kx))
+    gLamIt = np.zeros((mI, pI))
     gd = np.zeros((G, kx))
     for g in range(G):
         for i in range(nrows):
-            v = gz[g, i]
-            gzc[g, rows[i]] += v
-            gmean[g, rows[i]] -= v
-            if i < pI:
+            val = gz[g, i]
+            gzc[g, rows[i]] += val
+            gmean[g, rows[i]] -= val
+        if kx > 0:
+            for a in range(mI):
+                dv = 0.0
+                va = v[g, a]
+                for i in range(pI):
+                    dv -= gz[g, i] * LamIt[a, i]
+                    gLamIt[a, i] -= gz[g, i] * va
                 for s in range(kx):
-                    gCg[g, s, i] -= v * d[g, s]
-                    gd[g, s] -= v * Cg[g, s, i]
+                    dHs[g, a, s] += dv * d[g, s]
+                    gd[g, s] += dv * Hs[g, a, s]
     if want:
-        # The shifted deviations D_I - D_X C_g, and the covariates' scatter.
+        # The shifted deviations D_I - D_X C_g, and the covariates' scatter; C_g = hs_g' LamI'.
+        gC = np.empty((kx, pI))
         start = 0
         for g in range(G):
+            for s in range(kx):
+                for i in range(pI):
+                    gC[s, i] = 0.0
             n = int(sizes[size_index[g]])
             for r in range(start, start + n):
                 for i in range(pI):
@@ -657,18 +689,29 @@ def moderated_value_and_grad(
                     t = 0.0
                     for i in range(pI):
                         t += gSin[r, i] * Cg[g, s, i]
-                        gCg[g, s, i] -= gSin[r, i] * xs
+                        gC[s, i] -= gSin[r, i] * xs
                     for s2 in range(kx):
                         t += Qx[s, s2] * D[r, X[s2]]
                     gD[r, X[s]] -= t
             start += n
+            for s in range(kx):
+                for a in range(mI):
+                    t = 0.0
+                    hs = Hs[g, a, s]
+                    for i in range(pI):
+                        t += gC[s, i] * LamIt[a, i]
+                        gLamIt[a, i] += gC[s, i] * hs
+                    dHs[g, a, s] += t
     elif kx > 0:
-        # Through dM_g (its gradient C_g^-1 / 2, from the cluster loop) and the pooled diagonal:
-        # dA = (S_XX A - Y) C_g^-1, dY = -A C_g^-1; dC_g = dA LamD' - (S_XX C_g - s_XI) diag(1 / thw),
-        # dLamD = C_g' dA + s_XI' dY.
+        # Through dM_g (its gradient C_g^-1 / 2, from the cluster loop) and the pooled diagonal
+        # (its gradient -1 / (2 thw)): dA = TL C_g^-1, dY = -A C_g^-1; A = hs' K gives
+        # dhs += K dA' and dK += hs dA; Y = s_XI LamD gives dLamD += s_XI' dY; Q and R give
+        # dhs -= TL' and dLamI -= diag(1 / thw) (LamI Q - R').
+        o_xi = si[mean_at + k] + pI
         dA = np.empty((kx, mI))
         dY = np.empty((kx, mI))
-        gLamD = np.zeros((pI, mI))
+        dK = np.zeros((mI, mI))
+        gLamDt = np.zeros((mI, pI))
         for g in range(G):
             for s in range(kx):
                 for b in range(mI):
@@ -680,19 +723,29 @@ def moderated_value_and_grad(
                         ty -= A_[g, s, a] * c_ab
                     dA[s, b] = ta
                     dY[s, b] = ty
-                for i in range(pI):
-                    t = -SxxC[g, s, i] / thw[i]
-                    x_si = D[g, xi[s, i]]
-                    c_si = Cg[g, s, i]
+                for a in range(mI):
+                    t = -TL_[g, s, a]
+                    hs = Hs[g, a, s]
                     for b in range(mI):
-                        t += dA[s, b] * LamD[i, b]
-                        gLamD[i, b] += c_si * dA[s, b] + x_si * dY[s, b]
-                    gCg[g, s, i] += t
+                        t += K[a, b] * dA[s, b]
+                        dK[a, b] += hs * dA[s, b]
+                    dHs[g, a, s] += t
+                for b in range(mI):
+                    dy = dY[s, b]
+                    for i in range(pI):
+                        gLamDt[b, i] += D[g, o_xi + s * pI + i] * dy
         for i in range(pI):
             for a in range(mI):
-                v = gLamD[i, a] / thw[i]
-                gLw[items[i], Il[a]] += v
-                gthw_all[items[i]] -= v * LamI[i, a] / thw[i]
+                t = 0.0
+                for b in range(mI):
+                    t += LamD[i, b] * dK[a, b] - Q[a, b] * LamI[i, b] / thw[i]
+                    gLamDt[a, i] += LamI[i, b] * dK[b, a]
+                gLamIt[a, i] += t + R[a, i] / thw[i]
+        for i in range(pI):
+            for a in range(mI):
+                val = gLamDt[a, i] / thw[i]
+                gLw[items[i], Il[a]] += val
+                gthw_all[items[i]] -= val * LamI[i, a] / thw[i]
     if kx > 0:
         # The covariates' density: -N/2 log|Psi_xx| - tr(Qx Mx) / 2.
         gQx -= 0.5 * Mx
@@ -703,38 +756,24 @@ def moderated_value_and_grad(
                 for s2 in range(kx):
                     t += Qx[s, s2] * d[g, s2]
                 gd[g, s] -= nn * t
-        # C_g = (sum_j h_j)' LamI', h_0 = gamma_g, h_j = B_g h_(j-1).
-        # Per-cluster buffers: thousands of small allocations per gradient would cost more
-        # than the arithmetic.
+        for i in range(pI):
+            for a in range(mI):
+                gLw[items[i], Il[a]] += gLamIt[a, i]
+        # hs_g = h_0 + ... + h_depth, h_0 = gamma_g, h_j = B_g h_(j-1): the gradients summed over
+        # clusters where they reach the model's matrices (B_II, and B_IX with Kr through gamma_g).
         gh = np.empty((mI, kx))
         gh2 = np.empty((mI, kx))
-        gacc = np.empty((mI, kx))
-        acc = np.empty((mI, kx))
         gBg = np.empty((mI, mI))
+        gB_sum = np.zeros((mI, mI))
+        gh_sum = np.zeros((mI, kx))
         for g in range(G):
             for a in range(mI):
                 for s in range(kx):
-                    t = 0.0
-                    for i in range(pI):
-                        t += gCg[g, s, i] * LamI[i, a]
-                    gacc[a, s] = t
-                    hs = 0.0
-                    for j in range(depth_w + 1):
-                        hs += H[g, j, a, s]
-                    acc[a, s] = hs
-            for i in range(pI):
-                for a in range(mI):
-                    t = 0.0
-                    for s in range(kx):
-                        t += gCg[g, s, i] * acc[a, s]
-                    gLw[items[i], Il[a]] += t
-            for a in range(mI):
-                for s in range(kx):
-                    gh[a, s] = gacc[a, s]
+                    gh[a, s] = dHs[g, a, s]
                 for b in range(mI):
                     gBg[a, b] = 0.0
             for j in range(depth_w, 0, -1):
-                # h_j = B_g h_(j-1): gB_g += gh_j h_(j-1)'; gh_(j-1) = gacc + B_g' gh_j.
+                # h_j = B_g h_(j-1): gB_g += gh_j h_(j-1)'; gh_(j-1) = dhs + B_g' gh_j.
                 for a in range(mI):
                     for b in range(mI):
                         t = 0.0
@@ -743,7 +782,7 @@ def moderated_value_and_grad(
                         gBg[a, b] += t
                 for b in range(mI):
                     for s in range(kx):
-                        t = gacc[b, s]
+                        t = dHs[g, b, s]
                         for a in range(mI):
                             t += Bg[g, a, b] * gh[a, s]
                         gh2[b, s] = t
@@ -752,15 +791,19 @@ def moderated_value_and_grad(
                         gh[a, s] = gh2[a, s]
             for a in range(mI):
                 for b in range(mI):
-                    gBw[Il[a], Il[b]] += gBg[a, b]
+                    gB_sum[a, b] += gBg[a, b]
+                for s in range(kx):
+                    gh_sum[a, s] += gh[a, s]
             for e in range(n_ent):
                 gut[g, si[12 + 3 * e]] += gBg[si[10 + 3 * e], si[11 + 3 * e]]
-            for a in range(mI):
-                for s in range(kx):
-                    gBw[Il[a], Xl[s]] += gh[a, s]
-                    gKr[a, s] += gh[a, s]
             for e in range(n_ix):
                 gut[g, ix[3 * e + 2]] += gh[ix[3 * e], ix[3 * e + 1]]
+        for a in range(mI):
+            for b in range(mI):
+                gBw[Il[a], Il[b]] += gB_sum[a, b]
+            for s in range(kx):
+                gBw[Il[a], Xl[s]] += gh_sum[a, s]
+                gKr[a, s] += gh_sum[a, s]
         # Kr = Psi_IX Qx; Qx = Psi_xx^-1.
         gKrQ = _matmul(gKr, Qx)
         for a in range(mI):

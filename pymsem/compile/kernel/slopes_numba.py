@@ -491,6 +491,7 @@ def woodbury_core(
     u: np.ndarray,
     S: np.ndarray,
     dM: np.ndarray,
+    dpool: np.ndarray,
     z: np.ndarray,
     sizes: np.ndarray,
     counts: np.ndarray,
@@ -509,8 +510,9 @@ def woodbury_core(
     the between factors' precision ``SBinv`` with ``log|S_B|``, ``nu`` (pb). ``S`` and ``z`` as
     :func:`slopes_value_and_grad` takes them; ``dM`` (G, m, m), where not empty, is added to
     each cluster's ``M_g = LamD' S_g LamD`` (complete data: a shift of the scatter that the caller
-    computes at factor size). Returns ``(f, gthw, dLw, gIB0, gPsiinv, gthb,
-    dLb, gSBinv, gnu, gu, gS, gz)``: ``gS`` with ``want`` the gradient in the deviations, else
+    computes at factor size), and ``dpool`` (p1), where not empty, to the pooled within
+    scatter's diagonal (the same shift's; its gradient is ``-1 / (2 thw)``). Returns ``(f, gthw,
+    dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, gnu, gu, gS, gz)``: ``gS`` with ``want`` the gradient in the deviations, else
     each cluster's ``C_g^-1`` (:func:`_cluster_loop`); ``gz`` the gradient in the cluster
     vectors. The log determinants' gradients are the caller's (``-(n_within + G) / 2`` in
     ``log|Psi|``, ``-G / 2`` in ``log|S_B|``).
@@ -562,6 +564,9 @@ def woodbury_core(
         for g in range(G):
             for i in range(p1):
                 pooled_diag[i] += S[g, n_terms + i]
+        if dpool.shape[0] > 0:
+            for i in range(p1):
+                pooled_diag[i] += dpool[i]
     f, gu, gIB0, gPsiinv, gLtL, gLamD, gUEU, gnu, gEinv, gU, gM, gz = _clusters(
         u, IB0, Psi_inv, LtL, LamD, SV, dM, sizes, size_index, UEU, z, nu, Einv, U, si, sf, want, fixed
     )
@@ -715,7 +720,7 @@ def slopes_value_and_grad(
         IB0[i, i] += 1.0
     f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSB, gnu, gu, gS, gz = woodbury_core(
         thw, Lw, IB0, Psi_inv, logdet_psi, thb, Lb, SBinv, logdet_sb, nu, u, S, np.zeros((0, m, m)),
-        z, sizes, counts, totals, size_index, si, sf, want, fixed,
+        np.zeros(0), z, sizes, counts, totals, size_index, si, sf, want, fixed,
     )  # fmt: skip
     if np.isnan(f):
         return np.nan, gtheta, np.zeros(G * k), gext, gS, gz
