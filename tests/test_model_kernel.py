@@ -327,25 +327,26 @@ def test_kernel_equals_the_pymc_model_log_density(kernel_case: dict[str, Any]) -
         )
 
 
-#: The slopes entry point each case compiles: sampled missing cells, and the cluster loop's
-#: factor count (0: the general loop). Together they run every kind of cluster loop but m = 4
-#: (the loop for 2 and 3 factors with the count as a constant).
+#: The slopes entry point each case compiles: sampled missing cells, the cluster loop's factor
+#: count (0: the general loop) and, for moderated slopes, one more than the count of covariates
+#: measured without error (0: no moderators). Together they run every kind of cluster loop but
+#: m = 4 (the loop for 2 and 3 factors with the count as a constant).
 SLOPES_VARIANTS = {
-    "slopes": (False, 3, False),
-    "slopes-centered": (False, 3, False),
-    "one-slope": (False, 2, False),
-    "slopes-missing": (True, 3, False),
-    "one-slope-missing": (True, 2, False),
-    "slopes-general": (False, 0, False),
-    "slopes-general-missing": (True, 0, False),
-    "model4": (False, 3, True),
-    "model4-missing": (True, 3, True),
-    "model4-covariate-slope": (False, 2, True),
-    "model4-factor-moderator": (False, 2, True),
-    "model4-factor-moderator-missing": (True, 2, True),
-    "model4-column": (False, 2, True),
-    "model4-column-missing": (True, 2, True),
-    "model4-mixed": (False, 2, True),
+    "slopes": (False, 3, 0),
+    "slopes-centered": (False, 3, 0),
+    "one-slope": (False, 2, 0),
+    "slopes-missing": (True, 3, 0),
+    "one-slope-missing": (True, 2, 0),
+    "slopes-general": (False, 0, 0),
+    "slopes-general-missing": (True, 0, 0),
+    "model4": (False, 3, 2),
+    "model4-missing": (True, 3, 2),
+    "model4-covariate-slope": (False, 2, 2),
+    "model4-factor-moderator": (False, 2, 1),
+    "model4-factor-moderator-missing": (True, 2, 1),
+    "model4-column": (False, 2, 1),
+    "model4-column-missing": (True, 2, 1),
+    "model4-mixed": (False, 2, 2),
 }
 
 

@@ -121,7 +121,7 @@ def _logp() -> Any:
     return numba.cfunc(_LOGP_SIG, cache=True)(_logp_py)
 
 
-def _slopes_entry(want: bool, fixed: int, moderated: bool) -> Any:
+def _slopes_entry(want: bool, fixed: int, moderated: int) -> Any:
     """The Python source of a slopes entry point; ``want``, ``fixed`` and ``moderated`` are its
     closure's constants, which numba compiles in (and keys its cache on)."""
 
@@ -139,17 +139,18 @@ def _slopes_entry(want: bool, fixed: int, moderated: bool) -> Any:
     return logp_slopes
 
 
-def _logp_slopes(want: bool, fixed: int, moderated: bool = False) -> Any:
+def _logp_slopes(want: bool, fixed: int, moderated: int = 0) -> Any:
     """The entry point for models with random slopes, with sampled missing cells or not
     (``want``), the cluster loop's factor count ``fixed``
-    (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and moderated slopes or not,
-    compiled (or loaded) on first use: models without slopes do not wait for the slopes' code,
-    and a model compiles only the one cluster loop it runs."""
-    return _slopes_cfunc(bool(want), int(fixed), bool(moderated))
+    (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and ``moderated``
+    (:attr:`~pymsem.compile.kernel.flat_model.FlatModel.slopes_variant`: 0 for slopes without
+    moderators), compiled (or loaded) on first use: models without slopes do not wait for the
+    slopes' code, and a model compiles only the one cluster loop it runs."""
+    return _slopes_cfunc(bool(want), int(fixed), int(moderated))
 
 
 @cache
-def _slopes_cfunc(want: bool, fixed: int, moderated: bool) -> Any:
+def _slopes_cfunc(want: bool, fixed: int, moderated: int) -> Any:
     """One compiled slopes entry point per variant (normalized arguments: one cache key each)."""
     return numba.cfunc(_LOGP_SIG, cache=True)(_slopes_entry(want, fixed, moderated))
 

@@ -62,13 +62,16 @@ class FlatModel:
         return bool(self.likelihood[13][0] > 0)
 
     @property
-    def slopes_variant(self) -> tuple[bool, int, bool]:
+    def slopes_variant(self) -> tuple[bool, int, int]:
         """The slopes entry point's compile-time constants: sampled missing cells, the cluster
-        loop's factor count (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and moderated
-        slopes."""
+        loop's factor count (:func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and, for
+        moderated slopes, one more than the count of level-1 covariates measured without error
+        (0: no moderated slopes; the moderated kernel's loops over them are then unrolled)."""
         from pymsem.compile.kernel.slopes_numba import loop_size
 
-        return bool(self.pi[7] + self.pi[9] > 0), loop_size(self.likelihood[13]), self.moderated
+        si = self.likelihood[13]
+        moderated = 1 + int(si[si[-1] + 3]) if self.moderated else 0
+        return bool(self.pi[7] + self.pi[9] > 0), loop_size(si), moderated
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """The log density (PyMC's, Jacobians included) and its gradient at ``x``, through the

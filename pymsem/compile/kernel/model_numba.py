@@ -368,6 +368,17 @@ def model_value_and_grad(
     return lp + f, gx
 
 
+@_jit
+def _place_moderated(
+    gx: np.ndarray, pi: np.ndarray, si: np.ndarray, gxs: np.ndarray, graw: np.ndarray
+) -> None:
+    """The moderated slopes' gradients in ``gx``: the slopes' coordinates', then the latent
+    moderators' (where the moderation table says they start)."""
+    gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
+    raw_off = si[si[si.shape[0] - 1] + 2]
+    gx[raw_off : raw_off + graw.shape[0]] = graw
+
+
 def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
     """The slopes' likelihood and prior, their gradient in the slopes' (and moderators')
     coordinates and, with sampled missing cells (``want``), in the cells, added to ``gx``;
@@ -389,12 +400,11 @@ def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, mode
         def moderated_complete(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
             ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
             f, gt, gxs, graw, gext, _, _ = moderated_value_and_grad(
-                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, want, fixed
-            )
+                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, want, fixed,
+                moderated,
+            )  # fmt: skip
             if not np.isnan(f):
-                gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
-                raw_off = si[si[si.shape[0] - 1] + 2]
-                gx[raw_off : raw_off + graw.shape[0]] = graw
+                _place_moderated(gx, pi, si, gxs, graw)
             return f, gt, gext
 
         return moderated_complete
@@ -410,12 +420,11 @@ def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, mode
             else:
                 zc, D = z, S
             f, gt, gxs, graw, gext, gD, gz = moderated_value_and_grad(
-                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, want, fixed
-            )
+                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, want, fixed,
+                moderated,
+            )  # fmt: skip
             if not np.isnan(f):
-                gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
-                raw_off = si[si[si.shape[0] - 1] + 2]
-                gx[raw_off : raw_off + graw.shape[0]] = graw
+                _place_moderated(gx, pi, si, gxs, graw)
                 if sampled:
                     _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
             return f, gt, gext
@@ -471,7 +480,7 @@ def slopes_model_value_and_grad(
     z: np.ndarray,
     want: bool,
     fixed: int,
-    moderated: bool,
+    moderated: int,
 ):
     """:func:`model_value_and_grad` for a model with random slopes: the likelihood is the
     Woodbury form given the clusters' slopes (``si``, ``sf``: see
@@ -479,7 +488,8 @@ def slopes_model_value_and_grad(
     and vector ``z``, or, with sampled missing cells (``want``), from the data completed with
     them. ``want``, ``fixed`` (the cluster loop's factor count,
     :func:`~pymsem.compile.kernel.slopes_numba.loop_size`) and ``moderated`` (slopes regressed on
-    between-level variables) are compile-time constants, so that each entry point compiles only
+    between-level variables: 0 for none, else one more than the count of level-1 covariates
+    measured without error) are compile-time constants, so that each entry point compiles only
     the code its models run."""
     ext, lp, dv, gv, gx, gu = _forward(x, pi, pf)
     theta = ext[: pi[0]].copy()

@@ -350,24 +350,29 @@ def moderated_value_and_grad(
     zc: np.ndarray,
     want: bool,
     fixed: int,
+    moderated: int,
 ):
     """The log-likelihood of moderated random slopes given the slopes and moderators, their
     priors, and the gradients.
 
     With ``want`` (sampled missing cells) ``D`` (N, p1) are the students' deviations from their
     cluster means (rows sorted by cluster), else each cluster's within scatter in the order
-    :func:`pymsem.compile.kernel.flat_model._moderated_tables` gives; ``zc`` (G, pb) are the cluster vectors. Returns ``(f, gtheta, gx_slopes, gx_raw,
-    gext, gD, gz)``: the gradients in the slopes' and the moderators' coordinates, the LKJ
-    factors after ``theta``, and the deviations (each row as if its cluster's mean were fixed)
-    and cluster vectors (for sampled missing cells).
+    :func:`pymsem.compile.kernel.flat_model._moderated_tables` gives; ``zc`` (G, pb) are the
+    cluster vectors. ``fixed`` (the items' factor count, or 0) and ``moderated`` (one more than
+    the covariates' count, or 0) are the caller's compile-time constants. Returns ``(f,
+    gtheta, gx_slopes, gx_raw, gext, gD, gz)``: the gradients in the slopes' and the
+    moderators' coordinates, the LKJ factors after ``theta``, and the deviations (each row as if
+    its cluster's mean were fixed) and cluster vectors (for sampled missing cells).
     """
     head, mods, X, Xl, items, Il, rows, rlat, gam, ix, kcol = _table(si)
     o, raw_off, kx, pI, mI, nrows, nr = head[0], head[2], head[3], head[4], head[5], head[6], head[7]
     depth_w, depth_b, n_gamma, n_ix = head[8], head[9], head[10], head[11]
+    # The same counts as compile-time constants where the caller has them
+    # (slopes_numba.loop_size, FlatModel.slopes_variant): LLVM unrolls the loops they bound.
     if fixed > 0:
-        # The same count (slopes_numba.loop_size), as a compile-time constant: LLVM unrolls the
-        # factor-sized loops.
         mI = fixed
+    if moderated > 0:
+        kx = moderated - 1
     k = si[0]
     n_ent = si[9]
     mean_at = 10 + 3 * n_ent
@@ -411,10 +416,11 @@ def moderated_value_and_grad(
     mean = np.empty((G, pb))
     for g in range(G):
         for i in range(pb):
-            t = nu[i]
-            for a in range(o):
-                t += eta[g, a] * P[a, i]
-            mean[g, i] = t
+            mean[g, i] = nu[i]
+        for a in range(o):
+            ea = eta[g, a]
+            for i in range(pb):
+                mean[g, i] += ea * P[a, i]
     Sro = _sub(S, rlat, mods)
     SroQ = _matmul(Sro, Qo)  # (nr, o)
     SB = _sub(S, rlat, rlat) - _matmul(SroQ, _transpose(Sro))
@@ -652,11 +658,25 @@ def moderated_value_and_grad(
             gPsiw[Il[a], Xl[s]] -= gPcKr[a, s]
             gPsiw[Xl[s], Il[a]] -= gPcKr[a, s]
     gQx -= _matmul(_matmul(_transpose(Psi_IX), gPc), Psi_IX)
-    # The cluster vectors: zt = zc[rows] - mean[rows] - LamI v_g (the items'), v_g = hs_g d_g.
-    # dHs collects each cluster's gradient in hs_g, gLamIt the items' loadings' (transposed).
-    dHs = np.zeros((G, mI, kx))
+    # One pass over the clusters: the cluster vectors (zt = zc[rows] - mean[rows] - LamI v_g,
+    # v_g = hs_g d_g), the shift (the students' deviations with sampled cells, else dM_g), then
+    # hs_g = h_0 + ... + h_depth, h_0 = gamma_g, h_j = B_g h_(j-1). dh is the cluster's gradient
+    # in hs_g; the loadings' (gLamIt, gLamDt: transposed) and the model's matrices' (B_II, and
+    # B_IX with Kr through gamma_g) are summed over the clusters.
     gLamIt = np.zeros((mI, pI))
+    gLamDt = np.zeros((mI, pI))
     gd = np.zeros((G, kx))
+    dh = np.zeros((mI, kx))
+    gC = np.empty((kx, pI))
+    dA = np.empty((kx, mI))
+    dY = np.empty((kx, mI))
+    dK = np.zeros((mI, mI))
+    gh = np.empty((mI, kx))
+    gh2 = np.empty((mI, kx))
+    gBg = np.empty((mI, mI))
+    gB_sum = np.zeros((mI, mI))
+    gh_sum = np.zeros((mI, kx))
+    start = 0
     for g in range(G):
         for i in range(nrows):
             val = gz[g, i]
@@ -670,13 +690,10 @@ def moderated_value_and_grad(
                     dv -= gz[g, i] * LamIt[a, i]
                     gLamIt[a, i] -= gz[g, i] * va
                 for s in range(kx):
-                    dHs[g, a, s] += dv * d[g, s]
+                    dh[a, s] = dv * d[g, s]
                     gd[g, s] += dv * Hs[g, a, s]
-    if want:
-        # The shifted deviations D_I - D_X C_g, and the covariates' scatter; C_g = hs_g' LamI'.
-        gC = np.empty((kx, pI))
-        start = 0
-        for g in range(G):
+        if want:
+            # The shifted deviations D_I - D_X C_g, and the covariates' scatter.
             for s in range(kx):
                 for i in range(pI):
                     gC[s, i] = 0.0
@@ -701,18 +718,12 @@ def moderated_value_and_grad(
                     for i in range(pI):
                         t += gC[s, i] * LamIt[a, i]
                         gLamIt[a, i] += gC[s, i] * hs
-                    dHs[g, a, s] += t
-    elif kx > 0:
-        # Through dM_g (its gradient C_g^-1 / 2, from the cluster loop) and the pooled diagonal
-        # (its gradient -1 / (2 thw)): dA = TL C_g^-1, dY = -A C_g^-1; A = hs' K gives
-        # dhs += K dA' and dK += hs dA; Y = s_XI LamD gives dLamD += s_XI' dY; Q and R give
-        # dhs -= TL' and dLamI -= diag(1 / thw) (LamI Q - R').
-        o_xi = si[mean_at + k] + pI
-        dA = np.empty((kx, mI))
-        dY = np.empty((kx, mI))
-        dK = np.zeros((mI, mI))
-        gLamDt = np.zeros((mI, pI))
-        for g in range(G):
+                    dh[a, s] += t
+        elif kx > 0:
+            # Through dM_g (its gradient C_g^-1 / 2, from the cluster loop) and the pooled
+            # diagonal (its gradient -1 / (2 thw)): dA = TL C_g^-1, dY = -A C_g^-1; A = hs' K
+            # gives dhs += K dA' and dK += hs dA; Y = s_XI LamD gives dLamD += s_XI' dY; Q and
+            # R give dhs -= TL' (and the loadings' share after the loop).
             for s in range(kx):
                 for b in range(mI):
                     ta = 0.0
@@ -729,11 +740,45 @@ def moderated_value_and_grad(
                     for b in range(mI):
                         t += K[a, b] * dA[s, b]
                         dK[a, b] += hs * dA[s, b]
-                    dHs[g, a, s] += t
+                    dh[a, s] += t
                 for b in range(mI):
                     dy = dY[s, b]
                     for i in range(pI):
                         gLamDt[b, i] += D[g, o_xi + s * pI + i] * dy
+        if kx > 0:
+            for a in range(mI):
+                for s in range(kx):
+                    gh[a, s] = dh[a, s]
+                for b in range(mI):
+                    gBg[a, b] = 0.0
+            for j in range(depth_w, 0, -1):
+                # h_j = B_g h_(j-1): gB_g += gh_j h_(j-1)'; gh_(j-1) = dh + B_g' gh_j.
+                for a in range(mI):
+                    for b in range(mI):
+                        t = 0.0
+                        for s in range(kx):
+                            t += gh[a, s] * H[g, j - 1, b, s]
+                        gBg[a, b] += t
+                for b in range(mI):
+                    for s in range(kx):
+                        t = dh[b, s]
+                        for a in range(mI):
+                            t += Bg[g, a, b] * gh[a, s]
+                        gh2[b, s] = t
+                for a in range(mI):
+                    for s in range(kx):
+                        gh[a, s] = gh2[a, s]
+            for a in range(mI):
+                for b in range(mI):
+                    gB_sum[a, b] += gBg[a, b]
+                for s in range(kx):
+                    gh_sum[a, s] += gh[a, s]
+            for e in range(n_ent):
+                gut[g, si[12 + 3 * e]] += gBg[si[10 + 3 * e], si[11 + 3 * e]]
+            for e in range(n_ix):
+                gut[g, ix[3 * e + 2]] += gh[ix[3 * e], ix[3 * e + 1]]
+    if not want and kx > 0:
+        # K = LamI' LamD; the pooled diagonal's loadings' share -diag(1 / thw) (LamI Q - R').
         for i in range(pI):
             for a in range(mI):
                 t = 0.0
@@ -759,45 +804,6 @@ def moderated_value_and_grad(
         for i in range(pI):
             for a in range(mI):
                 gLw[items[i], Il[a]] += gLamIt[a, i]
-        # hs_g = h_0 + ... + h_depth, h_0 = gamma_g, h_j = B_g h_(j-1): the gradients summed over
-        # clusters where they reach the model's matrices (B_II, and B_IX with Kr through gamma_g).
-        gh = np.empty((mI, kx))
-        gh2 = np.empty((mI, kx))
-        gBg = np.empty((mI, mI))
-        gB_sum = np.zeros((mI, mI))
-        gh_sum = np.zeros((mI, kx))
-        for g in range(G):
-            for a in range(mI):
-                for s in range(kx):
-                    gh[a, s] = dHs[g, a, s]
-                for b in range(mI):
-                    gBg[a, b] = 0.0
-            for j in range(depth_w, 0, -1):
-                # h_j = B_g h_(j-1): gB_g += gh_j h_(j-1)'; gh_(j-1) = dhs + B_g' gh_j.
-                for a in range(mI):
-                    for b in range(mI):
-                        t = 0.0
-                        for s in range(kx):
-                            t += gh[a, s] * H[g, j - 1, b, s]
-                        gBg[a, b] += t
-                for b in range(mI):
-                    for s in range(kx):
-                        t = dHs[g, b, s]
-                        for a in range(mI):
-                            t += Bg[g, a, b] * gh[a, s]
-                        gh2[b, s] = t
-                for a in range(mI):
-                    for s in range(kx):
-                        gh[a, s] = gh2[a, s]
-            for a in range(mI):
-                for b in range(mI):
-                    gB_sum[a, b] += gBg[a, b]
-                for s in range(kx):
-                    gh_sum[a, s] += gh[a, s]
-            for e in range(n_ent):
-                gut[g, si[12 + 3 * e]] += gBg[si[10 + 3 * e], si[11 + 3 * e]]
-            for e in range(n_ix):
-                gut[g, ix[3 * e + 2]] += gh[ix[3 * e], ix[3 * e + 1]]
         for a in range(mI):
             for b in range(mI):
                 gBw[Il[a], Il[b]] += gB_sum[a, b]
@@ -835,11 +841,14 @@ def moderated_value_and_grad(
     gP = np.zeros((o, pb))
     for g in range(G):
         for i in range(pb):
-            v = gmean[g, i]
-            gnu[i] += v
-            for a in range(o):
-                gP[a, i] += eta[g, a] * v
-                geta[g, a] += v * P[a, i]
+            gnu[i] += gmean[g, i]
+        for a in range(o):
+            ea = eta[g, a]
+            t = 0.0
+            for i in range(pb):
+                gP[a, i] += ea * gmean[g, i]
+                t += gmean[g, i] * P[a, i]
+            geta[g, a] += t
     gM = _matmul(gP, Lb)  # (o, mb)
     gLb += _matmul(_transpose(gP), M)
     gQo += _matmul(gM, _transpose(So_all))
