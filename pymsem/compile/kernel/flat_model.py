@@ -329,7 +329,7 @@ def _moderated_tables(
     the items' entries at the core's terms, the items' diagonal, then ``s_XI`` and ``S_XX``
     (row-major; ``X`` the covariates measured without error)."""
     from pymsem.compile.cluster_woodbury import loading_pattern
-    from pymsem.compile.slope_woodbury import moderated_woodbury_plan
+    from pymsem.compile.slope_woodbury import _packed, moderated_woodbury_plan
 
     structure = compiled.structure
     ls, lb = structure.within, structure.between
@@ -360,10 +360,10 @@ def _moderated_tables(
     p1 = len(structure.level1)
     table += [p1 + structure.level2.index(lb.latent[lat]) if lat in known else -1 for lat in mods]
     items, exact = list(plan.items), list(plan.exact)
-    tri = [(a, int(e) - a * (a + 1) // 2) for e in t_e for a in [(math.isqrt(8 * int(e) + 1) - 1) // 2]]
-    pairs = [(items[a], items[b]) for a, b in tri] + [(i, i) for i in items]
+    ra, rb = np.tril_indices(len(items))  # the items' packed entries t_e, as (row, column)
+    pairs = [(items[ra[e]], items[rb[e]]) for e in t_e] + [(i, i) for i in items]
     pairs += [(x, i) for x in exact for i in items] + [(x, y) for x in exact for y in exact]
-    cols = np.array([max(a, b) * (max(a, b) + 1) // 2 + min(a, b) for a, b in pairs], dtype=np.int64)
+    cols = np.array([_packed(a, b) for a, b in pairs], dtype=np.int64)
     si = np.concatenate([si, np.asarray(table, dtype=np.int64), [len(si)]]).astype(np.int64)
     return si, sf, cols
 

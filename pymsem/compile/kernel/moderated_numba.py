@@ -133,14 +133,6 @@ def _table(si: np.ndarray):
     return head, mods, X, Xl, items, Il, rows, rlat, gam, ix, kcol
 
 
-@numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
-def _pk(a: int, b: int) -> int:
-    """Position of entry (a, b) in a packed lower triangle (row by row)."""
-    if a < b:
-        a, b = b, a
-    return a * (a + 1) // 2 + b
-
-
 @_jit
 def _between_covariance(Bb: np.ndarray, Psib: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """``T = (I - B_B)^-1`` and the between factors' covariance ``T Psi_B T'``."""
@@ -523,7 +515,7 @@ def moderated_value_and_grad(
                 for a in range(mI):
                     hs = Hs[g, a, s]
                     for i in range(pI):
-                        Cg[g, s, i] += hs * LamI[i, a]
+                        Cg[g, s, i] += hs * LamIt[a, i]
             n = int(sizes[size_index[g]])
             for r in range(start, start + n):
                 for i in range(pI):

@@ -512,9 +512,9 @@ def woodbury_core(
     each cluster's ``M_g = LamD' S_g LamD`` (complete data: a shift of the scatter that the caller
     computes at factor size), and ``dpool`` (p1), where not empty, to the pooled within
     scatter's diagonal (the same shift's; its gradient is ``-1 / (2 thw)``). Returns ``(f, gthw,
-    dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, gnu, gu, gS, gz)``: ``gS`` with ``want`` the gradient in the deviations, else
-    each cluster's ``C_g^-1`` (:func:`_cluster_loop`); ``gz`` the gradient in the cluster
-    vectors. The log determinants' gradients are the caller's (``-(n_within + G) / 2`` in
+    dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, gnu, gu, gS, gz)``: ``gS`` with ``want`` the gradient
+    in the deviations, else each cluster's ``C_g^-1`` (:func:`_cluster_loop`); ``gz`` the
+    gradient in the cluster vectors. The log determinants' gradients are the caller's (``-(n_within + G) / 2`` in
     ``log|Psi|``, ``-G / 2`` in ``log|S_B|``).
     """
     k, p1, m, mb, pb = si[0], si[1], si[2], si[3], si[4]
