@@ -38,8 +38,8 @@ class FlatModel:
 
     pi: np.ndarray  # int64 table (see pymsem.compile.kernel.model_numba)
     pf: np.ndarray  # float64 table
-    #: ispec, fspec, the data reduction (DATA), then the data whose cells are sampled (Y, the
-    #: rows' clusters, the level-2 values, each cluster's size index and the cells), then the
+    #: ispec, fspec, the data reduction (DATA), then the data whose cells are sampled (Y, item-
+    #: major (p1, N) with random slopes, else row-major; the rows' clusters, the level-2 values, each cluster's size index and the cells), then the
     #: random slopes' tables (si, sf) and each cluster's within scatter (its entries in the order
     #: the cluster loop reads them, then its diagonal) and vector.
     likelihood: tuple[np.ndarray, ...]
@@ -227,7 +227,8 @@ def _slope_data(compiled: Any) -> list[np.ndarray]:
     """The likelihood's data for random slopes: the complete kernel's reduction by size, and each
     cluster's size, packed within scatter and vector (the slopes' tables are filled in later).
     With missing cells, the data with their cells instead (the clusters' statistics are then
-    computed at each call from the completed data)."""
+    computed at each call from the completed data), the data item-major (p1, N: the kernel's
+    passes over the students are contiguous)."""
     from pymsem.compile.kernel.op import complete_reduction
     from pymsem.compile.marginal import sufficient_statistics
 
@@ -235,13 +236,15 @@ def _slope_data(compiled: Any) -> list[np.ndarray]:
     if compiled.data.has_missing:
         p1, pb = len(structure.level1), len(structure.level1) + len(structure.level2)
         no_stats = [np.zeros((0, p1 * (p1 + 1) // 2)), np.zeros((0, pb))]
-        return [*_completed_data(compiled), np.zeros(1, np.int64), np.zeros(0), *no_stats]
+        base = _completed_data(compiled)
+        base[6] = np.ascontiguousarray(base[6].T)
+        return [*base, np.zeros(1, np.int64), np.zeros(0), *no_stats]
     stats = sufficient_statistics(structure, compiled.data, per_cluster=True)
     red = complete_reduction(stats)
     p1 = len(structure.level1)
     return [
         *(np.ascontiguousarray(red[key], dtype=np.float64) for key in DATA),
-        np.zeros((0, p1)),
+        np.zeros((p1, 0)),
         np.zeros(0, np.int64),
         np.zeros((0, 0)),
         np.asarray(stats.cluster_size_index, dtype=np.int64),
@@ -257,11 +260,13 @@ def _moderated_data(compiled: Any) -> list[np.ndarray]:
     """The likelihood's data for moderated random slopes: the data with their cells, then the
     slopes' tables' places and, with complete data, each cluster's packed within scatter (all
     level-1 variables; :func:`flat_model` keeps the columns the kernel reads) and vector (else
-    computed per call from the completed data)."""
+    computed per call from the completed data). The data are item-major (p1, N), as
+    :func:`_slope_data`'s."""
     from pymsem.compile.marginal import sufficient_statistics
 
     base = _completed_data(compiled)
-    p1, pb = base[6].shape[1], base[6].shape[1] + base[8].shape[1]
+    base[6] = np.ascontiguousarray(base[6].T)
+    p1, pb = base[6].shape[0], base[6].shape[0] + base[8].shape[1]
     if compiled.data.has_missing:
         S, z = np.zeros((0, p1 * (p1 + 1) // 2)), np.zeros((0, pb))
     else:

@@ -45,7 +45,7 @@ import numpy as np
 from numba.extending import overload
 
 from pymsem.compile.kernel.moderated_numba import moderated_value_and_grad, moderator_values
-from pymsem.compile.kernel.numba_impl import complete_core
+from pymsem.compile.kernel.numba_impl import _range_sum, complete_core
 from pymsem.compile.kernel.priors import prior_logp, transform
 from pymsem.compile.kernel.slopes_numba import slopes_value_and_grad
 
@@ -436,13 +436,13 @@ def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, mode
         def completed(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
             ispec, fspec, sizes, counts, totals, size_index, si, sf, _, _ = lik
             Y, idx, Z2, cells = data
-            zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
-            f, gt, gxs, gext, gD, gz = slopes_value_and_grad(
-                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, True, fixed
+            zc, DT = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
+            f, gt, gxs, gext, gDT, gz = slopes_value_and_grad(
+                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, DT, zc, True, fixed
             )
             if not np.isnan(f):
                 gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
-                _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
+                _cells_gradient_slopes(pi, gx, gDT, gz, idx, size_index, sizes, cells)
             return f, gt, gext
 
         return completed
@@ -506,71 +506,66 @@ def slopes_model_value_and_grad(
 def _cluster_statistics(
     x: np.ndarray,
     pi: np.ndarray,
-    Y: np.ndarray,
+    YT: np.ndarray,
     Z2: np.ndarray,
     size_index: np.ndarray,
     sizes: np.ndarray,
     cells: np.ndarray,
 ):
-    """Each cluster's vector from the data completed with the sampled cells (rows sorted by
-    cluster), and the students' deviations from their cluster means."""
+    """Each cluster's vector from the data completed with the sampled cells, and the students'
+    deviations from their cluster means. The data ``YT`` and the deviations are item-major (p1,
+    N; students sorted by cluster): each item's pass over a cluster is contiguous."""
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
-    p1 = Y.shape[1]
+    p1 = YT.shape[0]
     G, q = Z2.shape
-    D = Y.copy()
+    DT = YT.copy()
     for c in range(n_y):
-        D[cells[c, 0], cells[c, 1]] = x[y_off + c]
+        DT[cells[c, 1], cells[c, 0]] = x[y_off + c]
     z = np.empty((G, p1 + q))
-    mu = np.empty(p1)
     start = 0
     for g in range(G):
-        n = int(sizes[size_index[g]])
-        mu[:] = 0.0
-        for i in range(start, start + n):
-            for j in range(p1):
-                mu[j] += D[i, j]
-        rn = 1.0 / n
+        end = start + int(sizes[size_index[g]])
+        rn = 1.0 / (end - start)
         for j in range(p1):
-            mu[j] *= rn
-            z[g, j] = mu[j]
-        for i in range(start, start + n):
-            for j in range(p1):
-                D[i, j] -= mu[j]
+            row = DT[j, start:end]
+            mu = _range_sum(row) * rn
+            z[g, j] = mu
+            for r in range(row.shape[0]):
+                row[r] -= mu
         for j in range(q):
             z[g, p1 + j] = Z2[g, j]
-        start += n
+        start = end
     for c in range(n_z):
         z[cells[n_y + c, 0], p1 + cells[n_y + c, 1]] = x[z_off + c]
-    return z, D
+    return z, DT
 
 
 @_jit
 def _cells_gradient_slopes(
     pi: np.ndarray,
     gx: np.ndarray,
-    gD: np.ndarray,
+    gDT: np.ndarray,
     gz: np.ndarray,
     idx: np.ndarray,
     size_index: np.ndarray,
     sizes: np.ndarray,
     cells: np.ndarray,
 ) -> None:
-    """Add each missing cell's gradient through its row's deviation and its cluster's vector.
+    """Add each missing cell's gradient through its student's deviation and its cluster's vector.
 
-    ``gD`` is the gradient in the deviations as if the cluster means were fixed (their own
-    share sums to zero over a cluster's rows), so a level-1 cell gets ``gD[i, j]`` plus ``1/n_g``
-    of its cluster vector's gradient; a level-2 cell its cluster vector's.
+    ``gDT`` (p1, N) is the gradient in the deviations as if the cluster means were fixed (their
+    own share sums to zero over a cluster's students), so a level-1 cell gets ``gDT[j, i]`` plus
+    ``1/n_g`` of its cluster vector's gradient; a level-2 cell its cluster vector's.
     """
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
-    G, p1 = gz.shape[0], gD.shape[1]
-    gmean = np.empty((G, p1))  # through the cluster mean
-    for g in range(G):
-        r = 1.0 / sizes[size_index[g]]
-        for j in range(p1):
-            gmean[g, j] = gz[g, j] * r
+    p1 = gDT.shape[0]
+    rn = np.empty(gz.shape[0])
+    for g in range(gz.shape[0]):
+        rn[g] = 1.0 / sizes[size_index[g]]
     for c in range(n_y):
         i, j = cells[c, 0], cells[c, 1]
-        gx[y_off + c] += gD[i, j] + gmean[idx[i], j]
+        g = idx[i]
+        gx[y_off + c] += gDT[j, i] + gz[g, j] * rn[g]
     for c in range(n_z):
         gx[z_off + c] += gz[cells[n_y + c, 0], p1 + cells[n_y + c, 1]]
 
@@ -666,9 +661,10 @@ def moderated_expand(
     cells: np.ndarray,
 ) -> None:
     """:func:`model_expand` for moderated slopes: an index ``-1 - t`` is the moderators' value
-    ``t`` (cluster-major, :func:`~pymsem.compile.kernel.moderated_numba.moderator_values`)."""
+    ``t`` (cluster-major, :func:`~pymsem.compile.kernel.moderated_numba.moderator_values`);
+    ``Y`` is the data item-major (p1, N)."""
     theta = _forward(x, pi, pf)[0]
-    eta = moderator_values(theta, x, ispec, fspec, si, pi, Z2, cells, Y.shape[1]).ravel()
+    eta = moderator_values(theta, x, ispec, fspec, si, pi, Z2, cells, Y.shape[0]).ravel()
     n_x = x.shape[0]
     out[:n_x] = x
     for j in range(index.shape[0]):

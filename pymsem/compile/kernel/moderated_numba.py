@@ -46,6 +46,7 @@ import numpy as np
 
 from pymsem.compile.kernel.numba_impl import (
     _cholesky,
+    _dot,
     _inverse_pd,
     _lower_inverse,
     _matmul,
@@ -347,14 +348,14 @@ def moderated_value_and_grad(
     """The log-likelihood of moderated random slopes given the slopes and moderators, their
     priors, and the gradients.
 
-    With ``want`` (sampled missing cells) ``D`` (N, p1) are the students' deviations from their
-    cluster means (rows sorted by cluster), else each cluster's within scatter in the order
+    With ``want`` (sampled missing cells) ``D`` (p1, N) are the students' deviations from their
+    cluster means, item-major (students sorted by cluster), else each cluster's within scatter in the order
     :func:`pymsem.compile.kernel.flat_model._moderated_tables` gives; ``zc`` (G, pb) are the
     cluster vectors. ``fixed`` (the items' factor count, or 0) and ``moderated`` (one more than
     the covariates' count, or 0) are the caller's compile-time constants. Returns ``(f,
     gtheta, gx_slopes, gx_raw, gext, gD, gz)``: the gradients in the slopes' and the
-    moderators' coordinates, the LKJ factors after ``theta``, and the deviations (each row as if
-    its cluster's mean were fixed) and cluster vectors (for sampled missing cells).
+    moderators' coordinates, the LKJ factors after ``theta``, and the deviations (item-major,
+    each student as if their cluster's mean were fixed) and cluster vectors (for sampled missing cells).
     """
     head, mods, X, Xl, items, Il, rows, rlat, gam, ix, kcol = _table(si)
     o, raw_off, kx, pI, mI, nrows, nr = head[0], head[2], head[3], head[4], head[5], head[6], head[7]
@@ -373,13 +374,13 @@ def moderated_value_and_grad(
     mb = Bb.shape[0]
     p1, m = Lw.shape
     G = zc.shape[0]
-    N = D.shape[0] if want else 0
+    N = D.shape[1] if want else 0
     pb = zc.shape[1]
     n_within = totals[0]
     gtheta = np.zeros(theta.shape[0])
     gext = np.zeros(ext.shape[0])
     graw = np.zeros(0)
-    gD = np.zeros((N, p1))
+    gD = np.zeros((p1, N))
     gzc = np.zeros((G, pb))
     fail = (np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc)
     u, lp, C, L, Cinv = slope_deviations(theta, ext, x, si, G)
@@ -505,10 +506,10 @@ def moderated_value_and_grad(
     A_ = np.empty((0, kx, mI))
     TL_ = np.empty((0, kx, mI))
     if want:
-        # The students' shifted deviations: D_I - D_X C_g (innermost loops over the items, which
-        # LLVM vectorizes).
+        # The students' shifted deviations D_I - D_X C_g, item-major as the core reads them
+        # (innermost loops over a cluster's students, contiguous).
         Cg = np.zeros((G, kx, pI))
-        Sin = np.empty((N, pI))
+        Sin = np.empty((pI, N))
         start = 0
         for g in range(G):
             for s in range(kx):
@@ -516,17 +517,21 @@ def moderated_value_and_grad(
                     hs = Hs[g, a, s]
                     for i in range(pI):
                         Cg[g, s, i] += hs * LamIt[a, i]
-            n = int(sizes[size_index[g]])
-            for r in range(start, start + n):
-                for i in range(pI):
-                    Sin[r, i] = D[r, items[i]]
+            end = start + int(sizes[size_index[g]])
+            for i in range(pI):
+                out = Sin[i, start:end]
+                di = D[items[i], start:end]
+                for r in range(out.shape[0]):
+                    out[r] = di[r]
                 for s in range(kx):
-                    xs = D[r, X[s]]
-                    for i in range(pI):
-                        Sin[r, i] -= xs * Cg[g, s, i]
-                    for s2 in range(kx):
-                        Sxx[s, s2] += xs * D[r, X[s2]]
-            start += n
+                    c = Cg[g, s, i]
+                    xs = D[X[s], start:end]
+                    for r in range(out.shape[0]):
+                        out[r] -= xs[r] * c
+            for s in range(kx):
+                for s2 in range(kx):
+                    Sxx[s, s2] += _dot(D[X[s], start:end], D[X[s2], start:end])
+            start = end
     else:
         # D holds, per cluster, the items' scatter S_II at the core's terms and on its diagonal,
         # then s_XI and S_XX (flat_model._moderated_tables), and the core reads it as it is. The
@@ -689,20 +694,27 @@ def moderated_value_and_grad(
             for s in range(kx):
                 for i in range(pI):
                     gC[s, i] = 0.0
-            n = int(sizes[size_index[g]])
-            for r in range(start, start + n):
-                for i in range(pI):
-                    gD[r, items[i]] += gSin[r, i]
+            end = start + int(sizes[size_index[g]])
+            for i in range(pI):
+                gi = gD[items[i], start:end]
+                gsi = gSin[i, start:end]
+                for r in range(gi.shape[0]):
+                    gi[r] += gsi[r]
                 for s in range(kx):
-                    xs = D[r, X[s]]
-                    t = 0.0
-                    for i in range(pI):
-                        t += gSin[r, i] * Cg[g, s, i]
-                        gC[s, i] -= gSin[r, i] * xs
-                    for s2 in range(kx):
-                        t += Qx[s, s2] * D[r, X[s2]]
-                    gD[r, X[s]] -= t
-            start += n
+                    gC[s, i] -= _dot(gsi, D[X[s], start:end])
+            for s in range(kx):
+                gs = gD[X[s], start:end]
+                for i in range(pI):
+                    c = Cg[g, s, i]
+                    gsi = gSin[i, start:end]
+                    for r in range(gs.shape[0]):
+                        gs[r] -= gsi[r] * c
+                for s2 in range(kx):
+                    c = Qx[s, s2]
+                    xs = D[X[s2], start:end]
+                    for r in range(gs.shape[0]):
+                        gs[r] -= c * xs[r]
+            start = end
             for s in range(kx):
                 for a in range(mI):
                     t = 0.0

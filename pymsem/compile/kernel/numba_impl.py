@@ -27,6 +27,47 @@ __all__ = ["complete_core", "complete_value_and_grad", "level_grads_to_theta", "
 
 _LOG2PI = float(np.log(2 * np.pi))
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
+#: Small helpers of hot loops, inlined where they are called.
+_inline = numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
+
+
+@_inline
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``sum(a * b)`` of two 1-d arrays of one length, in four interleaved partial sums: the same
+    rounding on every call (a fixed order), and four independent chains, which the CPU overlaps
+    (without fastmath LLVM keeps one chain's order, one add after another). Callers pass slices,
+    so that the indices count from 0 and LLVM drops numba's negative-index checks."""
+    n = a.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    r = 0
+    while r + 4 <= n:
+        s0 += a[r] * b[r]
+        s1 += a[r + 1] * b[r + 1]
+        s2 += a[r + 2] * b[r + 2]
+        s3 += a[r + 3] * b[r + 3]
+        r += 4
+    while r < n:
+        s0 += a[r] * b[r]
+        r += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@_inline
+def _range_sum(a: np.ndarray) -> float:
+    """``sum(a)`` of a 1-d array in four interleaved partial sums (see :func:`_dot`)."""
+    n = a.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    r = 0
+    while r + 4 <= n:
+        s0 += a[r]
+        s1 += a[r + 1]
+        s2 += a[r + 2]
+        s3 += a[r + 3]
+        r += 4
+    while r < n:
+        s0 += a[r]
+        r += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 @_jit

@@ -34,6 +34,7 @@ import numpy as np
 from numba.extending import overload
 
 from pymsem.compile.kernel.numba_impl import (
+    _dot,
     _inverse_pd,
     _matmul,
     _transpose,
@@ -146,15 +147,25 @@ def loop_size(si: np.ndarray) -> int:
     return m if m == mb and m in (2, 3, 4) else 0
 
 
+@_inline
+def _u_pattern(si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``U``'s nonzeros ``(u_i, u_a)`` from the slopes table (its last section)."""
+    c = 10 + 3 * si[9] + si[0]
+    c += 1 + 5 * si[c]
+    c += 2 + 3 * si[c]
+    n_u = si[c]
+    return si[c + 1 : c + 1 + n_u], si[c + 1 + n_u : c + 1 + 2 * n_u]
+
+
 @_jit
 def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb, want):
     """:func:`_clusters` for ``m`` within and ``mb`` between factors.
 
-    With ``want`` (sampled missing cells) ``S`` holds the students' rows of ``V = D LamD`` (N, m;
-    ``D`` their deviations from the cluster means, rows sorted by cluster) instead of the
-    clusters' packed scatters, from which each cluster's ``LamD' S_g LamD = V_g' V_g``; the
-    gradients in ``V`` are returned, and the caller takes the loadings' share: matrix products
-    over the students instead of one pass per scatter entry. Without, each cluster's ``C_g^-1``
+    With ``want`` (sampled missing cells) ``S`` holds ``V' = LamD' D'`` (m, N; ``D`` the students'
+    deviations from their cluster means, rows sorted by cluster; stored factor-major so that the
+    loops over students are contiguous) instead of the clusters' packed scatters, from which each
+    cluster's ``LamD' S_g LamD = V_g' V_g``; the gradients in ``V'`` are returned, and the caller
+    takes the loadings' share: passes over the students instead of one per scatter entry. Without, each cluster's ``C_g^-1``
     (G, m * m) is returned in their place (the gradient in ``M_g = LamD' S_g LamD`` is
     ``C_g^-1 / 2``). The gradient in each cluster's vector ``z`` is returned either way."""
     pb = si[4]
@@ -178,10 +189,8 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Ei
     grp_a = si[c + 1 : c + 1 + n_grp]
     grp_b = si[c + 1 + n_grp : c + 1 + 2 * n_grp]
     grp_ptr = si[c + 1 + 2 * n_grp : c + 2 + 3 * n_grp]
-    c += 2 + 3 * n_grp
-    n_u = si[c]
-    u_i = si[c + 1 : c + 1 + n_u]
-    u_a = si[c + 1 + n_u : c + 1 + 2 * n_u]
+    u_i, u_a = _u_pattern(si)
+    n_u = u_i.shape[0]
     t_mult = sf[:n_terms]
     t_half = sf[n_terms : 2 * n_terms]
 
@@ -261,15 +270,12 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Ei
             break
         logdet_C = _inverse(Lc, dc, Li, Cinv, m)
         logdet_K = _inverse(Lk, dk, Lki, Kinv, q)
-        if want:  # S holds the rows' V = D LamD: M = V_g' V_g
+        if want:  # S holds V' = LamD' D' (m, N): M = V_g' V_g
+            r1 = r0 + int(ng)
             for a in range(m):
+                va = S[a, r0:r1]
                 for t in range(a + 1):
-                    M[a, t] = 0.0
-            for r in range(r0, r0 + int(ng)):
-                for a in range(m):
-                    va = S[r, a]
-                    for t in range(a + 1):
-                        M[a, t] += va * S[r, t]
+                    M[a, t] = _dot(va, S[t, r0:r1])
         else:
             for h in range(n_grp):
                 x = 0.0
@@ -315,13 +321,15 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Ei
                 gLtL[i, t] += x
                 GS[i, t] = x + ng * K[mb + i, mb + t]
         if want:  # d(0.5 tr(C^-1 V_g' V_g)) / dV_g = V_g C^-1; the loadings' share is taken outside
-            for r in range(r0, r0 + int(ng)):
-                for a in range(m):
-                    x = 0.0
-                    for t in range(m):
-                        x += S[r, t] * Cinv[t, a]
-                    gS[r, a] = x
-            r0 += int(ng)
+            r1 = r0 + int(ng)
+            for a in range(m):
+                ga = gS[a, r0:r1]
+                for t in range(m):
+                    c_ta = Cinv[t, a]
+                    vt = S[t, r0:r1]
+                    for r in range(ga.shape[0]):
+                        ga[r] += vt[r] * c_ta
+            r0 = r1
         else:
             for h in range(n_grp):
                 c_ab = Cinv[grp_a[h], grp_b[h]]
@@ -553,10 +561,21 @@ def woodbury_core(
             for c in range(mb):
                 UEU[kk, a, c] += SBinv[a, c]
     if want:
-        # S holds the students' deviations from their cluster means (rows sorted by cluster).
-        D = S
-        SV = np.dot(D, LamD)  # the rows of V = D LamD
-        pooled_diag = np.zeros(p1)  # summed below, on the pass that reads D again
+        # S holds the students' deviations from their cluster means item-major (p1, N; columns
+        # sorted by cluster): V' = LamD' D' over the loadings' nonzeros, contiguous in the students.
+        DT = S
+        N = DT.shape[1]
+        u_i, u_a = _u_pattern(si)
+        SV = np.zeros((m, N))
+        pooled_diag = np.empty(p1)
+        for i in range(p1):
+            pooled_diag[i] = _dot(DT[i], DT[i])
+        for t in range(u_i.shape[0]):
+            i, a = u_i[t], u_a[t] - mb
+            if i < p1 and a >= 0:
+                lam = LamD[i, a]
+                for r in range(N):
+                    SV[a, r] += lam * DT[i, r]
     else:
         SV = S
         n_terms = si[mean_at + k]
@@ -579,16 +598,20 @@ def woodbury_core(
     if np.isnan(f):
         return f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSB, gnu, gu, gS, gz
     if want:
-        # dD = dV LamD' plus the pooled diagonal's share; dLamD = D' dV.
+        # dD' = LamD dV' plus the pooled diagonal's share; dLamD = D' dV (at the nonzeros).
         W = gM
-        gS = np.dot(W, np.ascontiguousarray(LamD.T))
-        inv_thw = 1.0 / thw
-        for r in range(D.shape[0]):
-            for i in range(p1):
-                d = D[r, i]
-                pooled_diag[i] += d * d
-                gS[r, i] -= d * inv_thw[i]
-        gLamD += np.dot(D.T, W)
+        gS = np.empty((p1, N))
+        for i in range(p1):
+            c = -1.0 / thw[i]
+            for r in range(N):
+                gS[i, r] = c * DT[i, r]
+        for t in range(u_i.shape[0]):
+            i, a = u_i[t], u_a[t] - mb
+            if i < p1 and a >= 0:
+                lam = LamD[i, a]
+                for r in range(N):
+                    gS[i, r] += lam * W[a, r]
+                gLamD[i, a] += _dot(DT[i], W[a])
     # Pooled terms (pymsem.compile.slope_woodbury.woodbury_slope_logp's within_ll, between_ll).
     f += -0.5 * n_within * (p1 * _LOG2PI + logdet_psi) - 0.5 * p1 * log_n_sum
     f += -0.5 * G * (pb * _LOG2PI + logdet_sb + logdet_psi) + 0.5 * m * log_n_sum
@@ -681,10 +704,11 @@ def slopes_value_and_grad(
     each cluster's within scatter entries in the order of ``LamD' S_g LamD``'s terms (``S_g[t_e]``,
     read contiguously in the cluster loop), then its diagonal, and ``z`` (G, pb) its vector; or
     with ``want`` (sampled missing cells) ``S`` the students' deviations from their cluster
-    means (N, p1, rows sorted by cluster). Returns ``(f, gtheta, gx_slopes, gext, gS, gz)``: ``gx_slopes`` for the slopes'
-    block of ``x``, ``gext`` for the LKJ factors (the slopes' correlations) after ``theta``, and
-    the gradients in the deviations with ``want`` (each row as if its cluster's mean were fixed:
-    the mean's share sums to zero; else each cluster's ``C_g^-1``) and in ``z``. ``want`` and ``fixed`` (the
+    means, item-major (p1, N; students sorted by cluster). Returns ``(f, gtheta, gx_slopes,
+    gext, gS, gz)``: ``gx_slopes`` for the slopes' block of ``x``, ``gext`` for the LKJ factors
+    (the slopes' correlations) after ``theta``, and the gradients in the deviations with ``want``
+    (item-major, each student as if their cluster's mean were fixed: the mean's share sums to
+    zero; else each cluster's ``C_g^-1``) and in ``z``. ``want`` and ``fixed`` (the
     cluster loop's factor count, :func:`loop_size`) are compile-time constants: each entry point
     compiles one cluster loop.
     """
