@@ -518,9 +518,11 @@ def _cluster_statistics(
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
     p1 = YT.shape[0]
     G, q = Z2.shape
+    N = YT.shape[1]
     DT = YT.copy()
+    flat = DT.ravel()
     for c in range(n_y):
-        DT[cells[c, 1], cells[c, 0]] = x[y_off + c]
+        flat[cells[c, 1] * N + cells[c, 0]] = x[y_off + c]
     z = np.empty((G, p1 + q))
     start = 0
     for g in range(G):
@@ -558,14 +560,18 @@ def _cells_gradient_slopes(
     ``1/n_g`` of its cluster vector's gradient; a level-2 cell its cluster vector's.
     """
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
-    p1 = gDT.shape[0]
-    rn = np.empty(gz.shape[0])
-    for g in range(gz.shape[0]):
-        rn[g] = 1.0 / sizes[size_index[g]]
+    p1, N = gDT.shape
+    G, pb = gz.shape
+    gmean = np.empty(G * pb)  # through the cluster mean, flat: one index computation per cell
+    for g in range(G):
+        r = 1.0 / sizes[size_index[g]]
+        for j in range(pb):
+            gmean[g * pb + j] = gz[g, j] * r
+    gflat = gDT.ravel()
+    out = gx[y_off : y_off + n_y]
     for c in range(n_y):
         i, j = cells[c, 0], cells[c, 1]
-        g = idx[i]
-        gx[y_off + c] += gDT[j, i] + gz[g, j] * rn[g]
+        out[c] += gflat[j * N + i] + gmean[idx[i] * pb + j]
     for c in range(n_z):
         gx[z_off + c] += gz[cells[n_y + c, 0], p1 + cells[n_y + c, 1]]
 
