@@ -161,13 +161,14 @@ def _u_pattern(si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Einv, U, si, sf, m, mb, want):
     """:func:`_clusters` for ``m`` within and ``mb`` between factors.
 
-    With ``want`` (sampled missing cells) ``S`` holds ``V' = LamD' D'`` (m, N; ``D`` the students'
-    deviations from their cluster means, rows sorted by cluster; stored factor-major so that the
-    loops over students are contiguous) instead of the clusters' packed scatters, from which each
-    cluster's ``LamD' S_g LamD = V_g' V_g``; the gradients in ``V'`` are returned, and the caller
-    takes the loadings' share: passes over the students instead of one per scatter entry. Without, each cluster's ``C_g^-1``
-    (G, m * m) is returned in their place (the gradient in ``M_g = LamD' S_g LamD`` is
-    ``C_g^-1 / 2``). The gradient in each cluster's vector ``z`` is returned either way."""
+    With ``want`` (sampled missing cells) ``S`` holds ``V' = LamD' D'`` (m, N; ``D`` the
+    students' deviations from their cluster means, sorted by cluster; factor-major, so that the
+    loops over a cluster's students are contiguous) instead of the clusters' packed scatters,
+    from which each cluster's ``LamD' S_g LamD = V_g' V_g``; the gradients in ``V'`` are
+    returned, and the caller takes the loadings' share: passes over the students instead of one
+    per scatter entry. Without, each cluster's ``C_g^-1`` (G, m * m) is returned in their place
+    (the gradient in ``M_g = LamD' S_g LamD`` is ``C_g^-1 / 2``). The gradient in each cluster's
+    vector ``z`` is returned either way."""
     pb = si[4]
     q = mb + m
     c = 9
