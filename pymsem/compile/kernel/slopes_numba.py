@@ -278,11 +278,10 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Ei
                 for t in range(a + 1):
                     M[a, t] = _dot(va, S[t, r0:r1])
         else:
+            s_g = S[g]
             for h in range(n_grp):
-                x = 0.0
-                for t in range(grp_ptr[h], grp_ptr[h + 1]):
-                    x += S[g, t] * coef[t]
-                M[grp_a[h], grp_b[h]] = x
+                t0, t1 = grp_ptr[h], grp_ptr[h + 1]
+                M[grp_a[h], grp_b[h]] = _dot(s_g[t0:t1], coef[t0:t1])
             if dM.shape[0] > 0:
                 for a in range(m):
                     for t in range(a + 1):
@@ -334,8 +333,10 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Ei
         else:
             for h in range(n_grp):
                 c_ab = Cinv[grp_a[h], grp_b[h]]
-                for t in range(grp_ptr[h], grp_ptr[h + 1]):
-                    gcoef[t] += c_ab * S[g, t]
+                t0, t1 = grp_ptr[h], grp_ptr[h + 1]
+                gc, sg = gcoef[t0:t1], S[g, t0:t1]
+                for t in range(gc.shape[0]):
+                    gc[t] += c_ab * sg[t]
             for i in range(m):
                 for t in range(m):
                     gS[g, i * m + t] = Cinv[i, t]
