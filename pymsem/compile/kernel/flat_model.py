@@ -38,9 +38,9 @@ class FlatModel:
 
     pi: np.ndarray  # int64 table (see pymsem.compile.kernel.model_numba)
     pf: np.ndarray  # float64 table
-    #: ispec, fspec, the data reduction (DATA), then the data whose cells are sampled (Y, item-
-    #: major (p1, N) with random slopes, else row-major; the rows' clusters, the level-2 values, each cluster's size index and the cells), then the
-    #: random slopes' tables (si, sf) and each cluster's within scatter (its entries in the order
+    #: ispec, fspec, the data reduction (DATA), then the data whose cells are sampled (Y:
+    #: item-major (p1, N) with random slopes, else row-major; the rows' clusters, the level-2
+    #: values, each cluster's size index and the cells), then the random slopes' tables (si, sf) and each cluster's within scatter (its entries in the order
     #: the cluster loop reads them, then its diagonal) and vector.
     likelihood: tuple[np.ndarray, ...]
     expand_index: np.ndarray  # position in (theta, LKJ factors) of each traced value after x
@@ -170,9 +170,10 @@ def _spiral(n: int) -> list[int]:
     return [v for c in range(len(k)) for v in where[c]]
 
 
-def _completed_data(compiled: Any) -> list[np.ndarray]:
+def _completed_data(compiled: Any, item_major: bool = False) -> list[np.ndarray]:
     """The likelihood's data where missing cells are sampled: placeholders for the fixed
-    reduction (computed per call from the completed data), then the data with their cells."""
+    reduction (computed per call from the completed data), then the data with their cells
+    (``item_major``: p1 x N, as the random slopes' passes over the students read them)."""
     structure, data = compiled.structure, compiled.data
     Y = data.frame[structure.level1].to_numpy(float)
     Z2 = data.level2_values(structure.level2)
@@ -187,7 +188,7 @@ def _completed_data(compiled: Any) -> list[np.ndarray]:
         np.zeros((K, pb)),
         np.zeros((K, pb, pb)),
         np.asarray(totals, dtype=np.float64),
-        np.ascontiguousarray(np.nan_to_num(Y)),
+        np.ascontiguousarray(np.nan_to_num(Y.T if item_major else Y)),
         np.asarray(data.cluster_index, dtype=np.int64),
         np.ascontiguousarray(np.nan_to_num(Z2)),
         size_index.astype(np.int64),
@@ -236,9 +237,7 @@ def _slope_data(compiled: Any) -> list[np.ndarray]:
     if compiled.data.has_missing:
         p1, pb = len(structure.level1), len(structure.level1) + len(structure.level2)
         no_stats = [np.zeros((0, p1 * (p1 + 1) // 2)), np.zeros((0, pb))]
-        base = _completed_data(compiled)
-        base[6] = np.ascontiguousarray(base[6].T)
-        return [*base, np.zeros(1, np.int64), np.zeros(0), *no_stats]
+        return [*_completed_data(compiled, item_major=True), np.zeros(1, np.int64), np.zeros(0), *no_stats]
     stats = sufficient_statistics(structure, compiled.data, per_cluster=True)
     red = complete_reduction(stats)
     p1 = len(structure.level1)
@@ -264,8 +263,7 @@ def _moderated_data(compiled: Any) -> list[np.ndarray]:
     :func:`_slope_data`'s."""
     from pymsem.compile.marginal import sufficient_statistics
 
-    base = _completed_data(compiled)
-    base[6] = np.ascontiguousarray(base[6].T)
+    base = _completed_data(compiled, item_major=True)
     p1, pb = base[6].shape[0], base[6].shape[0] + base[8].shape[1]
     if compiled.data.has_missing:
         S, z = np.zeros((0, p1 * (p1 + 1) // 2)), np.zeros((0, pb))

@@ -349,13 +349,14 @@ def moderated_value_and_grad(
     priors, and the gradients.
 
     With ``want`` (sampled missing cells) ``D`` (p1, N) are the students' deviations from their
-    cluster means, item-major (students sorted by cluster), else each cluster's within scatter in the order
-    :func:`pymsem.compile.kernel.flat_model._moderated_tables` gives; ``zc`` (G, pb) are the
+    cluster means, item-major (students sorted by cluster), else each cluster's within scatter
+    in the order :func:`pymsem.compile.kernel.flat_model._moderated_tables` gives; ``zc`` (G, pb) are the
     cluster vectors. ``fixed`` (the items' factor count, or 0) and ``moderated`` (one more than
     the covariates' count, or 0) are the caller's compile-time constants. Returns ``(f,
     gtheta, gx_slopes, gx_raw, gext, gD, gz)``: the gradients in the slopes' and the
     moderators' coordinates, the LKJ factors after ``theta``, and the deviations (item-major,
-    each student as if their cluster's mean were fixed) and cluster vectors (for sampled missing cells).
+    each student as if their cluster's mean were fixed) and cluster vectors (for sampled
+    missing cells).
     """
     head, mods, X, Xl, items, Il, rows, rlat, gam, ix, kcol = _table(si)
     o, raw_off, kx, pI, mI, nrows, nr = head[0], head[2], head[3], head[4], head[5], head[6], head[7]
@@ -520,9 +521,7 @@ def moderated_value_and_grad(
             end = start + int(sizes[size_index[g]])
             for i in range(pI):
                 out = Sin[i, start:end]
-                di = D[items[i], start:end]
-                for r in range(out.shape[0]):
-                    out[r] = di[r]
+                out[:] = D[items[i], start:end]
                 for s in range(kx):
                     c = Cg[g, s, i]
                     xs = D[X[s], start:end]

@@ -147,6 +147,15 @@ def loop_size(si: np.ndarray) -> int:
     return m if m == mb and m in (2, 3, 4) else 0
 
 
+@_jit
+def _within_nonzeros(si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The within loadings' nonzeros ``(i, a)``: ``U``'s entries in the within block."""
+    u_i, u_a = _u_pattern(si)
+    p1, mb = si[1], si[3]
+    keep = (u_i < p1) & (u_a >= mb)
+    return u_i[keep], u_a[keep] - mb
+
+
 @_inline
 def _u_pattern(si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``U``'s nonzeros ``(u_i, u_a)`` from the slopes table (its last section)."""
@@ -567,17 +576,15 @@ def woodbury_core(
         # sorted by cluster): V' = LamD' D' over the loadings' nonzeros, contiguous in the students.
         DT = S
         N = DT.shape[1]
-        u_i, u_a = _u_pattern(si)
+        w_i, w_a = _within_nonzeros(si)
         SV = np.zeros((m, N))
         pooled_diag = np.empty(p1)
         for i in range(p1):
             pooled_diag[i] = _dot(DT[i], DT[i])
-        for t in range(u_i.shape[0]):
-            i, a = u_i[t], u_a[t] - mb
-            if i < p1 and a >= 0:
-                lam = LamD[i, a]
-                for r in range(N):
-                    SV[a, r] += lam * DT[i, r]
+        for t in range(w_i.shape[0]):  # loops, not array expressions: no temporaries
+            lam, v, d = LamD[w_i[t], w_a[t]], SV[w_a[t]], DT[w_i[t]]
+            for r in range(N):
+                v[r] += lam * d[r]
     else:
         SV = S
         n_terms = si[mean_at + k]
@@ -607,13 +614,12 @@ def woodbury_core(
             c = -1.0 / thw[i]
             for r in range(N):
                 gS[i, r] = c * DT[i, r]
-        for t in range(u_i.shape[0]):
-            i, a = u_i[t], u_a[t] - mb
-            if i < p1 and a >= 0:
-                lam = LamD[i, a]
-                for r in range(N):
-                    gS[i, r] += lam * W[a, r]
-                gLamD[i, a] += _dot(DT[i], W[a])
+        for t in range(w_i.shape[0]):
+            i, a = w_i[t], w_a[t]
+            lam, gi, w = LamD[i, a], gS[i], W[a]
+            for r in range(N):
+                gi[r] += lam * w[r]
+            gLamD[i, a] += _dot(DT[i], w)
     # Pooled terms (pymsem.compile.slope_woodbury.woodbury_slope_logp's within_ll, between_ll).
     f += -0.5 * n_within * (p1 * _LOG2PI + logdet_psi) - 0.5 * p1 * log_n_sum
     f += -0.5 * G * (pb * _LOG2PI + logdet_sb + logdet_psi) + 0.5 * m * log_n_sum
