@@ -52,6 +52,12 @@ from pymsem.compile.kernel.slopes_numba import slopes_value_and_grad
 __all__ = ["model_expand", "model_value_and_grad", "moderated_expand", "slopes_model_value_and_grad"]
 
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
+#: The entry points' outer layers, inlined into their callers in numba's IR. numba optimizes each
+#: compiled function's module again with all its callees linked in, so every layer between the C
+#: entry point and the cluster loop re-optimizes the kernel's whole code: a cold compile pays for
+#: each (``bench/compile_breakdown.py``). Large functions stay compiled on their own, where inlining
+#: would cost numba's front end what it saves in LLVM (the moderated slopes' likelihood).
+_inline = numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
 _HEADER = 12
 
 
@@ -315,7 +321,7 @@ def _forward(x: np.ndarray, pi: np.ndarray, pf: np.ndarray):
     return theta, lp, dv, gv, gx, gu
 
 
-@_jit
+@_inline
 def model_value_and_grad(
     x: np.ndarray,
     pi: np.ndarray,
@@ -459,7 +465,7 @@ def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, mode
     return complete
 
 
-@_jit
+@_inline
 def slopes_model_value_and_grad(
     x: np.ndarray,
     pi: np.ndarray,

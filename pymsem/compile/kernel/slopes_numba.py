@@ -45,7 +45,9 @@ from pymsem.compile.kernel.numba_impl import (
 __all__ = ["loop_size", "slope_deviations", "slopes_backward", "slopes_value_and_grad", "woodbury_core"]
 
 _jit = numba.njit(cache=True, fastmath=False, nogil=True)
-#: The per-cluster helpers, inlined into the cluster loop (called thousands of times per gradient).
+#: The per-cluster helpers, inlined into the cluster loop (called thousands of times per gradient),
+#: and :func:`slopes_value_and_grad`, inlined into its callers so that the compile does not
+#: optimize the kernel's code once more for it (:mod:`pymsem.compile.kernel.model_numba`'s ``_inline``).
 _inline = numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
 _LOG2PI = math.log(2.0 * math.pi)
 
@@ -687,7 +689,7 @@ def woodbury_core(
     return f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSB, gnu, gu, gS, gz
 
 
-@_jit
+@_inline
 def slopes_value_and_grad(
     theta: np.ndarray,
     ext: np.ndarray,
