@@ -123,7 +123,8 @@ def _logp() -> Any:
 
 def _slopes_entry(want: bool, fixed: int, moderated: int) -> Any:
     """The Python source of a slopes entry point; ``want``, ``fixed`` and ``moderated`` are its
-    closure's constants, which numba compiles in (and keys its cache on)."""
+    closure's constants, which numba compiles in (and keys its cache on). The kernel's outer
+    layers are inlined here, so numba prunes the other variants' branches before typing."""
 
     def logp_slopes(dim, x_, out_, logp_, user_data_):  # type: ignore[no-untyped-def]
         try:

@@ -42,7 +42,6 @@ import math
 
 import numba
 import numpy as np
-from numba.extending import overload
 
 from pymsem.compile.kernel.moderated_numba import moderated_value_and_grad, moderator_values
 from pymsem.compile.kernel.numba_impl import _range_sum, complete_core
@@ -385,41 +384,23 @@ def _place_moderated(
     gx[raw_off : raw_off + graw.shape[0]] = graw
 
 
+@_inline
 def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
     """The slopes' likelihood and prior, their gradient in the slopes' (and moderators')
     coordinates and, with sampled missing cells (``want``), in the cells, added to ``gx``;
     returns ``(f, gtheta, gext)``. ``lik`` is ``(ispec, fspec, sizes, counts, totals,
-    size_index, si, sf, S, z)``, ``data`` ``(Y, idx, Z2, cells)``. The variant is chosen when
-    numba types the call (:func:`_slopes_likelihood_typed`): numba does not prune branches on
-    constant arguments, and each variant compiles its own cluster loop. Moderated slopes
+    size_index, si, sf, S, z)``, ``data`` ``(Y, idx, Z2, cells)``. Moderated slopes
     (:mod:`pymsem.compile.kernel.moderated_numba`) read each cluster's packed within scatter
     (``S``) and vector (``z``) with complete data, and with sampled cells the students'
-    deviations from their cluster means, computed from the completed data."""
-    raise NotImplementedError("called from numba-compiled code only")
+    deviations from their cluster means, computed from the completed data.
 
-
-@overload(_slopes_likelihood, prefer_literal=True, jit_options={"cache": True})
-def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
-    if getattr(moderated, "literal_value", False) and getattr(want, "literal_value", True) is False:
-        # Complete data: the cells' statistics are not compiled.
-
-        def moderated_complete(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
-            ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
-            f, gt, gxs, graw, gext, _, _ = moderated_value_and_grad(
-                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, want, fixed,
-                moderated,
-            )  # fmt: skip
-            if not np.isnan(f):
-                _place_moderated(gx, pi, si, gxs, graw)
-            return f, gt, gext
-
-        return moderated_complete
-
-    if getattr(moderated, "literal_value", False):
-
-        def moderated_slopes(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
-            ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
-            Y, idx, Z2, cells = data
+    Inlined into the C entry point, where ``want`` and ``moderated`` are its closure's
+    constants: numba prunes the branches not taken before typing, so an entry point compiles
+    only its own variant (it does not prune on a compiled function's constant arguments)."""
+    ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
+    Y, idx, Z2, cells = data
+    if moderated:
+        if want:
             sampled = pi[7] + pi[9] > 0
             if sampled:
                 zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
@@ -434,35 +415,29 @@ def _slopes_likelihood_typed(x, theta, ext, gx, pi, lik, data, want, fixed, mode
                 if sampled:
                     _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
             return f, gt, gext
-
-        return moderated_slopes
-
-    if getattr(want, "literal_value", True):
-
-        def completed(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
-            ispec, fspec, sizes, counts, totals, size_index, si, sf, _, _ = lik
-            Y, idx, Z2, cells = data
-            zc, DT = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
-            f, gt, gxs, gext, gDT, gz = slopes_value_and_grad(
-                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, DT, zc, True, fixed
-            )
-            if not np.isnan(f):
-                gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
-                _cells_gradient_slopes(pi, gx, gDT, gz, idx, size_index, sizes, cells)
-            return f, gt, gext
-
-        return completed
-
-    def complete(x, theta, ext, gx, pi, lik, data, want, fixed, moderated):  # type: ignore[no-untyped-def]
-        ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
-        f, gt, gxs, gext, _, _ = slopes_value_and_grad(
-            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False, fixed
+        # Complete data: the cells' statistics are not compiled.
+        f, gt, gxs, graw, gext, _, _ = moderated_value_and_grad(
+            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, want, fixed,
+            moderated,
+        )  # fmt: skip
+        if not np.isnan(f):
+            _place_moderated(gx, pi, si, gxs, graw)
+        return f, gt, gext
+    if want:
+        zc, DT = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
+        f, gt, gxs, gext, gDT, gz = slopes_value_and_grad(
+            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, DT, zc, True, fixed
         )
         if not np.isnan(f):
             gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
+            _cells_gradient_slopes(pi, gx, gDT, gz, idx, size_index, sizes, cells)
         return f, gt, gext
-
-    return complete
+    f, gt, gxs, gext, _, _ = slopes_value_and_grad(
+        theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False, fixed
+    )
+    if not np.isnan(f):
+        gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
+    return f, gt, gext
 
 
 @_inline
