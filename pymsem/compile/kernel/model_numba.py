@@ -400,28 +400,19 @@ def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated)
     ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
     Y, idx, Z2, cells = data
     if moderated:
-        if want:
+        zc, D, sampled = z, S, False
+        if want:  # pruned where the data are complete: the cells' statistics are not compiled
             sampled = pi[7] + pi[9] > 0
             if sampled:
                 zc, D = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
-            else:
-                zc, D = z, S
-            f, gt, gxs, graw, gext, gD, gz = moderated_value_and_grad(
-                theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, want, fixed,
-                moderated,
-            )  # fmt: skip
-            if not np.isnan(f):
-                _place_moderated(gx, pi, si, gxs, graw)
-                if sampled:
-                    _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
-            return f, gt, gext
-        # Complete data: the cells' statistics are not compiled.
-        f, gt, gxs, graw, gext, _, _ = moderated_value_and_grad(
-            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, want, fixed,
+        f, gt, gxs, graw, gext, gD, gz = moderated_value_and_grad(
+            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, D, zc, want, fixed,
             moderated,
         )  # fmt: skip
         if not np.isnan(f):
             _place_moderated(gx, pi, si, gxs, graw)
+            if want and sampled:
+                _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
         return f, gt, gext
     if want:
         zc, DT = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
