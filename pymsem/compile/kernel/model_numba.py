@@ -414,20 +414,16 @@ def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated)
             if want and sampled:
                 _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
         return f, gt, gext
+    zc, DT = z, S
     if want:
         zc, DT = _cluster_statistics(x, pi, Y, Z2, size_index, sizes, cells)
-        f, gt, gxs, gext, gDT, gz = slopes_value_and_grad(
-            theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, DT, zc, True, fixed
-        )
-        if not np.isnan(f):
-            gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
-            _cells_gradient_slopes(pi, gx, gDT, gz, idx, size_index, sizes, cells)
-        return f, gt, gext
-    f, gt, gxs, gext, _, _ = slopes_value_and_grad(
-        theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, S, z, False, fixed
+    f, gt, gxs, gext, gDT, gz = slopes_value_and_grad(
+        theta, ext, x, si, sf, ispec, fspec, sizes, counts, totals, size_index, DT, zc, want, fixed
     )
     if not np.isnan(f):
         gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
+        if want:
+            _cells_gradient_slopes(pi, gx, gDT, gz, idx, size_index, sizes, cells)
     return f, gt, gext
 
 
