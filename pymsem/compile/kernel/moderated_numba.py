@@ -135,6 +135,52 @@ def _table(si: np.ndarray):
 
 
 @_jit
+def _edges(BII: np.ndarray, si: np.ndarray, n_ent: int, m: int):
+    """The within paths among the items' latents as edges ``a <- b`` (``B_II``'s nonzeros and
+    the random slopes' entries), sorted by ``a``'s depth in the paths, so that every edge into
+    ``b`` comes before the edges out of it: ``(ea, eb, base, e_of)``, ``base`` the edges' fixed
+    part ``B_II[a, b]`` and ``e_of`` each slope entry's edge. A path free but zero here is no
+    edge: it adds nothing to ``B_g``, and its gradient is formed densely (see the caller)."""
+    on = np.zeros((m, m), np.bool_)
+    for a in range(m):
+        for b in range(m):
+            on[a, b] = BII[a, b] != 0.0
+    for e in range(n_ent):
+        on[si[10 + 3 * e], si[11 + 3 * e]] = True
+    level = np.zeros(m, np.int64)
+    for _ in range(m):  # the longest path into each latent (the paths are recursive)
+        for a in range(m):
+            for b in range(m):
+                if on[a, b] and level[b] + 1 > level[a]:
+                    level[a] = level[b] + 1
+    n = 0
+    for a in range(m):
+        for b in range(m):
+            if on[a, b]:
+                n += 1
+    ea = np.empty(n, np.int64)
+    eb = np.empty(n, np.int64)
+    key = np.empty(n, np.int64)
+    t = 0
+    for a in range(m):
+        for b in range(m):
+            if on[a, b]:
+                ea[t], eb[t], key[t] = a, b, level[a]
+                t += 1
+    order = np.argsort(key, kind="mergesort")
+    ea, eb = ea[order], eb[order]
+    base = np.empty(n)
+    for t in range(n):
+        base[t] = BII[ea[t], eb[t]]
+    e_of = np.empty(n_ent, np.int64)
+    for e in range(n_ent):
+        for t in range(n):
+            if ea[t] == si[10 + 3 * e] and eb[t] == si[11 + 3 * e]:
+                e_of[e] = t
+    return ea, eb, base, e_of
+
+
+@_jit
 def _between_covariance(Bb: np.ndarray, Psib: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """``T = (I - B_B)^-1`` and the between factors' covariance ``T Psi_B T'``."""
     T = _series_inverse(Bb, depth)
@@ -360,7 +406,7 @@ def moderated_value_and_grad(
     """
     head, mods, X, Xl, items, Il, rows, rlat, gam, ix, kcol = _table(si)
     o, raw_off, kx, pI, mI, nrows, nr = head[0], head[2], head[3], head[4], head[5], head[6], head[7]
-    depth_w, depth_b, n_gamma, n_ix = head[8], head[9], head[10], head[11]
+    depth_b, n_gamma, n_ix = head[9], head[10], head[11]
     # The same counts as compile-time constants where the caller has them
     # (slopes_numba.loop_size, FlatModel.slopes_variant): LLVM unrolls the loops they bound.
     if fixed > 0:
@@ -439,7 +485,8 @@ def moderated_value_and_grad(
     Lbr = _sub(Lb, rows, rlat)
 
     # The exact covariates: their density given the moderators, and the shift of the items by
-    # C_g x_w, C_g = hs_g' LamI' with hs_g = h_0 + ... + h_depth (h_0 = gamma_g, h_j = B_g h_(j-1)).
+    # C_g x_w, C_g = hs_g' LamI' with hs_g = (I - B_g)^-1 gamma_g (B_g = B_II plus the cluster's
+    # slopes): one forward substitution over the paths' edges (_edges) per cluster.
     # The shift is applied through hs_g (mI x kx), never through C_g (kx x pI): the cluster
     # vectors' items lose LamI v_g with v_g = hs_g d_g.
     LamD = np.empty((pI, mI))
@@ -454,8 +501,9 @@ def moderated_value_and_grad(
     d = np.zeros((G, kx))
     Hs = np.zeros((G, mI, kx))
     v = np.zeros((G, mI))
-    H = np.zeros((G, depth_w + 1, mI, kx))
-    Bg = np.zeros((G, mI, mI))
+    ea, eb, ebase, e_of = _edges(BII, si, n_ent, mI)
+    n_edge = ea.shape[0]
+    W = np.empty((G, n_edge))  # each cluster's B_g at the edges
     f_x = 0.0
     gamma0 = np.empty((mI, kx))
     for a in range(mI):
@@ -465,31 +513,23 @@ def moderated_value_and_grad(
         for s in range(kx):
             d[g, s] = zc[g, X[s]] - mean[g, X[s]]
         if kx > 0:
-            for a in range(mI):
-                for b in range(mI):
-                    Bg[g, a, b] = BII[a, b]
+            for ed in range(n_edge):
+                W[g, ed] = ebase[ed]
             for e in range(n_ent):
-                Bg[g, si[10 + 3 * e], si[11 + 3 * e]] += ut[g, si[12 + 3 * e]]
+                W[g, e_of[e]] += ut[g, si[12 + 3 * e]]
             for a in range(mI):
                 for s in range(kx):
-                    H[g, 0, a, s] = gamma0[a, s]
+                    Hs[g, a, s] = gamma0[a, s]
             for e in range(n_ix):
-                H[g, 0, ix[3 * e], ix[3 * e + 1]] += ut[g, ix[3 * e + 2]]
-            for j in range(1, depth_w + 1):
-                for a in range(mI):
-                    for s in range(kx):
-                        t = 0.0
-                        for b in range(mI):
-                            t += Bg[g, a, b] * H[g, j - 1, b, s]
-                        H[g, j, a, s] = t
+                Hs[g, ix[3 * e], ix[3 * e + 1]] += ut[g, ix[3 * e + 2]]
+            for ed in range(n_edge):  # an edge's source is final before the edge is read
+                a, b, w = ea[ed], eb[ed], W[g, ed]
+                for s in range(kx):
+                    Hs[g, a, s] += w * Hs[g, b, s]
             for a in range(mI):
                 va = 0.0
                 for s in range(kx):
-                    hs = 0.0
-                    for j in range(depth_w + 1):
-                        hs += H[g, j, a, s]
-                    Hs[g, a, s] = hs
-                    va += hs * d[g, s]
+                    va += Hs[g, a, s] * d[g, s]
                 v[g, a] = va
         for i in range(nrows):
             t = zc[g, rows[i]] - mean[g, rows[i]]
@@ -554,14 +594,14 @@ def moderated_value_and_grad(
                         for b in range(mI):
                             ta += Hs[g, b, s] * K[b, a]
                         A_[g, s, a] = ta
+                    xs = D[g, o_xi + s * pI : o_xi + (s + 1) * pI]
                     for a in range(mI):
+                        # The product and the update apart: the update's loop vectorizes.
+                        Y[s, a] = _dot(xs, LamDt[a])
                         hs = Hs[g, a, s]
-                        ty = 0.0
+                        ra = R[a]
                         for i in range(pI):
-                            x_si = D[g, o_xi + s * pI + i]
-                            ty += x_si * LamDt[a, i]
-                            R[a, i] += hs * x_si
-                        Y[s, a] = ty
+                            ra[i] += hs * xs[i]
                 for s in range(kx):
                     for s2 in range(kx):
                         Sxx[s, s2] += D[g, o_xx + s * kx + s2]
@@ -656,9 +696,10 @@ def moderated_value_and_grad(
     gQx -= _matmul(_matmul(_transpose(Psi_IX), gPc), Psi_IX)
     # One pass over the clusters: the cluster vectors (zt = zc[rows] - mean[rows] - LamI v_g,
     # v_g = hs_g d_g), the shift (the students' deviations with sampled cells, else dM_g), then
-    # hs_g = h_0 + ... + h_depth, h_0 = gamma_g, h_j = B_g h_(j-1). dh is the cluster's gradient
-    # in hs_g; the loadings' (gLamIt, gLamDt: transposed) and the model's matrices' (B_II, and
-    # B_IX with Kr through gamma_g) are summed over the clusters.
+    # hs_g = (I - B_g)^-1 gamma_g: dh is the cluster's gradient in hs_g, lambda = (I - B_g)^-T dh
+    # (one backward substitution over the edges) its gradient in gamma_g, and lambda hs_g' in
+    # B_g. The loadings' (gLamIt, gLamDt: transposed) and the model's matrices' (B_II, and B_IX
+    # with Kr through gamma_g) gradients are summed over the clusters.
     gLamIt = np.zeros((mI, pI))
     gLamDt = np.zeros((mI, pI))
     gd = np.zeros((G, kx))
@@ -668,8 +709,6 @@ def moderated_value_and_grad(
     dY = np.empty((kx, mI))
     dK = np.zeros((mI, mI))
     gh = np.empty((mI, kx))
-    gh2 = np.empty((mI, kx))
-    gBg = np.empty((mI, mI))
     gB_sum = np.zeros((mI, mI))
     gh_sum = np.zeros((mI, kx))
     start = 0
@@ -679,12 +718,13 @@ def moderated_value_and_grad(
             gzc[g, rows[i]] += val
             gmean[g, rows[i]] -= val
         if kx > 0:
+            gzg = gz[g, :pI]
             for a in range(mI):
-                dv = 0.0
+                dv = -_dot(gzg, LamIt[a])
                 va = v[g, a]
+                ga = gLamIt[a]
                 for i in range(pI):
-                    dv -= gz[g, i] * LamIt[a, i]
-                    gLamIt[a, i] -= gz[g, i] * va
+                    ga[i] -= gzg[i] * va
                 for s in range(kx):
                     dh[a, s] = dv * d[g, s]
                     gd[g, s] += dv * Hs[g, a, s]
@@ -744,40 +784,35 @@ def moderated_value_and_grad(
                         t += K[a, b] * dA[s, b]
                         dK[a, b] += hs * dA[s, b]
                     dh[a, s] += t
+                xs = D[g, o_xi + s * pI : o_xi + (s + 1) * pI]
                 for b in range(mI):
                     dy = dY[s, b]
+                    gb = gLamDt[b]
                     for i in range(pI):
-                        gLamDt[b, i] += D[g, o_xi + s * pI + i] * dy
+                        gb[i] += xs[i] * dy
         if kx > 0:
             for a in range(mI):
                 for s in range(kx):
                     gh[a, s] = dh[a, s]
-                for b in range(mI):
-                    gBg[a, b] = 0.0
-            for j in range(depth_w, 0, -1):
-                # h_j = B_g h_(j-1): gB_g += gh_j h_(j-1)'; gh_(j-1) = dh + B_g' gh_j.
-                for a in range(mI):
-                    for b in range(mI):
-                        t = 0.0
-                        for s in range(kx):
-                            t += gh[a, s] * H[g, j - 1, b, s]
-                        gBg[a, b] += t
-                for b in range(mI):
-                    for s in range(kx):
-                        t = dh[b, s]
-                        for a in range(mI):
-                            t += Bg[g, a, b] * gh[a, s]
-                        gh2[b, s] = t
-                for a in range(mI):
-                    for s in range(kx):
-                        gh[a, s] = gh2[a, s]
+            for ed in range(n_edge - 1, -1, -1):  # an edge's target is final before it is read
+                a, b, w = ea[ed], eb[ed], W[g, ed]
+                for s in range(kx):
+                    gh[b, s] += w * gh[a, s]
+            # lambda hs_g' at every entry, edge or not: a path free but zero here has a gradient.
             for a in range(mI):
                 for b in range(mI):
-                    gB_sum[a, b] += gBg[a, b]
+                    t = 0.0
+                    for s in range(kx):
+                        t += gh[a, s] * Hs[g, b, s]
+                    gB_sum[a, b] += t
                 for s in range(kx):
                     gh_sum[a, s] += gh[a, s]
             for e in range(n_ent):
-                gut[g, si[12 + 3 * e]] += gBg[si[10 + 3 * e], si[11 + 3 * e]]
+                r, c = si[10 + 3 * e], si[11 + 3 * e]
+                t = 0.0
+                for s in range(kx):
+                    t += gh[r, s] * Hs[g, c, s]
+                gut[g, si[12 + 3 * e]] += t
             for e in range(n_ix):
                 gut[g, ix[3 * e + 2]] += gh[ix[3 * e], ix[3 * e + 1]]
     if not want and kx > 0:
