@@ -153,22 +153,10 @@ def _edges(BII: np.ndarray, si: np.ndarray, n_ent: int, m: int):
             for b in range(m):
                 if on[a, b] and level[b] + 1 > level[a]:
                     level[a] = level[b] + 1
-    n = 0
-    for a in range(m):
-        for b in range(m):
-            if on[a, b]:
-                n += 1
-    ea = np.empty(n, np.int64)
-    eb = np.empty(n, np.int64)
-    key = np.empty(n, np.int64)
-    t = 0
-    for a in range(m):
-        for b in range(m):
-            if on[a, b]:
-                ea[t], eb[t], key[t] = a, b, level[a]
-                t += 1
-    order = np.argsort(key, kind="mergesort")
+    ea, eb = np.nonzero(on)
+    order = np.argsort(level[ea], kind="mergesort")
     ea, eb = ea[order], eb[order]
+    n = ea.shape[0]
     base = np.empty(n)
     for t in range(n):
         base[t] = BII[ea[t], eb[t]]
