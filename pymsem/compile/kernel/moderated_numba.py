@@ -73,23 +73,51 @@ def _sub(A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 
 @_jit
+def _mm_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a' b`` without forming ``a'``."""
+    n, k = a.shape
+    m = b.shape[1]
+    out = np.zeros((k, m))
+    for t in range(n):
+        for i in range(k):
+            v = a[t, i]
+            if v != 0.0:
+                for j in range(m):
+                    out[i, j] += v * b[t, j]
+    return out
+
+
+@_jit
+def _mm_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a b'`` without forming ``b'``."""
+    n = a.shape[0]
+    m = b.shape[0]
+    out = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = _dot(a[i], b[j])
+    return out
+
+
+@_jit
 def _chol_backward(L: np.ndarray, Lbar: np.ndarray) -> np.ndarray:
     """The gradient in ``A`` (symmetric) given the gradient in its Cholesky factor ``L``:
     ``sym(L^-T Phi(L' Lbar) L^-1)``, ``Phi`` the lower triangle with the diagonal halved."""
     n = L.shape[0]
-    P = _matmul(_transpose(L), Lbar)
+    P = _mm_tn(L, Lbar)
     for i in range(n):
         for j in range(n):
             if j > i:
                 P[i, j] = 0.0
         P[i, i] *= 0.5
     Li = _lower_inverse(L)
-    X = _matmul(_matmul(_transpose(Li), P), Li)
-    out = np.empty((n, n))
+    X = _mm_tn(Li, _matmul(P, Li))
     for i in range(n):
-        for j in range(n):
-            out[i, j] = 0.5 * (X[i, j] + X[j, i])
-    return out
+        for j in range(i):
+            v = 0.5 * (X[i, j] + X[j, i])
+            X[i, j] = v
+            X[j, i] = v
+    return X
 
 
 @_jit
@@ -153,13 +181,25 @@ def _edges(BII: np.ndarray, si: np.ndarray, n_ent: int, m: int):
             for b in range(m):
                 if on[a, b] and level[b] + 1 > level[a]:
                     level[a] = level[b] + 1
-    ea, eb = np.nonzero(on)
-    order = np.argsort(level[ea], kind="mergesort")
-    ea, eb = ea[order], eb[order]
-    n = ea.shape[0]
+    # Listed level by level, each in row-major order (a stable sort of the nonzeros by level),
+    # by hand: numpy's nonzero and argsort would cost five more arrays on every gradient.
+    n, top = 0, 0
+    for a in range(m):
+        top = max(top, level[a])
+        for b in range(m):
+            if on[a, b]:
+                n += 1
+    ea = np.empty(n, np.int64)
+    eb = np.empty(n, np.int64)
     base = np.empty(n)
-    for t in range(n):
-        base[t] = BII[ea[t], eb[t]]
+    t = 0
+    for lev in range(top + 1):
+        for a in range(m):
+            if level[a] == lev:
+                for b in range(m):
+                    if on[a, b]:
+                        ea[t], eb[t], base[t] = a, b, BII[a, b]
+                        t += 1
     e_of = np.empty(n_ent, np.int64)
     for e in range(n_ent):
         for t in range(n):
@@ -172,7 +212,7 @@ def _edges(BII: np.ndarray, si: np.ndarray, n_ent: int, m: int):
 def _between_covariance(Bb: np.ndarray, Psib: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """``T = (I - B_B)^-1`` and the between factors' covariance ``T Psi_B T'``."""
     T = _series_inverse(Bb, depth)
-    return T, _matmul(_matmul(T, Psib), _transpose(T))
+    return T, _mm_nt(_matmul(T, Psib), T)
 
 
 @_jit
@@ -230,7 +270,9 @@ def _moderators(
             for r in range(i):
                 t -= Lk[i, r] * Wt[r, j]
             Wt[i, j] = t / Lk[i, i]
-    Lc, ld = _cholesky(_sub(S, latent, latent) - _matmul(_transpose(Wt), Wt))
+    Sc = _sub(S, latent, latent)
+    Sc -= _mm_tn(Wt, Wt)
+    Lc, ld = _cholesky(Sc)
     if np.isnan(ld):
         return eta, 0.0, False, Lk, white, Wt, Lc, kp, lq
     for g in range(G):
@@ -296,7 +338,12 @@ def _moderators_backward(
     for i in range(nl):
         for j in range(nl):
             gS[mods[lq[i]], mods[lq[j]]] += gcond[i, j]
-    gWt -= 2.0 * _matmul(Wt, gcond)
+    if nk == 0:  # no level-2 column among the moderators
+        return graw
+    WtC = _matmul(Wt, gcond)
+    for i in range(nk):
+        for j in range(nl):
+            gWt[i, j] -= 2.0 * WtC[i, j]
     # Triangular solves X = Lk^-1 B: dB = Lk^-T dX, dLk -= dB X' (lower triangle).
     gLk = np.zeros((nk, nk))
     for i in range(nk):
@@ -417,16 +464,15 @@ def moderated_value_and_grad(
     graw = np.zeros(0)
     gD = np.zeros((p1, N))
     gzc = np.zeros((G, pb))
-    fail = (np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc)
     u, lp, C, L, Cinv = slope_deviations(theta, ext, x, si, G)
     if np.isnan(lp):
-        return fail
+        return np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc
 
     # The moderators and their density.
     T, S = _between_covariance(Bb, Psib, depth_b)
     eta, lp_mod, ok, Lk, white, Wt, Lc, kp, lq = _moderators(S, mods, kcol, nu, zc, x, raw_off)
     if not ok:
-        return fail
+        return np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc
     lp += lp_mod
     Soo = _sub(S, mods, mods)
     ut = u.copy()
@@ -440,7 +486,7 @@ def moderated_value_and_grad(
     _inverse_pd(Soo, Qo)
     So_all = _sub(S, mods, np.arange(mb))
     M = _matmul(Qo, So_all)  # (o, mb)
-    P = _matmul(M, _transpose(Lb))  # (o, pb)
+    P = _mm_nt(M, Lb)  # (o, pb)
     mean = np.empty((G, pb))
     for g in range(G):
         for i in range(pb):
@@ -451,25 +497,33 @@ def moderated_value_and_grad(
                 mean[g, i] += ea * P[a, i]
     Sro = _sub(S, rlat, mods)
     SroQ = _matmul(Sro, Qo)  # (nr, o)
-    SB = _sub(S, rlat, rlat) - _matmul(SroQ, _transpose(Sro))
+    SB = _sub(S, rlat, rlat)
+    SB -= _mm_nt(SroQ, Sro)
     SBinv = np.empty((nr, nr))
     logdet_sb = _inverse_pd(SB, SBinv)
 
     # The items' within matrices; their latents' covariance given the exact covariates' latents.
-    thw = rsdw[items] ** 2
+    thw = np.empty(pI)
+    for i in range(pI):
+        thw[i] = rsdw[items[i]] ** 2
     LamI = _sub(Lw, items, Il)
     BII = _sub(Bw, Il, Il)
-    IB0 = np.eye(mI) - BII
+    IB0 = -BII
+    for a in range(mI):
+        IB0[a, a] += 1.0
     Qx = np.empty((kx, kx))
     logdet_xx = _inverse_pd(_sub(Psiw, Xl, Xl), Qx) if kx > 0 else 0.0
     Psi_IX = _sub(Psiw, Il, Xl)
     Kr = _matmul(Psi_IX, Qx)  # (mI, kx)
-    Pc = _sub(Psiw, Il, Il) - _matmul(Kr, _transpose(Psi_IX))
+    Pc = _sub(Psiw, Il, Il)
+    Pc -= _mm_nt(Kr, Psi_IX)
     Psi_inv = np.empty((mI, mI))
     logdet_psi = _inverse_pd(Pc, Psi_inv)
     if np.isnan(logdet_sb) or np.isnan(logdet_psi) or np.isnan(logdet_xx):
-        return fail
-    thb = rsdb[rows] ** 2
+        return np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc
+    thb = np.empty(nrows)
+    for i in range(nrows):
+        thb[i] = rsdb[rows[i]] ** 2
     Lbr = _sub(Lb, rows, rlat)
 
     # The exact covariates: their density given the moderators, and the shift of the items by
@@ -526,18 +580,20 @@ def moderated_value_and_grad(
                     t -= LamI[i, a] * v[g, a]
             zt[g, i] = t
     Sxx = np.zeros((kx, kx))
-    dM = np.zeros((0, mI, mI))
-    dpool = np.zeros(0)
-    Cg = np.zeros((0, kx, pI))
-    # Kept for the complete data's reverse pass (numba wants every path to define them).
+    # Sized for the branch taken (the other's are empty), once: numba wants every path to
+    # define them, and the complete data's reverse pass reads them.
+    shift = not want and kx > 0
+    Gs = G if shift else 0
+    dM = np.zeros((Gs, mI, mI))
+    dpool = np.empty(pI if shift else 0)
+    A_ = np.empty((Gs, kx, mI))
+    TL_ = np.empty((Gs, kx, mI))
+    Cg = np.zeros((G if want else 0, kx, pI))
     Q = np.zeros((mI, mI))
     R = np.zeros((mI, pI))
-    A_ = np.empty((0, kx, mI))
-    TL_ = np.empty((0, kx, mI))
     if want:
         # The students' shifted deviations D_I - D_X C_g, item-major as the core reads them
         # (innermost loops over a cluster's students, contiguous).
-        Cg = np.zeros((G, kx, pI))
         Sin = np.empty((pI, N))
         start = 0
         for g in range(G):
@@ -570,9 +626,6 @@ def moderated_value_and_grad(
         if kx > 0:
             o_xi = si[mean_at + k] + pI
             o_xx = o_xi + kx * pI
-            dM = np.zeros((G, mI, mI))
-            A_ = np.empty((G, kx, mI))
-            TL_ = np.empty((G, kx, mI))
             Y = np.empty((kx, mI))
             HS = np.empty((mI, kx))  # hs S_XX
             for g in range(G):
@@ -615,7 +668,6 @@ def moderated_value_and_grad(
             for a in range(mI):
                 for b in range(a):
                     Q[b, a] = Q[a, b]
-            dpool = np.empty(pI)
             for i in range(pI):
                 t = 0.0
                 for a in range(mI):
@@ -631,14 +683,17 @@ def moderated_value_and_grad(
             for g in range(G):
                 Mx[s, s2] += sizes[size_index[g]] * d[g, s] * d[g, s2]
     if kx > 0:
-        f_x = -0.5 * (n_within + G) * (kx * _LOG2PI + logdet_xx) - 0.5 * np.sum(Qx * Mx)
+        qm = 0.0
+        for s in range(kx):
+            qm += _dot(Qx[s], Mx[s])
+        f_x = -0.5 * (n_within + G) * (kx * _LOG2PI + logdet_xx) - 0.5 * qm
 
     f, gthw, dLw, gIB0, gPsiinv, gthb, dLb, gSBinv, _, gut, gSin, gz = woodbury_core(
         thw, LamI, IB0, Psi_inv, logdet_psi, thb, Lbr, SBinv, logdet_sb, np.zeros(nrows), ut, Sin, dM, dpool,
         zt, sizes, counts, totals, size_index, si, sf, want, fixed,
     )  # fmt: skip
     if np.isnan(f):
-        return fail
+        return np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc
     f += f_x + lp
 
     # Reverse pass. Full-size gradients of both levels' matrices, the between covariance S,
@@ -651,7 +706,6 @@ def moderated_value_and_grad(
     gS = np.zeros((mb, mb))
     gthb_all = np.zeros(pb)
     gnu = np.zeros(pb)
-    gmean = np.zeros((G, pb))
     geta = np.zeros((G, o))
     gQo = np.zeros((o, o))
     gQx = np.zeros((kx, kx))
@@ -681,7 +735,7 @@ def moderated_value_and_grad(
         for s in range(kx):
             gPsiw[Il[a], Xl[s]] -= gPcKr[a, s]
             gPsiw[Xl[s], Il[a]] -= gPcKr[a, s]
-    gQx -= _matmul(_matmul(_transpose(Psi_IX), gPc), Psi_IX)
+    gQx -= _matmul(_mm_tn(Psi_IX, gPc), Psi_IX)
     # One pass over the clusters: the cluster vectors (zt = zc[rows] - mean[rows] - LamI v_g,
     # v_g = hs_g d_g), the shift (the students' deviations with sampled cells, else dM_g), then
     # hs_g = (I - B_g)^-1 gamma_g: dh is the cluster's gradient in hs_g, lambda = (I - B_g)^-T dh
@@ -704,7 +758,6 @@ def moderated_value_and_grad(
         for i in range(nrows):
             val = gz[g, i]
             gzc[g, rows[i]] += val
-            gmean[g, rows[i]] -= val
         if kx > 0:
             gzg = gz[g, :pI]
             for a in range(mI):
@@ -841,43 +894,49 @@ def moderated_value_and_grad(
         for a in range(mI):
             for s in range(kx):
                 gPsiw[Il[a], Xl[s]] += gKrQ[a, s]
-        gQx += _matmul(_transpose(Psi_IX), gKr)
-        gPxx = -_matmul(_matmul(Qx, gQx), Qx)
+        gQx += _mm_tn(Psi_IX, gKr)
+        gPxx = _matmul(_matmul(Qx, gQx), Qx)
         for s in range(kx):
             for s2 in range(kx):
-                gPsiw[Xl[s], Xl[s2]] += gPxx[s, s2] - 0.5 * (n_within + G) * Qx[s, s2]
+                gPsiw[Xl[s], Xl[s2]] -= gPxx[s, s2] + 0.5 * (n_within + G) * Qx[s, s2]
         for g in range(G):
             for s in range(kx):
                 gzc[g, X[s]] += gd[g, s]
-                gmean[g, X[s]] -= gd[g, s]
     # SB = S_rr - S_ro Qo S_or, through SB^-1 and log|SB|.
     Pb = _matmul(_matmul(SBinv, gSBinv), SBinv)
     gSB = np.empty((nr, nr))
+    gSBs = np.empty((nr, nr))
     for i in range(nr):
         for j in range(nr):
             gSB[i, j] = -Pb[i, j] - 0.5 * G * SBinv[i, j]
-    gSBSroQ = _matmul(gSB + _transpose(gSB), SroQ)  # (nr, o)
+    for i in range(nr):
+        for j in range(i):
+            t = gSB[i, j] + gSB[j, i]
+            gSBs[i, j] = t
+            gSBs[j, i] = t
+        gSBs[i, i] = 2.0 * gSB[i, i]
+    gSBSroQ = _matmul(gSBs, SroQ)  # (nr, o)
     for i in range(nr):
         for j in range(nr):
             gS[rlat[i], rlat[j]] += gSB[i, j]
         for a in range(o):
             gS[rlat[i], mods[a]] -= gSBSroQ[i, a]
-    gQo -= _matmul(_matmul(_transpose(Sro), gSB), Sro)
-    # mean = nu + eta P, P = Qo S_o: Lb'.
+    gQo -= _matmul(_mm_tn(Sro, gSB), Sro)
+    # mean = nu + eta P, P = Qo S_o: Lb'. The means' gradient is -gzc so far (zt = zc - mean).
     gP = np.zeros((o, pb))
     for g in range(G):
         for i in range(pb):
-            gnu[i] += gmean[g, i]
+            gnu[i] -= gzc[g, i]
         for a in range(o):
             ea = eta[g, a]
             t = 0.0
             for i in range(pb):
-                gP[a, i] += ea * gmean[g, i]
-                t += gmean[g, i] * P[a, i]
-            geta[g, a] += t
+                gP[a, i] -= ea * gzc[g, i]
+                t += gzc[g, i] * P[a, i]
+            geta[g, a] -= t
     gM = _matmul(gP, Lb)  # (o, mb)
-    gLb += _matmul(_transpose(gP), M)
-    gQo += _matmul(gM, _transpose(So_all))
+    gLb += _mm_tn(gP, M)
+    gQo += _mm_nt(gM, So_all)
     QgM = _matmul(Qo, gM)
     for a in range(o):
         for b in range(mb):
@@ -892,19 +951,21 @@ def moderated_value_and_grad(
         gtheta[pos] += v
     # The moderators (their density included); Qo = S_oo^-1.
     graw = _moderators_backward(geta, mods, kcol, x, raw_off, Lk, white, Wt, Lc, kp, lq, gS, gzc, gnu)
-    gSoo = -_matmul(_matmul(Qo, gQo), Qo)
+    gSoo = _matmul(_matmul(Qo, gQo), Qo)
     for a in range(o):
         for b in range(o):
-            gS[mods[a], mods[b]] += gSoo[a, b]
+            gS[mods[a], mods[b]] -= gSoo[a, b]
     # S = T Psi_B T', T = (I - B_B)^-1: dPsi_B = T' gS T; dB_B = T' (gS + gS') T Psi_B T'.
-    gSs = gS + _transpose(gS)
-    Tt = _transpose(T)
-    gPb = _matmul(_matmul(Tt, gS), T)
+    gSs = np.empty((mb, mb))
+    for i in range(mb):
+        for j in range(mb):
+            gSs[i, j] = gS[i, j] + gS[j, i]
+    gPb = _mm_tn(T, _matmul(gS, T))
     dPsib = np.empty((mb, mb))
     for i in range(mb):
         for j in range(mb):
             dPsib[i, j] = 0.5 * (gPb[i, j] + gPb[j, i])
-    dBb = _matmul(_matmul(Tt, _matmul(_matmul(gSs, T), Psib)), Tt)
+    dBb = _mm_nt(_mm_tn(T, _matmul(_matmul(gSs, T), Psib)), T)
     dPsiw = np.empty((m, m))
     for i in range(m):
         for j in range(m):
