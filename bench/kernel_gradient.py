@@ -9,7 +9,9 @@ BLAS thread, at the model's starting point), once for the whole-model kernel
 graph (:func:`pymsem.compile.nutpie_cache.compile_nutpie`, the route before it). Both run in
 one process, so their ratios are same-run; ``x_model3`` is against Model 3's complete-data
 gradient on the same route (issue 21's targets: slopes at most 1.5x, 30% missing at most 3x).
-``--big`` adds Model 3 simulated on 10,000 clusters of 100 students (``bench/scaling.py``'s
+``--copies K`` stacks K copies of the data as K x 100 clusters (new cluster ids; the
+gradient's cost grows with the clusters, not with their values): the targets' ratios on larger
+data of the same size for every model. ``--big`` adds Model 3 simulated on 10,000 clusters of 100 students (``bench/scaling.py``'s
 model and true values, non-centered slopes). Writes ``bench/results/kernel_gradient.csv`` and
 prints a markdown table.
 """
@@ -61,13 +63,21 @@ def _row(model: int, share: float, route: str, ms: float, dims: int) -> dict:
     return {"model": model, "missing": share, "route": route, "ms_per_grad": round(ms, 4), "dims": dims}
 
 
-def row(model: int | str, share: float) -> list[dict]:
+def _copies(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``k`` copies of the data, each copy's clusters under new ids."""
+    if k == 1:
+        return df
+    step = int(df["schid"].max()) + 1
+    return pd.concat([df.assign(schid=df["schid"] + c * step) for c in range(k)], ignore_index=True)
+
+
+def row(model: int | str, share: float, copies: int = 1) -> list[dict]:
     if model == "3-big":  # Model 3 simulated on 10,000 clusters of 100 (bench/scaling.py's)
         from scaling import TRUTH, spec
 
         compiled = spec(ms.simulate(spec(None), TRUTH, 10_000, 100, seed=1)).compile(slopes="noncentered")
     else:
-        compiled = ms.tutorial.MODELS[model](_data(share)).compile()
+        compiled = ms.tutorial.MODELS[model](_copies(_data(share), copies)).compile()
     init = _initial_point(compiled, None)
     kernel = _whole_model_kernel(compiled, init)
     with ieee_numba():
@@ -84,16 +94,18 @@ def row(model: int | str, share: float) -> list[dict]:
             diffs = {"logp_diff": abs(k_lp - g_lp), "grad_max_diff": float(np.abs(k_grad - g_grad).max())}
             out.append(_row(model, share, "kernel", k_ms, g_grad.size) | diffs)
     out.append(_row(model, share, "graph", g_ms, g_grad.size))
-    return out
+    n_clusters = 10_000 if model == "3-big" else 100 * copies
+    return [r | {"clusters": n_clusters} for r in out]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.3])
+    parser.add_argument("--copies", type=int, default=1, help="K copies of the data: K x 100 clusters")
     parser.add_argument("--big", action="store_true", help="also Model 3 on 10,000 x 100 (1,000,000 rows)")
     args = parser.parse_args()
-    rows = [r for m in args.models for s in args.shares for r in row(m, s)]
+    rows = [r for m in args.models for s in args.shares for r in row(m, s, args.copies)]
     if args.big:
         rows += row("3-big", 0.0)
     df = pd.DataFrame(rows)
