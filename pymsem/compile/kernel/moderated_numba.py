@@ -50,6 +50,8 @@ from pymsem.compile.kernel.numba_impl import (
     _inverse_pd,
     _lower_inverse,
     _matmul,
+    _mm_nt,
+    _mm_tn,
     _transpose,
     level_grads_to_theta,
     level_parts,
@@ -69,33 +71,6 @@ def _sub(A: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     for i in range(rows.shape[0]):
         for j in range(cols.shape[0]):
             out[i, j] = A[rows[i], cols[j]]
-    return out
-
-
-@_jit
-def _mm_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a' b`` without forming ``a'``."""
-    n, k = a.shape
-    m = b.shape[1]
-    out = np.zeros((k, m))
-    for t in range(n):
-        for i in range(k):
-            v = a[t, i]
-            if v != 0.0:
-                for j in range(m):
-                    out[i, j] += v * b[t, j]
-    return out
-
-
-@_jit
-def _mm_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a b'`` without forming ``b'``."""
-    n = a.shape[0]
-    m = b.shape[0]
-    out = np.empty((n, m))
-    for i in range(n):
-        for j in range(m):
-            out[i, j] = _dot(a[i], b[j])
     return out
 
 

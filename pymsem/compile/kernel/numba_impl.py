@@ -85,6 +85,33 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @_jit
+def _mm_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a' b`` without forming ``a'``."""
+    n, k = a.shape
+    m = b.shape[1]
+    out = np.zeros((k, m))
+    for t in range(n):
+        for i in range(k):
+            v = a[t, i]
+            if v != 0.0:
+                for j in range(m):
+                    out[i, j] += v * b[t, j]
+    return out
+
+
+@_jit
+def _mm_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a b'`` without forming ``b'``."""
+    n = a.shape[0]
+    m = b.shape[0]
+    out = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = _dot(a[i], b[j])
+    return out
+
+
+@_jit
 def _eye(n: int) -> np.ndarray:
     out = np.zeros((n, n))
     for i in range(n):
