@@ -47,11 +47,11 @@ import numpy as np
 from pymsem.compile.kernel.numba_impl import (
     _cholesky,
     _dot,
+    _inline,
     _inverse_pd,
     _lower_inverse,
     _matmul,
     _mm_nt,
-    _mm_tn,
     _transpose,
     level_grads_to_theta,
     level_parts,
@@ -79,14 +79,14 @@ def _chol_backward(L: np.ndarray, Lbar: np.ndarray) -> np.ndarray:
     """The gradient in ``A`` (symmetric) given the gradient in its Cholesky factor ``L``:
     ``sym(L^-T Phi(L' Lbar) L^-1)``, ``Phi`` the lower triangle with the diagonal halved."""
     n = L.shape[0]
-    P = _mm_tn(L, Lbar)
+    P = _matmul(L.T, Lbar)
     for i in range(n):
         for j in range(n):
             if j > i:
                 P[i, j] = 0.0
         P[i, i] *= 0.5
     Li = _lower_inverse(L)
-    X = _mm_tn(Li, _matmul(P, Li))
+    X = _matmul(Li.T, _matmul(P, Li))
     for i in range(n):
         for j in range(i):
             v = 0.5 * (X[i, j] + X[j, i])
@@ -246,7 +246,7 @@ def _moderators(
                 t -= Lk[i, r] * Wt[r, j]
             Wt[i, j] = t / Lk[i, i]
     Sc = _sub(S, latent, latent)
-    Sc -= _mm_tn(Wt, Wt)
+    Sc -= _matmul(Wt.T, Wt)
     Lc, ld = _cholesky(Sc)
     if np.isnan(ld):
         return eta, 0.0, False, Lk, white, Wt, Lc, kp, lq
@@ -382,6 +382,20 @@ def moderator_values(
     return _moderators(S, mods, kcol, nu, zc, x, head[2])[0]
 
 
+@_inline
+def _failed(
+    gtheta: np.ndarray,
+    n_u: int,
+    graw: np.ndarray,
+    gext: np.ndarray,
+    gD: np.ndarray,
+    gzc: np.ndarray,
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the likelihood returns where the parameters give no density (a covariance not
+    positive definite): NaN and zero gradients, in the shapes of a success."""
+    return np.nan, gtheta, np.zeros(n_u), graw, gext, gD, gzc
+
+
 @_jit
 def moderated_value_and_grad(
     theta: np.ndarray,
@@ -441,13 +455,13 @@ def moderated_value_and_grad(
     gzc = np.zeros((G, pb))
     u, lp, C, L, Cinv = slope_deviations(theta, ext, x, si, G)
     if np.isnan(lp):
-        return np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc
+        return _failed(gtheta, G * k, graw, gext, gD, gzc)
 
     # The moderators and their density.
     T, S = _between_covariance(Bb, Psib, depth_b)
     eta, lp_mod, ok, Lk, white, Wt, Lc, kp, lq = _moderators(S, mods, kcol, nu, zc, x, raw_off)
     if not ok:
-        return np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc
+        return _failed(gtheta, G * k, graw, gext, gD, gzc)
     lp += lp_mod
     Soo = _sub(S, mods, mods)
     ut = u.copy()
@@ -495,7 +509,7 @@ def moderated_value_and_grad(
     Psi_inv = np.empty((mI, mI))
     logdet_psi = _inverse_pd(Pc, Psi_inv)
     if np.isnan(logdet_sb) or np.isnan(logdet_psi) or np.isnan(logdet_xx):
-        return np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc
+        return _failed(gtheta, G * k, graw, gext, gD, gzc)
     thb = np.empty(nrows)
     for i in range(nrows):
         thb[i] = rsdb[rows[i]] ** 2
@@ -668,7 +682,7 @@ def moderated_value_and_grad(
         zt, sizes, counts, totals, size_index, si, sf, want, fixed,
     )  # fmt: skip
     if np.isnan(f):
-        return np.nan, gtheta, np.zeros(G * k), graw, gext, gD, gzc
+        return _failed(gtheta, G * k, graw, gext, gD, gzc)
     f += f_x + lp
 
     # Reverse pass. Full-size gradients of both levels' matrices, the between covariance S,
@@ -710,7 +724,7 @@ def moderated_value_and_grad(
         for s in range(kx):
             gPsiw[Il[a], Xl[s]] -= gPcKr[a, s]
             gPsiw[Xl[s], Il[a]] -= gPcKr[a, s]
-    gQx -= _matmul(_mm_tn(Psi_IX, gPc), Psi_IX)
+    gQx -= _matmul(_matmul(Psi_IX.T, gPc), Psi_IX)
     # One pass over the clusters: the cluster vectors (zt = zc[rows] - mean[rows] - LamI v_g,
     # v_g = hs_g d_g), the shift (the students' deviations with sampled cells, else dM_g), then
     # hs_g = (I - B_g)^-1 gamma_g: dh is the cluster's gradient in hs_g, lambda = (I - B_g)^-T dh
@@ -869,7 +883,7 @@ def moderated_value_and_grad(
         for a in range(mI):
             for s in range(kx):
                 gPsiw[Il[a], Xl[s]] += gKrQ[a, s]
-        gQx += _mm_tn(Psi_IX, gKr)
+        gQx += _matmul(Psi_IX.T, gKr)
         gPxx = _matmul(_matmul(Qx, gQx), Qx)
         for s in range(kx):
             for s2 in range(kx):
@@ -896,7 +910,7 @@ def moderated_value_and_grad(
             gS[rlat[i], rlat[j]] += gSB[i, j]
         for a in range(o):
             gS[rlat[i], mods[a]] -= gSBSroQ[i, a]
-    gQo -= _matmul(_mm_tn(Sro, gSB), Sro)
+    gQo -= _matmul(_matmul(Sro.T, gSB), Sro)
     # mean = nu + eta P, P = Qo S_o: Lb'. The means' gradient is -gzc so far (zt = zc - mean).
     gP = np.zeros((o, pb))
     for g in range(G):
@@ -910,7 +924,7 @@ def moderated_value_and_grad(
                 t += gzc[g, i] * P[a, i]
             geta[g, a] -= t
     gM = _matmul(gP, Lb)  # (o, mb)
-    gLb += _mm_tn(gP, M)
+    gLb += _matmul(gP.T, M)
     gQo += _mm_nt(gM, So_all)
     QgM = _matmul(Qo, gM)
     for a in range(o):
@@ -935,12 +949,12 @@ def moderated_value_and_grad(
     for i in range(mb):
         for j in range(mb):
             gSs[i, j] = gS[i, j] + gS[j, i]
-    gPb = _mm_tn(T, _matmul(gS, T))
+    gPb = _matmul(T.T, _matmul(gS, T))
     dPsib = np.empty((mb, mb))
     for i in range(mb):
         for j in range(mb):
             dPsib[i, j] = 0.5 * (gPb[i, j] + gPb[j, i])
-    dBb = _mm_nt(_mm_tn(T, _matmul(_matmul(gSs, T), Psib)), T)
+    dBb = _mm_nt(_matmul(T.T, _matmul(_matmul(gSs, T), Psib)), T)
     dPsiw = np.empty((m, m))
     for i in range(m):
         for j in range(m):

@@ -85,21 +85,6 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @_jit
-def _mm_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a' b`` without forming ``a'``."""
-    n, k = a.shape
-    m = b.shape[1]
-    out = np.zeros((k, m))
-    for t in range(n):
-        for i in range(k):
-            v = a[t, i]
-            if v != 0.0:
-                for j in range(m):
-                    out[i, j] += v * b[t, j]
-    return out
-
-
-@_jit
 def _mm_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a b'`` without forming ``b'``."""
     n = a.shape[0]
