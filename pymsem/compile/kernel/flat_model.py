@@ -170,6 +170,24 @@ def _spiral(n: int) -> list[int]:
     return [v for c in range(len(k)) for v in where[c]]
 
 
+def _cells(Y: np.ndarray, Z2: np.ndarray, cluster_index: np.ndarray, item_major: bool) -> np.ndarray:
+    """The missing cells, one row each: the level-1 cells (sorted by student), then the level-2
+    cells (by cluster). Columns: the row (student or cluster), the column, the cell's position in
+    the completed data as the kernel stores it (flat ``Y``, item-major or not, or flat ``Z2``), and
+    its cluster vector's entry in the flat (G, p1 + q) cluster vectors. The positions are
+    computed here once, not per cell in every gradient: the cells' passes are a sizeable part
+    of the gradient with many of them."""
+    (N, p1), q = Y.shape, Z2.shape[1]
+    pb = p1 + q
+    one, two = np.argwhere(np.isnan(Y)), np.argwhere(np.isnan(Z2))
+    i, j = one[:, 0], one[:, 1]
+    at = j * N + i if item_major else i * p1 + j
+    level1 = np.column_stack([i, j, at, cluster_index[i] * pb + j])
+    g, j2 = two[:, 0], two[:, 1]
+    level2 = np.column_stack([g, j2, g * q + j2, g * pb + p1 + j2])
+    return np.ascontiguousarray(np.concatenate([level1, level2]).reshape(-1, 4), dtype=np.int64)
+
+
 def _completed_data(compiled: Any, item_major: bool = False) -> list[np.ndarray]:
     """The likelihood's data where missing cells are sampled: placeholders for the fixed
     reduction (computed per call from the completed data), then the data with their cells
@@ -179,7 +197,7 @@ def _completed_data(compiled: Any, item_major: bool = False) -> list[np.ndarray]
     Z2 = data.level2_values(structure.level2)
     uniq, size_index = np.unique(data.sizes, return_inverse=True)
     p1, pb, K = Y.shape[1], Y.shape[1] + Z2.shape[1], len(uniq)
-    cells = np.concatenate([np.argwhere(np.isnan(Y)), np.argwhere(np.isnan(Z2))]).astype(np.int64)
+    cells = _cells(Y, Z2, np.asarray(data.cluster_index), item_major)
     totals = [data.n_obs - data.n_clusters, float(np.log(data.sizes).sum())]
     return [
         np.zeros((p1, p1)),
@@ -192,7 +210,7 @@ def _completed_data(compiled: Any, item_major: bool = False) -> list[np.ndarray]
         np.asarray(data.cluster_index, dtype=np.int64),
         np.ascontiguousarray(np.nan_to_num(Z2)),
         size_index.astype(np.int64),
-        np.ascontiguousarray(cells.reshape(-1, 2)),
+        cells,
     ]
 
 

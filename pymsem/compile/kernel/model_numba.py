@@ -398,7 +398,7 @@ def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated)
     constants: numba prunes the branches not taken before typing, so an entry point compiles
     only its own variant (it does not prune on a compiled function's constant arguments)."""
     ispec, fspec, sizes, counts, totals, size_index, si, sf, S, z = lik
-    Y, idx, Z2, cells = data
+    Y, _, Z2, cells = data  # the cells' positions stand in for the students' clusters
     if moderated:
         zc, D, sampled = z, S, False
         if want:  # pruned where the data are complete: the cells' statistics are not compiled
@@ -412,7 +412,7 @@ def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated)
         if not np.isnan(f):
             _place_moderated(gx, pi, si, gxs, graw)
             if want and sampled:
-                _cells_gradient_slopes(pi, gx, gD, gz, idx, size_index, sizes, cells)
+                _cells_gradient_slopes(pi, gx, gD, gz, size_index, sizes, cells)
         return f, gt, gext
     zc, DT = z, S
     if want:
@@ -423,7 +423,7 @@ def _slopes_likelihood(x, theta, ext, gx, pi, lik, data, want, fixed, moderated)
     if not np.isnan(f):
         gx[pi[10] : pi[10] + gxs.shape[0]] = gxs
         if want:
-            _cells_gradient_slopes(pi, gx, gDT, gz, idx, size_index, sizes, cells)
+            _cells_gradient_slopes(pi, gx, gDT, gz, size_index, sizes, cells)
     return f, gt, gext
 
 
@@ -486,11 +486,10 @@ def _cluster_statistics(
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
     p1 = YT.shape[0]
     G, q = Z2.shape
-    N = YT.shape[1]
     DT = YT.copy()
     flat = DT.ravel()
     for c in range(n_y):
-        flat[cells[c, 1] * N + cells[c, 0]] = x[y_off + c]
+        flat[cells[c, 2]] = x[y_off + c]
     z = np.empty((G, p1 + q))
     start = 0
     for g in range(G):
@@ -516,7 +515,6 @@ def _cells_gradient_slopes(
     gx: np.ndarray,
     gDT: np.ndarray,
     gz: np.ndarray,
-    idx: np.ndarray,
     size_index: np.ndarray,
     sizes: np.ndarray,
     cells: np.ndarray,
@@ -528,9 +526,8 @@ def _cells_gradient_slopes(
     ``1/n_g`` of its cluster vector's gradient; a level-2 cell its cluster vector's.
     """
     y_off, n_y, z_off, n_z = pi[6], pi[7], pi[8], pi[9]
-    p1, N = gDT.shape
     G, pb = gz.shape
-    gmean = np.empty(G * pb)  # through the cluster mean, flat: one index computation per cell
+    gmean = np.empty(G * pb)  # through the cluster mean, flat as the cells' positions index it
     for g in range(G):
         r = 1.0 / sizes[size_index[g]]
         for j in range(pb):
@@ -538,10 +535,10 @@ def _cells_gradient_slopes(
     gflat = gDT.ravel()
     out = gx[y_off : y_off + n_y]
     for c in range(n_y):
-        i, j = cells[c, 0], cells[c, 1]
-        out[c] += gflat[j * N + i] + gmean[idx[i] * pb + j]
+        out[c] += gflat[cells[c, 2]] + gmean[cells[c, 3]]
+    gzf = gz.ravel()
     for c in range(n_z):
-        gx[z_off + c] += gz[cells[n_y + c, 0], p1 + cells[n_y + c, 1]]
+        gx[z_off + c] += gzf[cells[n_y + c, 3]]
 
 
 @_jit
