@@ -27,31 +27,34 @@ KERNEL_MODES = [pytest.param(REFERENCE_MODE, id="py"), "NUMBA"] + (
 )
 
 # ---------------------------------------------------------------------------- scheduling (xdist)
-#: Work units for pytest-xdist, heaviest first (by the "seconds by file" table of a cold run).
-#: Compiling dominates the suite, so the files that share the session's fitted models run on
-#: one worker and each model is compiled and sampled once; the other worker takes the files with
-#: models of their own. Files not listed form a unit each, after these.
+#: Work units for pytest-xdist. Compiling dominates the suite, so the files that share the
+#: session's fitted models run on one worker and each model is compiled and sampled once; every
+#: other file is a unit of its own.
 WORK_UNITS: dict[str, tuple[str, ...]] = {
     "fitted-models": (
         "test_random_slopes.py", "test_loo.py", "test_fit.py", "test_plots.py",
         "test_diagram.py", "test_compare.py", "test_recovery.py", "test_between_scores.py", "test_sensitivity.py",
     ),
-    "missing": ("test_missing.py",),
-    "notebooks": ("test_notebooks.py",),
-    "ordinal": ("test_ordinal.py",),
-    "ordinal-results": ("test_ordinal_results.py",),
-    "lavaan-ordinal": ("test_lavaan_ordinal.py",),
-    "formulations": ("test_formulations.py",),
-    "moderation": ("test_moderation.py",),
-    "reproducible": ("test_reproducible.py",),
-    "reuse": ("test_reuse.py",),
-    "random-effects": ("test_random_effects.py",),
-    "equality": ("test_equality.py",),
-    "lavaan-compare": ("test_lavaan_compare.py",),
-    "cli-fit": ("test_cli_fit.py",),
+}  # fmt: skip
+
+#: Seconds per file in a cold CI run on 2 cores (its "seconds by file" table). The scheduler hands
+#: the units out heaviest first (longest processing time first), so the two workers finish
+#: together; a file not listed counts as light and runs among the last. Stale figures only make
+#: the order less good, never a test wrong: update them when a file's cost changes much.
+FILE_SECONDS: dict[str, float] = {
+    "test_model_kernel.py": 644, "test_ordinal.py": 531, "test_notebooks.py": 373,
+    "test_between_scores.py": 320, "test_reproducible.py": 273, "test_ordinal_results.py": 258,
+    "test_loo.py": 248, "test_missing.py": 216, "test_lavaan_ordinal.py": 188, "test_kernel.py": 163,
+    "test_fit.py": 113, "test_random_slopes.py": 110, "test_random_effects.py": 103,
+    "test_formulations.py": 69, "test_ppc.py": 58, "test_reuse.py": 53, "test_moderation.py": 38,
+    "test_within_scores.py": 37, "test_logdet_quad.py": 28, "test_shifted_scatter.py": 27,
+    "test_sensitivity.py": 27, "test_cluster_woodbury.py": 26, "test_study.py": 25, "test_diagram.py": 15,
+    "test_specification.py": 12,
 }  # fmt: skip
 _UNIT_OF = {f"tests/{f}": unit for unit, files in WORK_UNITS.items() for f in files}
-_UNIT_RANK = {unit: i for i, unit in enumerate(WORK_UNITS)}
+_UNIT_SECONDS: dict[str, float] = defaultdict(float)
+for _file, _sec in FILE_SECONDS.items():
+    _UNIT_SECONDS[_UNIT_OF.get(f"tests/{_file}", f"tests/{_file}")] += _sec
 
 
 def _unit(nodeid: str) -> str:
@@ -61,14 +64,14 @@ def _unit(nodeid: str) -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Stable sort: the scheduler hands units out in collection order.
-    items.sort(key=lambda item: _UNIT_RANK.get(_unit(item.nodeid), len(_UNIT_RANK)))
+    items.sort(key=lambda item: -_UNIT_SECONDS.get(_unit(item.nodeid), 0.0))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 
     class UnitScheduling(LoadScopeScheduling):
-        """Whole work units, one at a time per worker, in the order of WORK_UNITS.
+        """Whole work units, one at a time per worker, heaviest first (FILE_SECONDS).
 
         xdist's own scope scheduling hands each worker two units at the start and sorts them by
         test count; with a few long units that leaves one worker busy long after the other.
