@@ -583,7 +583,14 @@ def moderated_value_and_grad(
     if want:
         # The students' shifted deviations D_I - D_X C_g, item-major as the core reads them
         # (innermost loops over a cluster's students, contiguous).
+        # The items' whole rows first, then each cluster's shift: a slice assignment per
+        # (cluster, item) cost more than the arithmetic (bench/results/kernel_gradient.md).
         Sin = np.empty((pI, N))
+        for i in range(pI):
+            out = Sin[i]
+            di = D[items[i]]
+            for r in range(N):
+                out[r] = di[r]
         start = 0
         for g in range(G):
             for s in range(kx):
@@ -592,12 +599,11 @@ def moderated_value_and_grad(
                     for i in range(pI):
                         Cg[g, s, i] += hs * LamIt[a, i]
             end = start + int(sizes[size_index[g]])
-            for i in range(pI):
-                out = Sin[i, start:end]
-                out[:] = D[items[i], start:end]
-                for s in range(kx):
+            for s in range(kx):
+                xs = D[X[s], start:end]
+                for i in range(pI):
                     c = Cg[g, s, i]
-                    xs = D[X[s], start:end]
+                    out = Sin[i, start:end]
                     for r in range(out.shape[0]):
                         out[r] -= xs[r] * c
             for s in range(kx):
@@ -759,23 +765,16 @@ def moderated_value_and_grad(
                     dh[a, s] = dv * d[g, s]
                     gd[g, s] += dv * Hs[g, a, s]
         if want:
-            # The shifted deviations D_I - D_X C_g, and the covariates' scatter.
-            for s in range(kx):
-                for i in range(pI):
-                    gC[s, i] = 0.0
+            # The shifted deviations D_I - D_X C_g (their items' share added over whole rows
+            # after the loop), and the covariates' scatter.
             end = start + int(sizes[size_index[g]])
-            for i in range(pI):
-                gi = gD[items[i], start:end]
-                gsi = gSin[i, start:end]
-                for r in range(gi.shape[0]):
-                    gi[r] += gsi[r]
-                for s in range(kx):
-                    gC[s, i] -= _dot(gsi, D[X[s], start:end])
             for s in range(kx):
+                xs = D[X[s], start:end]
                 gs = gD[X[s], start:end]
                 for i in range(pI):
-                    c = Cg[g, s, i]
                     gsi = gSin[i, start:end]
+                    gC[s, i] = -_dot(gsi, xs)
+                    c = Cg[g, s, i]
                     for r in range(gs.shape[0]):
                         gs[r] -= gsi[r] * c
                 for s2 in range(kx):
@@ -845,6 +844,12 @@ def moderated_value_and_grad(
                 gut[g, si[12 + 3 * e]] += t
             for e in range(n_ix):
                 gut[g, ix[3 * e + 2]] += gh[ix[3 * e], ix[3 * e + 1]]
+    if want:
+        for i in range(pI):
+            gi = gD[items[i]]
+            gsi = gSin[i]
+            for r in range(N):
+                gi[r] += gsi[r]
     if not want and kx > 0:
         # K = LamI' LamD; the pooled diagonal's loadings' share -diag(1 / thw) (LamI Q - R').
         for i in range(pI):
