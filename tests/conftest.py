@@ -67,6 +67,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: -_UNIT_SECONDS.get(_unit(item.nodeid), 0.0))
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (`-p no:xdist`) pytest does not know the hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 

@@ -388,6 +388,24 @@ def test_kernel_is_not_finite_where_a_covariance_is_not_positive_definite() -> N
     assert not np.isfinite(f) and np.isnan(g).all()
 
 
+def test_the_entry_points_code_says_which_output_is_not_finite() -> None:
+    """nutpie reads the C entry point's return code: 3 for a gradient entry that is not finite
+    (wherever it is: the check runs in four lanes and a tail), 4 for the value, else 0."""
+    from pymsem.compile.nutpie_kernel import _store
+
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 3, 4, 5, 8, 11):
+        g = rng.normal(size=n) * 1e300  # large but finite: no false alarm from the check's sums
+        out, logp = np.full(n, 7.0), np.empty(())
+        assert _store(-1.5, g, out, logp) == 0 and np.array_equal(out, g) and logp[()] == -1.5
+        assert _store(np.inf, g, out, logp) == 4 and _store(np.nan, g, out, logp) == 4
+        for i in range(n):
+            for bad in (np.nan, np.inf, -np.inf):
+                h = g.copy()
+                h[i] = bad
+                assert _store(0.0, h, out, logp) == 3, (n, i, bad)
+
+
 def _refusal(build: Any) -> str:
     out = flat_model(build, _initial_point(build, None))
     assert isinstance(out, str)
