@@ -582,9 +582,9 @@ def moderated_value_and_grad(
     R = np.zeros((mI, pI))
     if want:
         # The students' shifted deviations D_I - D_X C_g, item-major as the core reads them
-        # (innermost loops over a cluster's students, contiguous).
-        # The items' whole rows first, then each cluster's shift: a slice assignment per
-        # (cluster, item) cost more than the arithmetic (bench/results/kernel_gradient.md).
+        # (innermost loops over a cluster's students, contiguous): the items' whole rows first,
+        # then each cluster's shift. A slice assignment per (cluster, item) had cost more than
+        # the arithmetic (bench/results/kernel_gradient.md, session 33).
         Sin = np.empty((pI, N))
         for i in range(pI):
             out = Sin[i]
