@@ -12,7 +12,7 @@ optimizes a ``cfunc``'s module again with everything it calls linked in).
 
 ``--tree DIR`` imports pymsem from ``DIR`` instead of the installed one (a checkout of an
 earlier commit), for a same-run comparison of two versions; runs alternate between them with
-``--repeat``. Writes ``bench/results/compile_breakdown.csv`` (one row per run) and prints the
+``--repeat``. Appends to ``bench/results/compile_breakdown.csv`` (one row per run) and prints the
 largest functions of each run.
 """
 
@@ -129,8 +129,9 @@ def main() -> None:
                         "llvm_entry_s": round(r["llvm_outside_s"], 2), "cpu_s": round(r["cpu_s"], 2),
                         "build_s": round(r["build_s"], 2), "top": top,
                     })  # fmt: skip
-    pd.DataFrame(rows).to_csv(args.out, index=False)
     df = pd.DataFrame(rows)
+    out = Path(args.out)
+    df.to_csv(out, mode="a", header=not out.exists(), index=False)
     print(
         df.groupby(["model", "share", "version"])[["compile_s", "llvm_s", "llvm_entry_s"]]
         .median()

@@ -34,9 +34,11 @@ import numpy as np
 from numba.extending import overload
 
 from pymsem.compile.kernel.numba_impl import (
+    _axpy_dot,
     _dot,
     _inverse_pd,
     _matmul,
+    _square_axpy,
     _transpose,
     level_grads_to_theta,
     level_parts,
@@ -158,6 +160,16 @@ def _within_nonzeros(si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u_i[keep], u_a[keep] - mb
 
 
+@_jit
+def _first_nonzero(w_i: np.ndarray, p1: int) -> np.ndarray:
+    """Each item's first within loading in the nonzeros' order (-1: none)."""
+    first = np.full(p1, -1)
+    for t in range(w_i.shape[0]):
+        if first[w_i[t]] < 0:
+            first[w_i[t]] = t
+    return first
+
+
 @_inline
 def _u_pattern(si: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``U``'s nonzeros ``(u_i, u_a)`` from the slopes table (its last section)."""
@@ -277,7 +289,11 @@ def _cluster_loop(u, IB0, Psi_inv, LtL, LamD, S, dM, sizes, size, UEU, z, nu, Ei
         for i in range(m):
             for t in range(i + 1):
                 K[mb + i, mb + t] += ng * Sg[i, t]
-        if not (_factor(Cm, Lc, dc, m) and _factor(K, Lk, dk, q)):
+        # Both factors, then one test: behind a short-circuit ``and``, numba kept the reference
+        # counts of the loop's arrays, two calls per array and cluster (session 34's note).
+        ok_c = _factor(Cm, Lc, dc, m)
+        ok_k = _factor(K, Lk, dk, q)
+        if not (ok_c and ok_k):
             f = np.nan
             break
         logdet_C = _inverse(Lc, dc, Li, Cinv, m)
@@ -579,14 +595,22 @@ def woodbury_core(
         DT = S
         N = DT.shape[1]
         w_i, w_a = _within_nonzeros(si)
+        first = _first_nonzero(w_i, p1)
         SV = np.zeros((m, N))
         pooled_diag = np.empty(p1)
         for i in range(p1):
-            pooled_diag[i] = _dot(DT[i], DT[i])
-        for t in range(w_i.shape[0]):  # loops, not array expressions: no temporaries
-            lam, v, d = LamD[w_i[t], w_a[t]], SV[w_a[t]], DT[w_i[t]]
-            for r in range(N):
-                v[r] += lam * d[r]
+            if first[i] < 0:
+                pooled_diag[i] = _dot(DT[i], DT[i])
+        # An item's row is read once for its pooled diagonal and its first loading's share of
+        # V' (N students: a pass costs more than the arithmetic in it).
+        for t in range(w_i.shape[0]):
+            i, a = w_i[t], w_a[t]
+            lam, v, d = LamD[i, a], SV[a], DT[i]
+            if first[i] == t:
+                pooled_diag[i] = _square_axpy(d, lam, v)
+            else:
+                for r in range(N):
+                    v[r] += lam * d[r]
     else:
         SV = S
         n_terms = si[mean_at + k]
@@ -613,15 +637,13 @@ def woodbury_core(
         W = gM
         gS = np.empty((p1, N))
         for i in range(p1):
-            c = -1.0 / thw[i]
-            for r in range(N):
-                gS[i, r] = c * DT[i, r]
-        for t in range(w_i.shape[0]):
+            if first[i] < 0:
+                c = -1.0 / thw[i]
+                for r in range(N):
+                    gS[i, r] = c * DT[i, r]
+        for t in range(w_i.shape[0]):  # each row written in its first loading's pass
             i, a = w_i[t], w_a[t]
-            lam, gi, w = LamD[i, a], gS[i], W[a]
-            for r in range(N):
-                gi[r] += lam * w[r]
-            gLamD[i, a] += _dot(DT[i], w)
+            gLamD[i, a] += _axpy_dot(gS[i], -1.0 / thw[i], DT[i], LamD[i, a], W[a], first[i] == t)
     # Pooled terms (pymsem.compile.slope_woodbury.woodbury_slope_logp's within_ll, between_ll).
     f += -0.5 * n_within * (p1 * _LOG2PI + logdet_psi) - 0.5 * p1 * log_n_sum
     f += -0.5 * G * (pb * _LOG2PI + logdet_sb + logdet_psi) + 0.5 * m * log_n_sum
