@@ -31,11 +31,12 @@ import pandas as pd
 OUT = Path(__file__).resolve().parent / "results"
 
 CHILD = r"""
-import ctypes, json, os, sys, time
+import json, os, sys, time
 sys.path.insert(0, sys.argv[4])
 import numpy as np
 from threadpoolctl import threadpool_limits
 from missing_gradient import _data
+from kernel_gradient import entry_args
 import pymsem as ms
 from pymsem.sample import _initial_point, _whole_model_kernel
 
@@ -50,11 +51,7 @@ for f in lib._final_module.functions:
         a = lib.get_pointer_to_function(f.name)
         if a:
             addresses[f.name] = a
-x = np.ascontiguousarray(kernel.flat.x0)
-grad, lp = np.empty_like(x), np.empty(1)
-ptr = ctypes.POINTER(ctypes.c_double)
-args = (len(x), x.ctypes.data_as(ptr), grad.ctypes.data_as(ptr), lp.ctypes.data_as(ptr),
-        ctypes.c_void_p(kernel.user_data.ctypes.data))
+args, grad, lp, x = entry_args(kernel.flat.x0, kernel.user_data.ctypes.data)
 fn = entry.ctypes
 with threadpool_limits(1, "blas"):
     for _ in range(200):

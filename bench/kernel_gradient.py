@@ -40,12 +40,20 @@ OUT = Path(__file__).resolve().parent / "results"
 _PTR = ctypes.POINTER(ctypes.c_double)
 
 
-def _ms_per_call(fn, x: np.ndarray, user_data: int) -> tuple[float, float, np.ndarray]:
-    """Median milliseconds per call of a nutpie log-density entry point, its value and gradient."""
+def entry_args(x: np.ndarray, user_data: int) -> tuple[tuple, np.ndarray, np.ndarray, np.ndarray]:
+    """The ctypes arguments of a nutpie log-density entry point at ``x`` with the model's data
+    record at address ``user_data``, and the gradient's and value's outputs. The arguments
+    point into ``x`` (as a contiguous array: the fourth item returned) and the outputs: keep
+    them alive while calling."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     grad, lp = np.empty_like(x), np.empty(1)
     args = (len(x), x.ctypes.data_as(_PTR), grad.ctypes.data_as(_PTR), lp.ctypes.data_as(_PTR))
-    args = (*args, ctypes.c_void_p(user_data))
+    return (*args, ctypes.c_void_p(user_data)), grad, lp, x
+
+
+def _ms_per_call(fn, x: np.ndarray, user_data: int) -> tuple[float, float, np.ndarray]:
+    """Median milliseconds per call of a nutpie log-density entry point, its value and gradient."""
+    args, grad, lp, x = entry_args(x, user_data)
     if fn(*args) != 0:
         raise RuntimeError("the log density failed at the starting point")
     for _ in range(50):
