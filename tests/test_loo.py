@@ -309,7 +309,11 @@ def test_loo_and_waic_on_fits(name: str, request: pytest.FixtureRequest) -> None
     x = fit.cluster_loglik().stack(s=("chain", "draw")).transpose("cluster", "s").values
     lppd = logsumexp(x, axis=1) - np.log(x.shape[1])
     # LOO predicts each cluster without it: below the within-sample log predictive density.
-    assert res.elpd < lppd.sum() and 0 < res.p < fit.structure.n_free
+    # p_loo estimates the effective number of parameters: for these regular models with weak
+    # priors close to the free parameters' count, on either side (66.2 for Model 2's 66 was
+    # seen on one machine's draws). A cluster likelihood that left the latent means in would
+    # add about one per cluster and between variable, hundreds more.
+    assert res.elpd < lppd.sum() and 0 < res.p < 1.25 * fit.structure.n_free
     w = fit.waic(pointwise=True)
     e = lppd - x.var(axis=1, ddof=1)
     assert w.elpd == pytest.approx(e.sum(), rel=1e-12)
