@@ -10,6 +10,11 @@ old, which :mod:`entry_point_ab` (alternating processes) cannot resolve. Cases: 
 Models 3 and 4 on the bundled data (100 x 30), complete and with a share of the indicators'
 cells missing (MAR on SES, :func:`missing_gradient._data`). Appends to
 ``bench/results/entry_point_inprocess.csv`` and prints the times and ratios.
+
+``--check`` times nothing: it evaluates both versions' value and gradient at the starting point
+and at two points drawn around it (fixed seed) and prints, per case, whether they are bitwise
+equal and the largest relative difference, the exactness check of a change that is meant to
+keep the arithmetic (or, where it reorders sums, to stay within rounding).
 """
 
 from __future__ import annotations
@@ -61,10 +66,36 @@ def _entry(pkg, model: int, df, keep: list):  # type: ignore[no-untyped-def]
     return kernel.logp_cfunc.ctypes, args
 
 
+def _check(cases: dict, keep: list) -> None:
+    """Print, per case, whether old and new give bitwise-equal values and gradients at three
+    points, and the largest difference relative to the largest magnitude among them."""
+    import numpy as np
+
+    xs = {key: k[2] for key, k in zip(cases, keep, strict=True)}
+    outs = {key: (k[3], k[4]) for key, k in zip(cases, keep, strict=True)}
+    for name, _, _ in CASES:
+        x0 = xs[(name, "old")].copy()
+        rng = np.random.default_rng(35)
+        points = [x0, x0 + 0.1 * rng.standard_normal(x0.shape), x0 + 0.3 * rng.standard_normal(x0.shape)]
+        same, worst = True, 0.0
+        for point in points:
+            got = []
+            for v in ("old", "new"):
+                fn, cargs = cases[(name, v)]
+                xs[(name, v)][:] = point
+                fn(*cargs)
+                grad, lp = outs[(name, v)]
+                got.append(np.concatenate([lp, grad]))
+            same &= bool(np.array_equal(got[0], got[1]))
+            worst = max(worst, float(np.max(np.abs(got[1] - got[0])) / np.max(np.abs(got[0]))))
+        print(f"{name}: bitwise {'equal' if same else 'DIFFERENT'}, max relative difference {worst:.3g}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--old", required=True, help="a pymsem checkout to compare the installed one with")
     p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--check", action="store_true", help="compare values and gradients, time nothing")
     p.add_argument("--out", default=str(HERE / "results" / "entry_point_inprocess.csv"))
     args = p.parse_args()
     import time
@@ -88,6 +119,9 @@ def main() -> None:
             df = _data(share)
             cases[(name, "old")] = _entry(old, model, df, keep)
             cases[(name, "new")] = _entry(new, model, df, keep)
+        if args.check:
+            _check(cases, keep)
+            return
         best = dict.fromkeys(cases, float("inf"))
         with threadpool_limits(1, "blas"):
             for _ in range(args.rounds):

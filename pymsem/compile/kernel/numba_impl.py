@@ -71,31 +71,6 @@ def _range_sum(a: np.ndarray) -> float:
 
 
 @_inline
-def _square_axpy(d: np.ndarray, lam: float, v: np.ndarray) -> float:
-    """``v += lam * d`` and ``sum(d * d)`` (summed as :func:`_dot` sums) in one pass over ``d``:
-    a row of thousands of students read once, not twice."""
-    n = d.shape[0]
-    s0 = s1 = s2 = s3 = 0.0
-    r = 0
-    while r + 4 <= n:
-        x0, x1, x2, x3 = d[r], d[r + 1], d[r + 2], d[r + 3]
-        s0 += x0 * x0
-        s1 += x1 * x1
-        s2 += x2 * x2
-        s3 += x3 * x3
-        v[r] += lam * x0
-        v[r + 1] += lam * x1
-        v[r + 2] += lam * x2
-        v[r + 3] += lam * x3
-        r += 4
-    while r < n:
-        s0 += d[r] * d[r]
-        v[r] += lam * d[r]
-        r += 1
-    return (s0 + s1) + (s2 + s3)
-
-
-@_inline
 def _axpy_dot(out: np.ndarray, c: float, d: np.ndarray, lam: float, w: np.ndarray, first: bool) -> float:
     """``out = c * d + lam * w`` (``first``) or ``out += lam * w``, and ``sum(d * w)`` (summed
     as :func:`_dot` sums), in one pass over the rows."""

@@ -38,7 +38,6 @@ from pymsem.compile.kernel.numba_impl import (
     _dot,
     _inverse_pd,
     _matmul,
-    _square_axpy,
     _transpose,
     level_grads_to_theta,
     level_parts,
@@ -607,7 +606,7 @@ def woodbury_core(
             i, a = w_i[t], w_a[t]
             lam, v, d = LamD[i, a], SV[a], DT[i]
             if first[i] == t:
-                pooled_diag[i] = _square_axpy(d, lam, v)
+                pooled_diag[i] = _axpy_dot(v, 0.0, d, lam, d, False)
             else:
                 for r in range(N):
                     v[r] += lam * d[r]
