@@ -73,7 +73,7 @@ def _check(cases: dict, keep: list) -> None:
 
     xs = {key: k[2] for key, k in zip(cases, keep, strict=True)}
     outs = {key: (k[3], k[4]) for key, k in zip(cases, keep, strict=True)}
-    for name, _, _ in CASES:
+    for name in sorted({key[0] for key in cases}, key=[c[0] for c in CASES].index):
         x0 = xs[(name, "old")].copy()
         rng = np.random.default_rng(35)
         points = [x0, x0 + 0.1 * rng.standard_normal(x0.shape), x0 + 0.3 * rng.standard_normal(x0.shape)]
@@ -95,6 +95,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--old", required=True, help="a pymsem checkout to compare the installed one with")
     p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--cases", nargs="+", default=[c[0] for c in CASES], help="a subset of the cases")
     p.add_argument("--check", action="store_true", help="compare values and gradients, time nothing")
     p.add_argument("--out", default=str(HERE / "results" / "entry_point_inprocess.csv"))
     args = p.parse_args()
@@ -116,6 +117,8 @@ def main() -> None:
         keep: list = []
         cases = {}
         for name, model, share in CASES:
+            if name not in args.cases:
+                continue
             df = _data(share)
             cases[(name, "old")] = _entry(old, model, df, keep)
             cases[(name, "new")] = _entry(new, model, df, keep)
@@ -131,15 +134,18 @@ def main() -> None:
                         fn(*cargs)
                     best[key] = min(best[key], (time.perf_counter() - t) * 10)
     row = {"old": _version(old_path), "new": _version(HERE.parent)}
-    for name, _, _ in CASES:
+    names = [c[0] for c in CASES if c[0] in args.cases]
+    for name in names:
         row[f"{name}_old"] = round(best[(name, "old")], 4)
         row[f"{name}_new"] = round(best[(name, "new")], 4)
         row[f"{name}_new_over_old"] = round(best[(name, "new")] / best[(name, "old")], 3)
     for v in ("old", "new"):
-        row[f"model4_over_3_{v}"] = round(best[("model4", v)] / best[("model3", v)], 3)
-        row[f"model3_missing_over_complete_{v}"] = round(
-            best[("model3_missing30", v)] / best[("model3", v)], 3
-        )
+        if {"model3", "model4"} <= set(names):
+            row[f"model4_over_3_{v}"] = round(best[("model4", v)] / best[("model3", v)], 3)
+        if {"model3", "model3_missing30"} <= set(names):
+            row[f"model3_missing_over_complete_{v}"] = round(
+                best[("model3_missing30", v)] / best[("model3", v)], 3
+            )
     for k, v in row.items():
         print(f"{k}: {v}")
     out = Path(args.out)

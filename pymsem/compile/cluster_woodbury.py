@@ -423,7 +423,12 @@ def _register_numba() -> None:
                 for i in range(m):
                     for t in range(i + 1):
                         K[mb + i, mb + t] += ng * Sg[i, t]
-                if not (_factor(Cm, Lc, dc, m) and _factor(K, Lk, dk, q)):
+                # Both factors before one test: a short-circuit ``and`` here left numba's
+                # reference counts of the work arrays inside the loop (kernel_gradient.md,
+                # session 34; the whole-model kernel's loop had the same).
+                ok_c = _factor(Cm, Lc, dc, m)
+                ok_k = _factor(K, Lk, dk, q)
+                if not (ok_c and ok_k):
                     f = np.nan
                     break
                 logdet_C = _inverse(Lc, dc, Li, Cinv, m)
