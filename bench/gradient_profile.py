@@ -10,6 +10,15 @@ code is charged to the nearest function start below it; the rest is reported by 
 (``libc``'s ``malloc``/``free``/``memset`` are the arrays numba allocates; ``libpython`` and
 ``_ctypes`` the Python loop's calls). LLVM inlines small callees, so a function's share includes
 theirs. Writes ``bench/results/gradient_profile.csv`` and prints the largest shares per model.
+
+``--lines NAME`` also charges the samples in the compiled function whose name contains NAME
+(``moderated_value_and_grad``, say) to its source lines: the child compiles with
+``NUMBA_DEBUGINFO=1`` and writes the entry point's object code (the bytes numba's JIT loaded),
+``objdump -d -l`` maps each instruction's offset in the function to a line, and each sample's
+offset from the function's start is looked up there. numba's own inlining (``inline="always"``)
+keeps an inlined helper's line numbers under the caller's file name: a line that makes no
+sense in the caller's file is a helper's (``_dot``'s loop, say). Prints the lines with the
+largest shares of all samples.
 """
 
 from __future__ import annotations
@@ -51,6 +60,11 @@ for f in lib._final_module.functions:
         a = lib.get_pointer_to_function(f.name)
         if a:
             addresses[f.name] = a
+if os.environ.get("NUMBA_DEBUGINFO") == "1":
+    obj = lib._get_compiled_object() if lib._object_caching_enabled else None
+    if obj is None:
+        obj = lib._codegen._tm.emit_object(lib._final_module)
+    open(os.path.join(folder, "entry.o"), "wb").write(obj)
 args, grad, lp, x = entry_args(kernel.flat.x0, kernel.user_data.ctypes.data)
 fn = entry.ctypes
 with threadpool_limits(1, "blas"):
@@ -80,9 +94,51 @@ def _short(symbol: str) -> str:
     return re.sub(r"B\d+v\d+.*$", "", name) or symbol[:60]
 
 
-def profile(model: int, share: float, seconds: float) -> list[dict]:
+def _line_table(obj: Path, symbol: str) -> tuple[list[int], list[str]]:
+    """Each instruction's offset in ``symbol`` and its source line (``file:line``), from
+    ``objdump -d -l`` of the object code ``obj``."""
+    dump = subprocess.run(
+        ["objdump", "-d", "-l", "--no-show-raw-insn", str(obj)], check=True, capture_output=True, text=True
+    ).stdout
+    offsets: list[int] = []
+    where: list[str] = []
+    inside, base, line = False, 0, "?"
+    for text in dump.splitlines():
+        if (m := re.match(r"^([0-9a-f]+) <(.+)>:$", text)) is not None:
+            inside, base, line = m.group(2) == symbol, int(m.group(1), 16), "?"
+        elif inside and (m := re.match(r"^(/\S+):(\d+)", text)) is not None:
+            line = f"{Path(m.group(1)).name}:{m.group(2)}"
+        elif inside and (m := re.match(r"^\s+([0-9a-f]+):", text)) is not None:
+            offsets.append(int(m.group(1), 16) - base)
+            where.append(line)
+    return offsets, where
+
+
+def _by_line(script: str, addresses: dict[str, int], obj: Path, name: str) -> list[tuple[str, float]]:
+    """The shares of all samples charged to the source lines of the function named ``name``."""
+    symbol = next(s for s in addresses if name in _short(s))
+    start = addresses[symbol]
+    end = min((a for a in addresses.values() if a > start), default=start + (1 << 30))
+    offsets, where = _line_table(obj, symbol)
+    counts: Counter[str] = Counter()
+    total = 0
+    for line in script.splitlines():
+        fields = line.split(None, 1)
+        if len(fields) < 2:
+            continue
+        total += 1
+        ip = int(fields[0], 16)
+        if start <= ip < end:
+            i = bisect.bisect_right(offsets, ip - start) - 1
+            counts[where[i] if i >= 0 else "?"] += 1
+    return [(w, 100 * c / max(total, 1)) for w, c in counts.most_common()]
+
+
+def profile(model: int, share: float, seconds: float, lines: str | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as folder:
         env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(folder, "numba"))
+        if lines:
+            env["NUMBA_DEBUGINFO"] = "1"
         env["PYTENSOR_FLAGS"] = f"base_compiledir={os.path.join(folder, 'pytensor')}"
         bench = str(Path(__file__).resolve().parent)
         child = subprocess.Popen(
@@ -104,6 +160,10 @@ def profile(model: int, share: float, seconds: float) -> list[dict]:
             ["perf", "script", "-i", data, "-F", "ip,dso"], check=True, capture_output=True, text=True
         ).stdout
         addresses = json.loads(addresses_file.read_text())
+        if lines:
+            print(f"\nModel {model}: the lines of {lines} (percent of all samples)")
+            for w, pct in _by_line(script, addresses, Path(folder) / "entry.o", lines)[:25]:
+                print(f"{pct:5.1f}  {w}")
     items = sorted((a, n) for n, a in addresses.items())
     starts = [a for a, _ in items]
     counts: Counter[str] = Counter()
@@ -131,8 +191,9 @@ def main() -> None:
     p.add_argument("--share", type=float, default=0.0)
     p.add_argument("--seconds", type=float, default=12.0)
     p.add_argument("--out", default=str(OUT / "gradient_profile.csv"))
+    p.add_argument("--lines", help="also charge one compiled function's samples to its source lines")
     args = p.parse_args()
-    rows = [r for m in args.models for r in profile(m, args.share, args.seconds)]
+    rows = [r for m in args.models for r in profile(m, args.share, args.seconds, args.lines)]
     df = pd.DataFrame(rows)
     df.to_csv(args.out, index=False)
     for m, part in df.groupby("model"):
