@@ -66,14 +66,14 @@ def _entry(pkg, model: int, df, keep: list):  # type: ignore[no-untyped-def]
     return kernel.logp_cfunc.ctypes, args
 
 
-def _check(cases: dict, keep: list) -> None:
-    """Print, per case, whether old and new give bitwise-equal values and gradients at three
-    points, and the largest difference relative to the largest magnitude among them."""
+def _check(names: list[str], cases: dict, keep: list) -> None:
+    """Print, per case in ``names``, whether old and new give bitwise-equal values and gradients
+    at three points, and the largest difference relative to the largest magnitude among them."""
     import numpy as np
 
     xs = {key: k[2] for key, k in zip(cases, keep, strict=True)}
     outs = {key: (k[3], k[4]) for key, k in zip(cases, keep, strict=True)}
-    for name in sorted({key[0] for key in cases}, key=[c[0] for c in CASES].index):
+    for name in names:
         x0 = xs[(name, "old")].copy()
         rng = np.random.default_rng(35)
         points = [x0, x0 + 0.1 * rng.standard_normal(x0.shape), x0 + 0.3 * rng.standard_normal(x0.shape)]
@@ -99,6 +99,7 @@ def main() -> None:
     p.add_argument("--check", action="store_true", help="compare values and gradients, time nothing")
     p.add_argument("--out", default=str(HERE / "results" / "entry_point_inprocess.csv"))
     args = p.parse_args()
+    names = [c[0] for c in CASES if c[0] in args.cases]  # in CASES's order
     import time
 
     from threadpoolctl import threadpool_limits
@@ -117,13 +118,13 @@ def main() -> None:
         keep: list = []
         cases = {}
         for name, model, share in CASES:
-            if name not in args.cases:
+            if name not in names:
                 continue
             df = _data(share)
             cases[(name, "old")] = _entry(old, model, df, keep)
             cases[(name, "new")] = _entry(new, model, df, keep)
         if args.check:
-            _check(cases, keep)
+            _check(names, cases, keep)
             return
         best = dict.fromkeys(cases, float("inf"))
         with threadpool_limits(1, "blas"):
@@ -134,7 +135,6 @@ def main() -> None:
                         fn(*cargs)
                     best[key] = min(best[key], (time.perf_counter() - t) * 10)
     row = {"old": _version(old_path), "new": _version(HERE.parent)}
-    names = [c[0] for c in CASES if c[0] in args.cases]
     for name in names:
         row[f"{name}_old"] = round(best[(name, "old")], 4)
         row[f"{name}_new"] = round(best[(name, "new")], 4)
